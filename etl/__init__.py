@@ -1,0 +1,1 @@
+"""lakedl ETL: configuration, Spark session, table store, raw data acquisition and conversion."""

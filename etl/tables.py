@@ -1,0 +1,379 @@
+"""The project's table store: write, append, merge, read and time-travel Delta tables.
+
+Two backends write the same on-disk Delta protocol:
+
+* ``delta-rs`` (embedded default, no JVM jars): Spark's executors write Parquet files in parallel
+  into a staging directory; the driver moves them into the table and commits them all in ONE Delta
+  transaction with delta-rs. A job that fails before the commit leaves the table's version and
+  contents untouched (uncommitted files are removed; a killed driver leaves only unreferenced files
+  that ``VACUUM`` clears). MERGE streams the staged source into ``DeltaTable.merge``.
+* ``delta-spark`` (clusters that ship Delta: Databricks, EMR, ``--packages io.delta:delta-spark``):
+  plain ``format("delta")`` writes and SQL ``MERGE INTO``. It is chosen automatically when the
+  Delta classes are on the classpath.
+
+Reads of version numbers, history and small driver-side tables go through delta-rs for both, reading
+Parquet files with pyarrow directly (``DeltaTable.to_pyarrow_table`` can crash at exit with pyarrow 14).
+Deletion vectors stay off, so both engines can read every table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from etl.logs import get_logger
+
+log = get_logger(__name__)
+
+WriteMode = Literal["append", "overwrite"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_TABLE_PROPERTIES = {"delta.enableDeletionVectors": "false"}
+
+
+class TableError(RuntimeError):
+    """A table operation that cannot proceed; the message says which table and what to do."""
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    version: int
+    inserted: int
+    updated: int
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise TableError(f"table name {name!r} is not valid: use letters, digits and '_' (e.g. bronze_reviews)")
+    return name
+
+
+def _local_path(uri: str) -> str:
+    return unquote(uri[len("file://"):]) if uri.startswith("file://") else uri
+
+
+def spark_to_arrow_schema(struct) -> pa.Schema:
+    """Arrow schema of a Spark schema as Delta stores it (timestamps in microseconds, UTC)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = to_arrow_schema(struct)
+    fields = []
+    for f in schema:
+        typ = f.type
+        if pa.types.is_timestamp(typ):
+            typ = pa.timestamp("us", tz="UTC")
+        fields.append(pa.field(f.name, typ, f.nullable))
+    return pa.schema(fields)
+
+
+def arrow_to_spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    plain = pa.schema(
+        [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type, f.nullable) for f in schema]
+    )
+    return from_arrow_schema(plain)
+
+
+class TableStore:
+    """Delta tables under one root directory, addressed by name."""
+
+    def __init__(self, root: str | os.PathLike, spark=None, backend: str = "auto") -> None:
+        self.root = Path(root).absolute()
+        self.spark = spark
+        self.backend = self._pick_backend(backend)
+
+    @classmethod
+    def from_config(cls, cfg, spark=None) -> TableStore:
+        return cls(cfg.paths.tables_dir, spark=spark, backend=cfg.tables.backend)
+
+    def _pick_backend(self, requested: str) -> str:
+        if requested not in ("auto", "delta-rs", "delta-spark"):
+            raise TableError(f"tables.backend={requested!r}: expected auto, delta-rs or delta-spark")
+        if requested == "delta-rs":
+            return requested
+        from etl.spark import has_delta_jars
+
+        jars = self.spark is not None and has_delta_jars(self.spark)
+        if requested == "delta-spark" and not jars:
+            raise TableError(
+                "tables.backend=delta-spark but delta-spark's classes are not on Spark's classpath: start Spark "
+                "with Delta (Databricks/EMR, or --packages io.delta:delta-spark_2.13:4.0.0 plus "
+                "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension), or set tables.backend=delta-rs"
+            )
+        return "delta-spark" if jars else "delta-rs"
+
+    # -- naming ----------------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.root / _check_name(name)
+
+    def exists(self, name: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(str(self.path(name)))
+
+    def _table(self, name: str, version: int | None = None):
+        from deltalake import DeltaTable
+
+        if not self.exists(name):
+            raise TableError(f"table {name!r} does not exist under {self.root}")
+        return DeltaTable(str(self.path(name)), version=version)
+
+    def _spark(self):
+        if self.spark is None:
+            raise TableError("this operation runs on Spark: create the TableStore with spark=get_spark(...)")
+        return self.spark
+
+    # -- metadata (same for both backends: it is the on-disk protocol) ---------------------------
+    def version(self, name: str) -> int:
+        return self._table(name).version()
+
+    def history(self, name: str) -> list[dict]:
+        return self._table(name).history()
+
+    def schema(self, name: str, version: int | None = None) -> pa.Schema:
+        return pa.schema(self._table(name, version).schema().to_arrow())
+
+    def partition_columns(self, name: str) -> list[str]:
+        return list(self._table(name).metadata().partition_columns)
+
+    # -- writes ----------------------------------------------------------------------------------
+    def write(self, name: str, df, mode: WriteMode = "append", partition_by: Sequence[str] | None = None) -> int:
+        """Append to or overwrite table ``name`` with Spark DataFrame ``df``; returns the new version."""
+        if mode not in ("append", "overwrite"):
+            raise TableError(f"write mode {mode!r}: expected 'append' or 'overwrite'")
+        partition_by = list(partition_by or [])
+        missing = [c for c in partition_by if c not in df.columns]
+        if missing:
+            raise TableError(f"table {name!r}: partition columns {missing} are not in the DataFrame")
+        if self.backend == "delta-spark":
+            return self._spark_write(name, df, mode, partition_by)
+        return self._rs_write(name, df, mode, partition_by)
+
+    def merge(self, name: str, df, keys: Sequence[str], update_matched: bool = True) -> MergeResult:
+        """Upsert ``df`` into ``name`` on ``keys``: matched rows are updated (or kept when
+        ``update_matched`` is False), unmatched rows inserted. Re-running with the same rows adds nothing.
+        Source keys must be unique. A missing table is created from ``df``."""
+        keys = list(keys)
+        if not keys:
+            raise TableError(f"merge into {name!r}: give at least one key column")
+        missing = [k for k in keys if k not in df.columns]
+        if missing:
+            raise TableError(f"merge into {name!r}: key columns {missing} are not in the source DataFrame")
+        if not self.exists(name):
+            version = self.write(name, df, "append")
+            return MergeResult(version, self._table(name).count(), 0)
+        if self.backend == "delta-spark":
+            return self._spark_merge(name, df, keys, update_matched)
+        return self._rs_merge(name, df, keys, update_matched)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def read(self, name: str, version: int | None = None):
+        """Spark DataFrame of table ``name`` (at ``version`` for time travel)."""
+        spark = self._spark()
+        if self.backend == "delta-spark":
+            reader = spark.read.format("delta")
+            if version is not None:
+                reader = reader.option("versionAsOf", version)
+            return reader.load(str(self.path(name)))
+        table = self._table(name, version)
+        schema = arrow_to_spark_schema(pa.schema(table.schema().to_arrow()))
+        files = [_local_path(u) for u in table.file_uris()]
+        if not files:
+            return spark.createDataFrame([], schema)
+        # A user schema that names the partition columns types the values parsed from the paths.
+        return spark.read.schema(schema).option("basePath", str(self.path(name))).parquet(*files)
+
+    def read_arrow(self, name: str, version: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """Small tables on the driver (manifests, run logs, samples): pyarrow over the table's files."""
+        table = self._table(name, version)
+        schema = pa.schema(table.schema().to_arrow())
+        files = [_local_path(u) for u in table.file_uris()]
+        parts = table.metadata().partition_columns
+        if not files:
+            empty = schema.empty_table()
+            return empty.select(list(columns)) if columns else empty
+        partitioning = pads.partitioning(pa.schema([schema.field(c) for c in parts]), flavor="hive") if parts else None
+        data = pads.dataset(files, schema=schema, format="parquet", partitioning=partitioning,
+                            partition_base_dir=str(self.path(name)))
+        return data.to_table(columns=list(columns) if columns else None)
+
+    def count(self, name: str, version: int | None = None) -> int:
+        table = self._table(name, version)
+        return sum(pq.read_metadata(_local_path(u)).num_rows for u in table.file_uris())
+
+    # -- plain Parquet -----------------------------------------------------------------------------
+    @staticmethod
+    def write_parquet(df, path: str | os.PathLike, mode: WriteMode = "overwrite",
+                      partition_by: Sequence[str] | None = None, max_records_per_file: int | None = None,
+                      row_group_bytes: int | None = None) -> Path:
+        """Plain Parquet output (e.g. shards petastorm reads). ``overwrite`` writes beside the target and
+        swaps it in, so a failed job leaves the previous output whole."""
+        target = Path(path).absolute()
+        writer = df.write
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        if max_records_per_file:
+            writer = writer.option("maxRecordsPerFile", max_records_per_file)
+        if row_group_bytes:
+            writer = writer.option("parquet.block.size", row_group_bytes)
+        if mode == "append":
+            writer.mode("append").parquet(str(target))
+            return target
+        staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+        try:
+            writer.mode("error").parquet(str(staging))
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+                target.rename(old)
+                staging.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    # -- delta-rs backend ---------------------------------------------------------------------------
+    def _stage(self, name: str, df, partition_by: list[str]) -> Path:
+        """Executors write ``df`` as Parquet under ``<table>/_staging/<id>`` (ignored by Delta readers)."""
+        spark = self._spark()
+        staging = self.path(name) / "_staging" / uuid.uuid4().hex
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        writer = df.write.mode("error")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.parquet(str(staging))
+        return staging
+
+    def _rs_write(self, name: str, df, mode: WriteMode, partition_by: list[str]) -> int:
+        from deltalake import DeltaTable, Schema
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        table_dir = self.path(name)
+        exists = self.exists(name)
+        if exists:
+            current = self.partition_columns(name)
+            if partition_by and partition_by != current:
+                raise TableError(f"table {name!r} is partitioned by {current}, not {partition_by}")
+            partition_by = current
+        schema = spark_to_arrow_schema(df.schema)
+        moved: list[Path] = []
+        staging: Path | None = None
+        try:
+            staging = self._stage(name, df, partition_by)
+            actions = []
+            for src in sorted(staging.rglob("*.parquet")):
+                rel = src.relative_to(staging).as_posix()
+                meta = pq.read_metadata(src)
+                if meta.num_rows == 0:
+                    continue
+                dest = table_dir / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dest)
+                moved.append(dest)
+                stat = dest.stat()
+                actions.append(AddAction(
+                    path=rel, size=stat.st_size, partition_values=_partition_values(rel),
+                    modification_time=int(stat.st_mtime * 1000), data_change=True,
+                    stats=json.dumps({"numRecords": meta.num_rows}),
+                ))
+            if exists:
+                DeltaTable(str(table_dir)).create_write_transaction(
+                    actions, mode=mode, schema=schema, partition_by=partition_by or None)
+            else:
+                create_table_with_add_actions(
+                    str(table_dir), Schema.from_arrow(schema), actions, mode="error",
+                    partition_by=partition_by or None, configuration=_TABLE_PROPERTIES)
+        except BaseException:
+            for path in moved:
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            _remove_if_empty(table_dir / "_staging")
+        version = self.version(name)
+        log.info("committed", extra={"table": name, "mode": mode, "files": len(actions), "version": version})
+        return version
+
+    def _rs_merge(self, name: str, df, keys: list[str], update_matched: bool) -> MergeResult:
+        from deltalake import DeltaTable
+
+        staging = None
+        try:
+            staging = self._stage(name, df, [])
+            files = [str(p) for p in sorted(staging.rglob("*.parquet"))]
+            source = pads.dataset(files, schema=spark_to_arrow_schema(df.schema), format="parquet")
+            predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+            merger = DeltaTable(str(self.path(name))).merge(  # a fresh handle: see STACK.md
+                source.scanner().to_reader(), predicate, source_alias="s", target_alias="t")
+            if update_matched:
+                merger = merger.when_matched_update_all()
+            metrics = merger.when_not_matched_insert_all().execute()
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            _remove_if_empty(self.path(name) / "_staging")
+        result = MergeResult(self.version(name), int(metrics.get("num_target_rows_inserted", 0)),
+                             int(metrics.get("num_target_rows_updated", 0)))
+        log.info("merged", extra={"table": name, "inserted": result.inserted, "updated": result.updated,
+                                  "version": result.version})
+        return result
+
+    # -- delta-spark backend (clusters with Delta installed) ---------------------------------------
+    def _spark_write(self, name: str, df, mode: WriteMode, partition_by: list[str]) -> int:
+        spark = self._spark()
+        spark.conf.set("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
+        writer = df.write.format("delta").mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(str(self.path(name)))
+        return self.version(name)
+
+    def _spark_merge(self, name: str, df, keys: list[str], update_matched: bool) -> MergeResult:
+        spark = self._spark()
+        view = f"lakedl_merge_src_{uuid.uuid4().hex[:8]}"
+        df.createOrReplaceTempView(view)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        matched = "WHEN MATCHED THEN UPDATE SET * " if update_matched else ""
+        try:
+            row = spark.sql(
+                f"MERGE INTO delta.`{self.path(name)}` t USING {view} s ON {on} "
+                f"{matched}WHEN NOT MATCHED THEN INSERT *"
+            ).collect()[0].asDict()  # one row of metrics
+        finally:
+            spark.catalog.dropTempView(view)
+        return MergeResult(self.version(name), int(row.get("num_inserted_rows", 0)),
+                           int(row.get("num_updated_rows", 0)))
+
+
+def _partition_values(rel: str) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for part in rel.split("/")[:-1]:
+        key, sep, value = part.partition("=")
+        if sep:
+            value = unquote(value)
+            values[unquote(key)] = None if value == _HIVE_NULL else value
+    return values
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+

