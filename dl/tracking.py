@@ -37,6 +37,10 @@ def start_run(cfg, run_name: str, params: Mapping[str, Any] | None = None,
     import mlflow
 
     uri = tracking_uri(cfg.paths.runs_dir, cfg.tracking.mlflow_uri)
+    if uri.startswith("file:"):
+        # MLflow 3.x keeps the file store in maintenance mode behind this switch; it is still the
+        # zero-setup default here. Point tracking.mlflow_uri at sqlite:///... or a server to move off it.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
     with mlflow.start_run(run_name=run_name, tags=dict(tags or {})) as run:

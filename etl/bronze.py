@@ -59,7 +59,8 @@ def load_bronze(spark: SparkSession, store: TableStore, path: str, table: str, r
     try:
         counts = raw.agg(F.count(F.lit(1)).alias("n"),
                          F.count(F.col(CORRUPT)).alias("corrupt")).first()
-        result = store.merge(table, with_ingest_columns(raw, run_id), keys=["record_key"], update_matched=False)
+        result = store.merge(table, with_ingest_columns(raw, run_id), keys=["record_key"], update_matched=False,
+                             commit_info={"lakedl.run_id": run_id})
     finally:
         raw.unpersist()
     return BronzeLoad(counts["n"], counts["corrupt"], result.inserted, result.version)

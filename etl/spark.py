@@ -68,6 +68,8 @@ def get_spark(settings: SparkSettings | None = None):
         spark = SparkSession.builder.getOrCreate()
         log.info("using the session spark-submit provided", extra={"master": spark.sparkContext.master})
         return spark
+    if settings.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # bind to loopback only
     builder = SparkSession.builder.master(settings.master)
     for key, value in embedded_conf(settings).items():
         builder = builder.config(key, value)

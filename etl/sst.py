@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from etl.fetch import write_jsonl_atomic
@@ -93,17 +93,49 @@ def _record(review_id: str, node: Node, split: str, source: str) -> dict:
             "label": binary_label(node.label), "score": float(node.label), "split": split}
 
 
-def sst_records(path: Path, split: str, phrases: bool = False) -> Iterator[dict]:
+QUARANTINE_DIR = "_quarantine"  # leading '_': Spark's file sources skip it when reading the reviews dir
+
+
+@dataclass
+class SplitReport:
+    """Reconciliation of one split: lines read = sentences written + lines quarantined."""
+
+    read: int = 0
+    sentences: int = 0
+    phrases: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def sst_records(path: Path, split: str, phrases: bool = False, held_out: dict[str, str] | None = None,
+                report: SplitReport | None = None, quarantine: list[dict] | None = None) -> Iterator[dict]:
     """Canonical records of one SST file: one per sentence, plus (``phrases``) one per distinct
-    labelled subtree that is not the whole sentence."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    labelled subtree that is not the whole sentence. A malformed line, or a line that also appears
+    in ``held_out`` (tree line → where it was seen), goes to ``quarantine`` with its reason."""
+    report = report if report is not None else SplitReport()
+    quarantine = quarantine if quarantine is not None else []
+
+    def reject(lineno: int, line: str, kind: str, detail: str) -> None:
+        report.quarantined += 1
+        report.reasons[kind] = report.reasons.get(kind, 0) + 1
+        quarantine.append({"file": str(path), "line": lineno, "reason": kind, "detail": detail, "raw": line})
+
+    with path.open(encoding="utf-8", errors="strict") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = raw.rstrip("\r\n")
             if not line.strip():
+                continue
+            report.read += 1
+            if held_out and line.strip() in held_out:
+                reject(lineno, line, "held_out_duplicate",
+                       f"identical to {held_out[line.strip()]}: a held-out sentence must not be trained on")
                 continue
             try:
                 root = parse_tree(line)
             except TreeError as exc:
-                raise TreeError(f"{path}:{lineno}: {exc}") from None
+                reject(lineno, line, "malformed_tree", f"{path}:{lineno}: {exc}")
+                continue
+            report.sentences += 1
             yield _record(f"sst-{split}-{lineno}", root, split, "sst")
             if phrases:
                 seen = {root.tokens}
@@ -111,16 +143,45 @@ def sst_records(path: Path, split: str, phrases: bool = False) -> Iterator[dict]
                     if sub.tokens in seen:
                         continue
                     seen.add(sub.tokens)
+                    report.phrases += 1
                     yield _record(f"sst-{split}-{lineno}-p{j}", sub, split, "sst_phrase")
 
 
-def convert_sst(sst_dir: str | os.PathLike, out_dir: str | os.PathLike, phrases: bool = False) -> dict[str, int]:
-    """Write ``out_dir/sst_<split>.jsonl`` for train/dev/test; ``phrases`` adds train's subtrees."""
+def _held_out_lines(src: Path) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    for split in ("dev", "test"):
+        with (src / f"{split}.txt").open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    seen.setdefault(line.strip(), f"{split}.txt:{lineno}")
+    return seen
+
+
+def convert_sst(sst_dir: str | os.PathLike, out_dir: str | os.PathLike, phrases: bool = False) -> dict[str, dict]:
+    """Write ``out_dir/sst_<split>.jsonl`` for train/dev/test (``phrases`` adds train's subtrees).
+
+    Train lines identical to a dev or test line are quarantined (the copy of SST on the developer
+    machines has dev.txt appended to train.txt), as are malformed lines; each quarantined line is kept
+    with its reason in ``out_dir/_quarantine/sst_<split>.jsonl``. Returns a reconciliation per split."""
     src = Path(sst_dir)
+    out = Path(out_dir)
     missing = [s for s in SPLITS if not (src / f"{s}.txt").is_file()]
     if missing:
         raise FileNotFoundError(
             f"{src} is not an SST directory: missing {', '.join(f'{s}.txt' for s in missing)}")
-    return {f"sst_{split}": write_jsonl_atomic(sst_records(src / f"{split}.txt", split, phrases and split == "train"),
-                                               Path(out_dir) / f"sst_{split}.jsonl")
-            for split in SPLITS}
+    held_out = _held_out_lines(src)
+    result: dict[str, dict] = {}
+    for split in SPLITS:
+        report, rejected = SplitReport(), []
+        records = sst_records(src / f"{split}.txt", split, phrases and split == "train",
+                              held_out if split == "train" else None, report, rejected)
+        write_jsonl_atomic(records, out / f"sst_{split}.jsonl")
+        qfile = out / QUARANTINE_DIR / f"sst_{split}.jsonl"
+        if rejected:
+            write_jsonl_atomic(rejected, qfile)
+        else:
+            qfile.unlink(missing_ok=True)
+        if report.read != report.sentences + report.quarantined:
+            raise RuntimeError(f"SST {split}: counts do not reconcile: {report}")
+        result[f"sst_{split}"] = asdict(report)
+    return result

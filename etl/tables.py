@@ -6,7 +6,9 @@ Two backends write the same on-disk Delta protocol:
   into a staging directory; the driver moves them into the table and commits them all in ONE Delta
   transaction with delta-rs. A job that fails before the commit leaves the table's version and
   contents untouched (uncommitted files are removed; a killed driver leaves only unreferenced files
-  that ``VACUUM`` clears). MERGE streams the staged source into ``DeltaTable.merge``.
+  that ``VACUUM`` clears). MERGE is copy-on-write computed by Spark: the files holding matched rows
+  are rewritten and committed as removes + adds in one transaction. (delta-rs's own MERGE writes
+  Parquet with Utf8View columns that pyarrow 14 cannot open, so it is not used.)
 * ``delta-spark`` (clusters that ship Delta: Databricks, EMR, ``--packages io.delta:delta-spark``):
   plain ``format("delta")`` writes and SQL ``MERGE INTO``. It is chosen automatically when the
   Delta classes are on the classpath.
@@ -22,12 +24,13 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -61,7 +64,9 @@ def _check_name(name: str) -> str:
 
 
 def _local_path(uri: str) -> str:
-    return unquote(uri[len("file://"):]) if uri.startswith("file://") else uri
+    """``file:/x``, ``file:///x`` (Spark, delta-rs) or a plain path → a plain local path."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
 def spark_to_arrow_schema(struct) -> pa.Schema:
@@ -150,19 +155,23 @@ class TableStore:
         return list(self._table(name).metadata().partition_columns)
 
     # -- writes ----------------------------------------------------------------------------------
-    def write(self, name: str, df, mode: WriteMode = "append", partition_by: Sequence[str] | None = None) -> int:
-        """Append to or overwrite table ``name`` with Spark DataFrame ``df``; returns the new version."""
+    def write(self, name: str, df, mode: WriteMode = "append", partition_by: Sequence[str] | None = None,
+              commit_info: Mapping[str, str] | None = None) -> int:
+        """Append to or overwrite table ``name`` with Spark DataFrame ``df``; returns the new version.
+        ``commit_info`` (e.g. a run id) is stored in the commit and shown by ``history``."""
         if mode not in ("append", "overwrite"):
             raise TableError(f"write mode {mode!r}: expected 'append' or 'overwrite'")
         partition_by = list(partition_by or [])
         missing = [c for c in partition_by if c not in df.columns]
         if missing:
             raise TableError(f"table {name!r}: partition columns {missing} are not in the DataFrame")
+        info = {"lakedl.operation": f"write-{mode}", **(commit_info or {})}
         if self.backend == "delta-spark":
-            return self._spark_write(name, df, mode, partition_by)
-        return self._rs_write(name, df, mode, partition_by)
+            return self._spark_write(name, df, mode, partition_by, info)
+        return self._rs_write(name, df, mode, partition_by, info)
 
-    def merge(self, name: str, df, keys: Sequence[str], update_matched: bool = True) -> MergeResult:
+    def merge(self, name: str, df, keys: Sequence[str], update_matched: bool = True,
+              commit_info: Mapping[str, str] | None = None) -> MergeResult:
         """Upsert ``df`` into ``name`` on ``keys``: matched rows are updated (or kept when
         ``update_matched`` is False), unmatched rows inserted. Re-running with the same rows adds nothing.
         Source keys must be unique. A missing table is created from ``df``."""
@@ -172,12 +181,13 @@ class TableStore:
         missing = [k for k in keys if k not in df.columns]
         if missing:
             raise TableError(f"merge into {name!r}: key columns {missing} are not in the source DataFrame")
+        info = {"lakedl.operation": "merge", "lakedl.keys": ",".join(keys), **(commit_info or {})}
         if not self.exists(name):
-            version = self.write(name, df, "append")
-            return MergeResult(version, self._table(name).count(), 0)
+            version = self.write(name, df, "append", commit_info=info)
+            return MergeResult(version, self.count(name), 0)
         if self.backend == "delta-spark":
-            return self._spark_merge(name, df, keys, update_matched)
-        return self._rs_merge(name, df, keys, update_matched)
+            return self._spark_merge(name, df, keys, update_matched, info)
+        return self._rs_merge(name, df, keys, update_matched, info)
 
     # -- reads -----------------------------------------------------------------------------------
     def read(self, name: str, version: int | None = None):
@@ -188,13 +198,8 @@ class TableStore:
             if version is not None:
                 reader = reader.option("versionAsOf", version)
             return reader.load(str(self.path(name)))
-        table = self._table(name, version)
-        schema = arrow_to_spark_schema(pa.schema(table.schema().to_arrow()))
-        files = [_local_path(u) for u in table.file_uris()]
-        if not files:
-            return spark.createDataFrame([], schema)
-        # A user schema that names the partition columns types the values parsed from the paths.
-        return spark.read.schema(schema).option("basePath", str(self.path(name))).parquet(*files)
+        frame, _ = self._snapshot_frame(name, self._table(name, version))
+        return frame
 
     def read_arrow(self, name: str, version: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Small tables on the driver (manifests, run logs, samples): pyarrow over the table's files."""
@@ -247,34 +252,34 @@ class TableStore:
         return target
 
     # -- delta-rs backend ---------------------------------------------------------------------------
-    def _stage(self, name: str, df, partition_by: list[str]) -> Path:
-        """Executors write ``df`` as Parquet under ``<table>/_staging/<id>`` (ignored by Delta readers)."""
+    def _snapshot_frame(self, name: str, table):
+        """Spark DataFrame over one table snapshot's files (``_metadata.file_path`` tells the file)."""
         spark = self._spark()
-        staging = self.path(name) / "_staging" / uuid.uuid4().hex
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        writer = df.write.mode("error")
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        writer.parquet(str(staging))
-        return staging
+        schema = arrow_to_spark_schema(pa.schema(table.schema().to_arrow()))
+        files = [_local_path(u) for u in table.file_uris()]
+        if not files:
+            return spark.createDataFrame([], schema), False
+        # A user schema that names the partition columns types the values parsed from the paths.
+        return spark.read.schema(schema).option("basePath", str(self.path(name))).parquet(*files), True
 
-    def _rs_write(self, name: str, df, mode: WriteMode, partition_by: list[str]) -> int:
-        from deltalake import DeltaTable, Schema
-        from deltalake.transaction import AddAction, create_table_with_add_actions
+    def _commit_frame(self, name: str, df, partition_by: list[str], commit) -> int:
+        """Executors write ``df`` as Parquet under ``<table>/_staging/<id>``; the driver moves the files
+        into the table and calls ``commit(add_actions)`` once. On any failure the moved files are
+        removed again, so the table is exactly as before. Returns the number of rows written."""
+        from deltalake.transaction import AddAction
 
+        spark = self._spark()
         table_dir = self.path(name)
-        exists = self.exists(name)
-        if exists:
-            current = self.partition_columns(name)
-            if partition_by and partition_by != current:
-                raise TableError(f"table {name!r} is partitioned by {current}, not {partition_by}")
-            partition_by = current
-        schema = spark_to_arrow_schema(df.schema)
+        staging = table_dir / "_staging" / uuid.uuid4().hex
+        staging.parent.mkdir(parents=True, exist_ok=True)
         moved: list[Path] = []
-        staging: Path | None = None
+        rows = 0
         try:
-            staging = self._stage(name, df, partition_by)
+            spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+            writer = df.write.mode("error")
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            writer.parquet(str(staging))
             actions = []
             for src in sorted(staging.rglob("*.parquet")):
                 rel = src.relative_to(staging).as_posix()
@@ -285,67 +290,124 @@ class TableStore:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dest)
                 moved.append(dest)
+                rows += meta.num_rows
                 stat = dest.stat()
                 actions.append(AddAction(
                     path=rel, size=stat.st_size, partition_values=_partition_values(rel),
                     modification_time=int(stat.st_mtime * 1000), data_change=True,
                     stats=json.dumps({"numRecords": meta.num_rows}),
                 ))
-            if exists:
-                DeltaTable(str(table_dir)).create_write_transaction(
-                    actions, mode=mode, schema=schema, partition_by=partition_by or None)
-            else:
-                create_table_with_add_actions(
-                    str(table_dir), Schema.from_arrow(schema), actions, mode="error",
-                    partition_by=partition_by or None, configuration=_TABLE_PROPERTIES)
+            commit(actions)
         except BaseException:
             for path in moved:
                 path.unlink(missing_ok=True)
             raise
         finally:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
             _remove_if_empty(table_dir / "_staging")
+        return rows
+
+    def _rs_write(self, name: str, df, mode: WriteMode, partition_by: list[str], info: Mapping[str, str]) -> int:
+        from deltalake import CommitProperties, DeltaTable, Schema
+        from deltalake.transaction import create_table_with_add_actions
+
+        table_dir = str(self.path(name))
+        schema = spark_to_arrow_schema(df.schema)
+        if self.exists(name):
+            table = DeltaTable(table_dir)
+            current = list(table.metadata().partition_columns)
+            if partition_by and partition_by != current:
+                raise TableError(f"table {name!r} is partitioned by {current}, not {partition_by}")
+            partition_by = current
+
+            def commit(actions):
+                table.create_write_transaction(actions, mode=mode, schema=schema, partition_by=partition_by or None,
+                                               commit_properties=CommitProperties(custom_metadata=dict(info)))
+        else:
+            def commit(actions):
+                create_table_with_add_actions(table_dir, Schema.from_arrow(schema), actions, mode="error",
+                                              partition_by=partition_by or None, configuration=_TABLE_PROPERTIES,
+                                              commit_properties=CommitProperties(custom_metadata=dict(info)))
+        rows = self._commit_frame(name, df, partition_by, commit)
         version = self.version(name)
-        log.info("committed", extra={"table": name, "mode": mode, "files": len(actions), "version": version})
+        log.info("committed", extra={"table": name, "mode": mode, "rows": rows, "version": version})
         return version
 
-    def _rs_merge(self, name: str, df, keys: list[str], update_matched: bool) -> MergeResult:
-        from deltalake import DeltaTable
+    def _rs_merge(self, name: str, df, keys: list[str], update_matched: bool,
+                  info: Mapping[str, str]) -> MergeResult:
+        """Copy-on-write MERGE computed by Spark: the files holding matched rows are rewritten with the
+        updates, new rows are appended, and removes + adds are committed in one transaction against
+        the snapshot that was read (a concurrent writer makes the commit fail, never interleave)."""
+        from deltalake import CommitProperties, DeltaTable
+        from deltalake.transaction import RemoveAction
+        from pyspark.sql import functions as F
 
-        staging = None
+        table = DeltaTable(str(self.path(name)))
+        target, has_files = self._snapshot_frame(name, table)
+        missing = [c for c in target.columns if c not in df.columns]
+        if missing:
+            raise TableError(f"merge into {name!r}: source lacks the table's columns {missing}")
+        source = df.select(*target.columns)
+        target_keys = target.select(*keys).distinct()
+        inserts = source.join(target_keys, keys, "left_anti") if has_files else source
+        touched: list[str] = []
+        if update_matched and has_files:
+            dup = source.groupBy(*keys).count().filter("count > 1").limit(1).collect()
+            if dup:
+                raise TableError(f"merge into {name!r}: the source has several rows for key "
+                                 f"{dup[0].asDict()} (keys must be unique to update)")
+            located = target.withColumn("_file", F.col("_metadata.file_path"))
+            touched = [r["_file"] for r in located.join(source.select(*keys), keys, "left_semi")
+                       .select("_file").distinct().collect()]  # a list of file names, not rows
+            files = F.broadcast(self._spark().createDataFrame([(f,) for f in touched], "_file string"))
+            touched_rows = located.join(files, "_file", "left_semi").drop("_file")
+            kept = touched_rows.join(source.select(*keys), keys, "left_anti")
+            # every matched target row takes the source's values (Delta's UPDATE SET * semantics)
+            updates = touched_rows.select(*keys).join(source, keys, "inner").select(*target.columns)
+            out = (kept.withColumn("_op", F.lit("keep"))
+                   .unionByName(updates.withColumn("_op", F.lit("update")))
+                   .unionByName(inserts.withColumn("_op", F.lit("insert"))))
+        else:
+            out = inserts.withColumn("_op", F.lit("insert"))
+        out = out.persist()
         try:
-            staging = self._stage(name, df, [])
-            files = [str(p) for p in sorted(staging.rglob("*.parquet"))]
-            source = pads.dataset(files, schema=spark_to_arrow_schema(df.schema), format="parquet")
-            predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            merger = DeltaTable(str(self.path(name))).merge(  # a fresh handle: see STACK.md
-                source.scanner().to_reader(), predicate, source_alias="s", target_alias="t")
-            if update_matched:
-                merger = merger.when_matched_update_all()
-            metrics = merger.when_not_matched_insert_all().execute()
+            ops = {r["_op"]: r["count"] for r in out.groupBy("_op").count().collect()}
+            if not ops.get("insert") and not ops.get("update"):
+                log.info("merge: nothing to change", extra={"table": name, "version": table.version()})
+                return MergeResult(table.version(), 0, 0)
+            partition_by = list(table.metadata().partition_columns)
+            now = int(time.time() * 1000)
+            removes = []
+            for uri in touched:
+                rel = Path(_local_path(uri)).relative_to(self.path(name)).as_posix()
+                removes.append(RemoveAction(path=rel, data_change=True, deletion_timestamp=now,
+                                            size=Path(_local_path(uri)).stat().st_size,
+                                            partition_values=_partition_values(rel)))
+            schema = pa.schema(table.schema().to_arrow())
+            self._commit_frame(name, out.drop("_op"), partition_by, lambda adds: table.create_write_transaction(
+                [*adds, *removes], mode="append", schema=schema, partition_by=partition_by or None,
+                commit_properties=CommitProperties(custom_metadata=dict(info))))
         finally:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            _remove_if_empty(self.path(name) / "_staging")
-        result = MergeResult(self.version(name), int(metrics.get("num_target_rows_inserted", 0)),
-                             int(metrics.get("num_target_rows_updated", 0)))
+            out.unpersist()
+        result = MergeResult(self.version(name), ops.get("insert", 0), ops.get("update", 0))
         log.info("merged", extra={"table": name, "inserted": result.inserted, "updated": result.updated,
                                   "version": result.version})
         return result
 
     # -- delta-spark backend (clusters with Delta installed) ---------------------------------------
-    def _spark_write(self, name: str, df, mode: WriteMode, partition_by: list[str]) -> int:
+    def _spark_write(self, name: str, df, mode: WriteMode, partition_by: list[str], info: Mapping[str, str]) -> int:
         spark = self._spark()
         spark.conf.set("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
-        writer = df.write.format("delta").mode(mode)
+        writer = df.write.format("delta").mode(mode).option("userMetadata", json.dumps(dict(info)))
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.save(str(self.path(name)))
         return self.version(name)
 
-    def _spark_merge(self, name: str, df, keys: list[str], update_matched: bool) -> MergeResult:
+    def _spark_merge(self, name: str, df, keys: list[str], update_matched: bool,
+                     info: Mapping[str, str]) -> MergeResult:
         spark = self._spark()
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", json.dumps(dict(info)))
         view = f"lakedl_merge_src_{uuid.uuid4().hex[:8]}"
         df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
