@@ -45,8 +45,10 @@ test-slow: data
 package: setup
 	rm -rf dist && mkdir -p dist
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
-	$(BIN)/python -m zipfile -c dist/lakedl-pyfiles.zip etl dl jobs
-	$(BIN)/python -m zipfile -c dist/lakedl-conf.zip conf/base
+	$(BIN)/python -c "import zipfile, pathlib; z = zipfile.ZipFile('dist/lakedl-pyfiles.zip', 'w', zipfile.ZIP_DEFLATED); \
+	  [z.write(f) for d in ('etl', 'dl', 'jobs') for f in sorted(pathlib.Path(d).rglob('*.py'))]; z.close()"
+	$(BIN)/python -c "import zipfile, pathlib; z = zipfile.ZipFile('dist/lakedl-conf.zip', 'w', zipfile.ZIP_DEFLATED); \
+	  [z.write(f, f.relative_to('conf')) for f in sorted(pathlib.Path('conf').rglob('*.yml'))]; z.close()"
 	@ls -l dist
 
 cluster-up: setup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -18,11 +19,12 @@ def test_embedded_session_settings(spark):
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
     assert conf.get("spark.ui.enabled") == "false"
-    assert conf.get("spark.pyspark.python") == sys.executable
+    same_python = os.path.realpath(sys.executable)  # make exports .venv/bin/python, pytest runs python3.11
+    assert os.path.realpath(conf.get("spark.pyspark.python")) == same_python
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     # executors really run this interpreter (not the system python that lacks pandas)
     exe = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()
-    assert exe == [sys.executable]
+    assert [os.path.realpath(e) for e in exe] == [same_python]
 
 
 def test_not_under_spark_submit_and_no_delta_jars_here(spark):
