@@ -119,12 +119,88 @@ class DemoConfig(CommonConfig):
     demo: DemoSettings = DemoSettings()
 
 
+class CsvSettings(Section):
+    sep: str = ","
+    header: bool = True
+    columns: dict[str, str] = Field(default_factory=dict,
+                                    description="canonical field -> column in the file, e.g. {text: review}")
+
+
+class InputSettings(Section):
+    paths: list[str] = Field(min_length=1, description="files, directories or globs")
+    format: Literal["json", "csv", "sst", "text"] = "json"
+    source: str | None = Field(None, description="source name for csv/text/sst rows that carry none")
+    csv: CsvSettings = CsvSettings()
+    sst_phrases: bool = Field(False, description="SST: also emit every labelled subtree of train")
+
+
+class ValidateSettings(Section):
+    max_chars: int = Field(20_000, ge=1, description="longer texts are quarantined")
+    max_quarantine_rate: float = Field(0.05, ge=0.0, le=1.0, description="fail the run above this share")
+
+
+class NormalizeSettings(Section):
+    nfkc: bool = True
+    html_unescape: bool = True
+    lowercase: bool = True
+    url_token: str | None = "<url>"
+    number_token: str | None = Field(None, description="e.g. <num>; null keeps numbers")
+
+
+class VocabSettings(Section):
+    min_count: int = Field(2, ge=1)
+    max_size: int = Field(30_000, ge=10)
+
+
+class SubwordSettings(Section):
+    vocab_size: int = Field(8_000, ge=100)
+    sample_rows: int = Field(200_000, ge=100, description="train rows streamed to the trainer")
+    minilm_dir: str = "data/raw/minilm/model"
+
+
+class TokenizeSettings(Section):
+    kind: Literal["word", "wordpiece", "bpe", "minilm"] = "word"
+    vocab: VocabSettings = VocabSettings()
+    subword: SubwordSettings = SubwordSettings()
+    rebuild_vocab: bool = Field(False, description="rebuild the vocabulary even if one exists")
+
+
+class EncodeSettings(Section):
+    max_len: int = Field(128, ge=2)
+    fixed: bool = Field(True, description="also write input_ids padded/truncated to max_len (petastorm)")
+
+
+class SplitSettings(Section):
+    mode: Literal["hash", "given"] = "hash"
+    train: float = Field(0.8, gt=0, lt=1)
+    dev: float = Field(0.1, ge=0, lt=1)
+    seed: int = 13
+
+
+class OutputSettings(Section):
+    name: str = Field("reviews", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    shards_dir: str = "data/shards"
+    rows_per_file: int = Field(100_000, ge=1)
+    row_group_mb: int = Field(8, ge=1)
+
+
+class TextEtlConfig(CommonConfig):
+    input: InputSettings
+    validation: ValidateSettings = ValidateSettings()
+    normalize: NormalizeSettings = NormalizeSettings()
+    tokenize: TokenizeSettings = TokenizeSettings()
+    encode: EncodeSettings = EncodeSettings()
+    split: SplitSettings = SplitSettings()
+    output: OutputSettings = OutputSettings()
+
+
 JOBS: dict[str, type[CommonConfig]] = {
     "common": CommonConfig,
     "data_fetch": DataFetchConfig,
     "data_sst": DataSstConfig,
     "load_bronze": LoadBronzeConfig,
     "demo": DemoConfig,
+    "etl_text": TextEtlConfig,
 }
 
 

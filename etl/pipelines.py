@@ -73,6 +73,17 @@ def run_load_bronze(cfg: LoadBronzeConfig | DemoConfig, spark=None) -> BronzeRep
     return report
 
 
+def run_etl_text(cfg, spark=None) -> dict:
+    """The text ETL (etl.text_etl) as a job: one run id, a Spark job description, a plain-dict report."""
+    from etl.spark import get_spark, job_description
+    from etl.text_etl import run_text_etl
+
+    spark = spark or get_spark(cfg.spark)
+    run_id = new_run_id("etl-text")
+    with job_description(spark, f"lakedl etl text {run_id}"):
+        return asdict(run_text_etl(cfg, spark, run_id))
+
+
 def run_demo(cfg: DemoConfig, spark=None) -> dict:
     """fetch → (SST conversion) → bronze table → counts per source."""
     from etl.fetch import REVIEWS_DIR

@@ -19,11 +19,13 @@ data_app = typer.Typer(no_args_is_help=True, help="Acquire and convert raw data.
 bronze_app = typer.Typer(no_args_is_help=True, help="Bronze (raw) Delta tables.")
 tables_app = typer.Typer(no_args_is_help=True, help="Inspect the project's Delta tables.")
 cluster_app = typer.Typer(no_args_is_help=True, help="A Spark standalone cluster on 127.0.0.1 (for testing).")
+etl_app = typer.Typer(no_args_is_help=True, help="Spark ETL into Delta tables and Parquet shards.")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(bronze_app, name="bronze")
 app.add_typer(tables_app, name="tables")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(etl_app, name="etl")
 
 ConfDir = Annotated[Optional[Path], typer.Option("--conf-dir", help="config root holding base/ and local/ "
                                                  "(default: $LAKEDL_CONF_DIR or ./conf)")]
@@ -123,6 +125,30 @@ def bronze_load(input: Annotated[Optional[str], typer.Option(help="canonical JSO
     try:
         _echo_json(run_load_bronze(cfg).as_dict())
     except FileNotFoundError as exc:
+        raise _Failure(str(exc)) from exc
+
+
+# -- etl ----------------------------------------------------------------------------------------
+@etl_app.command("text")
+def etl_text(input: Annotated[Optional[list[str]], typer.Option(
+                 "--input", help="file, directory or glob; repeatable (default: input.paths)")] = None,
+             format: Annotated[Optional[str], typer.Option(help="json, csv, sst or text (default: input.format)")] = None,
+             tokenizer: Annotated[Optional[str], typer.Option(
+                 help="word, wordpiece, bpe or minilm (default: tokenize.kind)")] = None,
+             name: Annotated[Optional[str], typer.Option(help="dataset name (default: output.name)")] = None,
+             conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Validate, tokenize and encode review text into the silver table and Parquet shards (incremental)."""
+    from etl.pipelines import run_etl_text
+    from etl.text_etl import QuarantineRateError
+
+    extra = [f"input.paths={json.dumps(input)}"] if input else []
+    for key, value in (("input.format", format), ("tokenize.kind", tokenizer), ("output.name", name)):
+        if value:
+            extra.append(f"{key}={json.dumps(value)}")
+    cfg = _load("etl_text", conf_dir, conf, set_, extra)
+    try:
+        _echo_json(run_etl_text(cfg))
+    except (QuarantineRateError, FileNotFoundError, ValueError) as exc:
         raise _Failure(str(exc)) from exc
 
 

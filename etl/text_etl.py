@@ -1,0 +1,222 @@
+"""Text ETL: raw review corpora → validated, tokenized, encoded silver table and Parquet shards.
+
+read → validate (quarantine with a reason) → skip reviews already in silver → split → normalize →
+tokenize/encode (vocabulary from the training split) → MERGE new rows into ``silver_<name>`` → rewrite
+the shards ``<shards_dir>/<name>/<split>/`` from silver → manifest. Every run appends one
+reconciliation row to ``etl_runs``: rows read = kept + quarantined + already present, exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.storagelevel import StorageLevel
+
+from etl.config import TextEtlConfig
+from etl.logs import get_logger
+from etl.readers import MALFORMED, read_input
+from etl.tables import TableStore
+from etl.textprep import (Normalizer, TextTokenizer, build_word_vocab, encode_column, load_minilm, train_subword,
+                          word_tokens_udf)
+from etl.validate import REASON, validate
+
+log = get_logger(__name__)
+
+SHARD_COLUMNS = ("review_id", "ids", "length", "input_ids", "sentiment", "sentiment_mask", "rating", "rating_mask",
+                 "rating_reg", "split")
+RUNS_TABLE = "etl_runs"
+
+
+class QuarantineRateError(RuntimeError):
+    """Too many rows were quarantined: the run commits only the quarantine and its run record."""
+
+
+@dataclass
+class TextEtlReport:
+    run_id: str
+    dataset: str
+    status: str
+    rows_read: int
+    rows_kept: int
+    rows_quarantined: int
+    rows_already_present: int
+    quarantine_rate: float
+    reasons: dict[str, int] = field(default_factory=dict)
+    rows_per_split: dict[str, int] = field(default_factory=dict)
+    tokenizer: str = ""
+    tokenizer_sha256: str = ""
+    silver_version: int | None = None
+    shards_dir: str = ""
+    seconds: float = 0.0
+
+
+def assign_split(df: DataFrame, mode: str, train: float, dev: float, seed: int) -> DataFrame:
+    """Deterministic split by a hash of review_id, or keep the dataset's own ``split``."""
+    if mode == "given":
+        return df
+    bucket = (F.xxhash64(F.col("review_id"), F.lit(seed)) % 10_000 + 10_000) % 10_000 / 10_000.0
+    return df.withColumn("split", F.when(bucket < train, "train").when(bucket < train + dev, "dev").otherwise("test"))
+
+
+def with_targets(df: DataFrame) -> DataFrame:
+    """Training targets with masks where a label is missing: binary ``sentiment``, 5-class ``rating``
+    (stars - 1) and ``rating_reg`` (stars as a float)."""
+    return (df.withColumn("sentiment_mask", F.col("label").isNotNull().cast("byte"))
+              .withColumn("sentiment", F.coalesce(F.col("label"), F.lit(0)).cast("byte"))
+              .withColumn("rating_mask", F.col("stars").isNotNull().cast("byte"))
+              .withColumn("rating", F.coalesce(F.round(F.col("stars")) - 1, F.lit(0)).cast("byte"))
+              .withColumn("rating_reg", F.coalesce(F.col("stars"), F.lit(0.0)).cast("float")))
+
+
+def _tokenizer(cfg: TextEtlConfig, train_text: DataFrame, artifact: Path) -> TextTokenizer:
+    t = cfg.tokenize
+    if artifact.is_file() and not t.rebuild_vocab:
+        existing = TextTokenizer.load(artifact)
+        if existing.kind == t.kind:
+            log.info("reusing tokenizer", extra={"kind": t.kind, "sha256": existing.sha256[:12]})
+            return existing
+    if t.kind == "minilm":
+        tok = load_minilm(t.subword.minilm_dir)
+    elif t.kind == "word":
+        tok = build_word_vocab(train_text.select(word_tokens_udf("text_norm").alias("tokens")),
+                               t.vocab.min_count, t.vocab.max_size)
+    else:  # stream a deterministic sample of the training text to the trainer (not a collect)
+        sample = train_text.select("review_id", "text_norm").orderBy("review_id").limit(t.subword.sample_rows)
+        tok = train_subword((r["text_norm"] for r in sample.toLocalIterator()), t.kind, t.subword.vocab_size)
+    tok.save(artifact)
+    log.info("built tokenizer", extra={"kind": t.kind, "size": tok.vocab_size, "sha256": tok.sha256[:12]})
+    return tok
+
+
+def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEtlReport:
+    """One incremental run of the text ETL; see the module docstring."""
+    started = time.time()
+    name = cfg.output.name
+    store = TableStore.from_config(cfg, spark)
+    silver, quarantine = f"silver_{name}", f"quarantine_{name}"
+    dataset_dir = Path(cfg.output.shards_dir).absolute() / name
+
+    checked = validate(read_input(spark, cfg.input), cfg.validation.max_chars,
+                       require_split=cfg.split.mode == "given")
+    if store.exists(silver):
+        present = store.read(silver).select("review_id").withColumn("_present", F.lit(True))
+        checked = checked.join(present, "review_id", "left")
+    else:
+        checked = checked.withColumn("_present", F.lit(None).cast("boolean"))
+    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _run(cfg, spark, store, checked, run_id, started, silver, quarantine, dataset_dir)
+    finally:
+        checked.unpersist()
+
+
+def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, dataset_dir) -> TextEtlReport:
+    name = cfg.output.name
+    tally = {(r[REASON], bool(r["_present"])): r["count"]
+             for r in checked.groupBy(REASON, "_present").count().collect()}  # a handful of rows
+    reasons = {k: v for (k, present), v in sorted(tally.items(), key=lambda kv: str(kv[0])) if k is not None}
+    read = sum(tally.values())
+    quarantined = sum(reasons.values())
+    already = sum(v for (k, present), v in tally.items() if k is None and present)
+    kept = read - quarantined - already
+    rate = quarantined / read if read else 0.0
+    report = TextEtlReport(run_id, name, "running", read, kept, quarantined, already, round(rate, 6), reasons,
+                           shards_dir=str(dataset_dir))
+
+    if quarantined:
+        bad = (checked.filter(F.col(REASON).isNotNull())
+               .select(F.sha2(F.concat_ws("\u0001", "source_file", "raw"), 256).alias("quarantine_key"),
+                       "review_id", REASON, "raw", "source_file", F.lit(run_id).alias("run_id"),
+                       F.current_timestamp().alias("quarantined_at")))
+        store.merge(quarantine, bad, ["quarantine_key"], update_matched=False, commit_info={"lakedl.run_id": run_id})
+
+    if rate > cfg.validation.max_quarantine_rate:
+        report.status = "failed_quarantine_rate"
+        _record_run(spark, store, report, started)
+        raise QuarantineRateError(
+            f"{quarantined} of {read} rows ({rate:.1%}) were quarantined, above validation.max_quarantine_rate="
+            f"{cfg.validation.max_quarantine_rate:.1%}; reasons: {reasons}. Nothing was added to {silver}; "
+            f"inspect `lakedl tables show {quarantine}`")
+
+    new = checked.filter(F.col(REASON).isNull() & F.col("_present").isNull()).drop("_present", REASON)
+    new = assign_split(new, cfg.split.mode, cfg.split.train, cfg.split.dev, cfg.split.seed)
+    new = new.withColumn("text_norm", Normalizer.from_settings(cfg.normalize).column("text"))
+    artifact = dataset_dir / "_artifacts" / f"tokenizer-{cfg.tokenize.kind}.json"
+    if kept:
+        new = new.persist(StorageLevel.MEMORY_AND_DISK)
+        tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
+        encoded = (with_targets(new)
+                   .withColumn("_enc", encode_column(tok, "text_norm", cfg.encode.max_len, cfg.encode.fixed))
+                   .select("*", "_enc.*").drop("_enc", "raw", MALFORMED)
+                   .withColumn("tokenizer_sha256", F.lit(tok.sha256))
+                   .withColumn("run_id", F.lit(run_id)))
+        result = store.merge(silver, encoded, ["review_id"], update_matched=False,
+                             commit_info={"lakedl.run_id": run_id})
+        new.unpersist()
+        report.silver_version = result.version
+        report.rows_per_split = write_shards(spark, store, silver, dataset_dir, cfg)
+        report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
+        _write_manifest(store, silver, dataset_dir, cfg, report)
+    elif store.exists(silver):  # nothing new: nothing to write
+        report.silver_version = store.version(silver)
+        if artifact.is_file():
+            tok = TextTokenizer.load(artifact)
+            report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
+        manifest = dataset_dir / "manifest.json"
+        if manifest.is_file():
+            report.rows_per_split = json.loads(manifest.read_text())["rows_per_split"]
+    report.status = "succeeded"
+    _record_run(spark, store, report, started)
+    log.info("text etl done", extra={k: v for k, v in asdict(report).items() if k != "reasons"})
+    return report
+
+
+
+def write_shards(spark: SparkSession, store: TableStore, silver: str, dataset_dir: Path, cfg) -> dict[str, int]:
+    """Rewrite ``<dataset_dir>/<split>/`` from the silver table, rows ordered by review_id, with the
+    configured rows per file and row-group size (each split swapped in atomically)."""
+    table = store.read(silver)
+    columns = [c for c in SHARD_COLUMNS if c != "split" and (c != "input_ids" or cfg.encode.fixed)]
+    counts = {r["split"]: r["count"] for r in table.groupBy("split").count().collect()}
+    for split in ("train", "dev", "test"):
+        rows = table.filter(F.col("split") == split).select(*columns).orderBy("review_id")
+        store.write_parquet(rows, dataset_dir / split, max_records_per_file=cfg.output.rows_per_file,
+                            row_group_bytes=cfg.output.row_group_mb * 1024 * 1024)
+    return {s: counts.get(s, 0) for s in ("train", "dev", "test")}
+
+
+def _write_manifest(store: TableStore, silver: str, dataset_dir: Path, cfg, report: TextEtlReport) -> None:
+    import pyarrow.parquet as pq
+
+    files = {s: sorted(p.name for p in (dataset_dir / s).glob("*.parquet")) for s in ("train", "dev", "test")}
+    schema = None
+    for split, names in files.items():
+        if names:
+            schema = str(pq.read_schema(dataset_dir / split / names[0])).splitlines()
+            break
+    manifest = {
+        "dataset": cfg.output.name, "run_id": report.run_id, "silver_table": silver,
+        "silver_version": report.silver_version, "rows_per_split": report.rows_per_split,
+        "tokenizer": report.tokenizer, "tokenizer_sha256": report.tokenizer_sha256,
+        "tokenizer_artifact": f"_artifacts/tokenizer-{report.tokenizer}.json",
+        "max_len": cfg.encode.max_len, "schema": schema, "files": files,
+        "config": cfg.model_dump(mode="json"),
+    }
+    tmp = dataset_dir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(dataset_dir / "manifest.json")
+
+
+def _record_run(spark: SparkSession, store: TableStore, report: TextEtlReport, started: float) -> None:
+    report.seconds = round(time.time() - started, 2)
+    row = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in asdict(report).items()}
+    schema = ("run_id string, dataset string, status string, rows_read long, rows_kept long, "
+              "rows_quarantined long, rows_already_present long, quarantine_rate double, reasons string, "
+              "rows_per_split string, tokenizer string, tokenizer_sha256 string, silver_version long, "
+              "shards_dir string, seconds double")
+    store.write(RUNS_TABLE, spark.createDataFrame([row], schema), "append", commit_info={"lakedl.run_id": report.run_id})
