@@ -124,7 +124,7 @@ def read_sst(spark: SparkSession, sst_dir: str, phrases: bool = False) -> DataFr
     """SST's train/dev/test trees, one file per task, parsed in Spark. A train tree identical to a dev
     or test tree is ``held_out_duplicate`` (the shared copy has dev appended to train)."""
     files = [f"{sst_dir.rstrip('/')}/{s}.txt" for s in ("train", "dev", "test")]
-    whole = (spark.read.option("wholetext", True).text(files)
+    whole = (spark.read.text(files, wholetext=True)
              .select("value", F.col("_metadata.file_path").alias("source_file")))
     rows = whole.mapInPandas(_sst_rows(phrases), _SST_OUT)
     held_out = rows.filter(F.col("split") != "train").select(F.col("raw").alias("_held")).distinct()

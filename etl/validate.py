@@ -5,7 +5,7 @@ Reasons, checked in this order (the first that applies is recorded):
 =====================  ===============================================================
 malformed_json/csv/…   the reader could not parse the record (``_malformed``)
 held_out_duplicate     a training record identical to a dev/test record (SST)
-invalid_utf8           the bytes were not UTF-8 (Spark decodes them to U+FFFD)
+invalid_utf8           the record's bytes are not valid UTF-8
 missing_review_id      no ``review_id``
 missing_text           no ``text`` field
 wrong_type_<field>     ``stars``/``label``/``score`` present but not a number
@@ -40,12 +40,12 @@ def _first(*rules: tuple[Column, str | Column]) -> Column:
 def validate(df: DataFrame, max_chars: int, require_split: bool = False) -> DataFrame:
     """Add typed ``stars``/``label``/``score`` and the ``reason`` column (null = valid)."""
     malformed_kind = F.split(F.col(MALFORMED), ":").getItem(0)
-    stars = F.col("stars").cast("double")
-    label = F.col("label").cast("double")
-    score = F.col("score").cast("double")
+    stars = F.col("stars").try_cast("double")  # ANSI mode: a plain cast of "five" raises
+    label = F.col("label").try_cast("double")
+    score = F.col("score").try_cast("double")
     rules = [
         (F.col(MALFORMED).isNotNull(), malformed_kind),
-        (F.col("raw").contains("\ufffd"), "invalid_utf8"),
+        (~F.is_valid_utf8("raw"), "invalid_utf8"),
         (F.col("review_id").isNull() | (F.trim("review_id") == ""), "missing_review_id"),
         (F.col("text").isNull(), "missing_text"),
         (F.col("stars").isNotNull() & stars.isNull(), "wrong_type_stars"),
