@@ -109,16 +109,6 @@ class LoadBronzeConfig(CommonConfig):
     bronze: BronzeSettings = BronzeSettings()
 
 
-class DemoSettings(Section):
-    sst_dir: str | None = Field(None, description="SST trees to convert and load too (make demo passes ../shared/data/sst)")
-
-
-class DemoConfig(CommonConfig):
-    fetch: FetchSettings = FetchSettings()
-    bronze: BronzeSettings = BronzeSettings()
-    demo: DemoSettings = DemoSettings()
-
-
 class CsvSettings(Section):
     sep: str = ","
     header: bool = True
@@ -171,7 +161,8 @@ class EncodeSettings(Section):
 
 
 class SplitSettings(Section):
-    mode: Literal["hash", "given"] = "hash"
+    mode: Literal["auto", "hash", "given"] = Field(
+        "auto", description="auto: the row's own split when it has one, else by hash of review_id")
     train: float = Field(0.8, gt=0, lt=1)
     dev: float = Field(0.1, ge=0, lt=1)
     seed: int = 13
@@ -192,6 +183,16 @@ class TextEtlConfig(CommonConfig):
     encode: EncodeSettings = EncodeSettings()
     split: SplitSettings = SplitSettings()
     output: OutputSettings = OutputSettings()
+
+
+class DemoSettings(Section):
+    sst_dir: str | None = Field(None, description="SST trees to convert and load too (make demo passes ../shared/data/sst)")
+
+
+class DemoConfig(TextEtlConfig):
+    fetch: FetchSettings = FetchSettings()
+    bronze: BronzeSettings = BronzeSettings()
+    demo: DemoSettings = DemoSettings()
 
 
 JOBS: dict[str, type[CommonConfig]] = {

@@ -85,11 +85,12 @@ def run_etl_text(cfg, spark=None) -> dict:
 
 
 def run_demo(cfg: DemoConfig, spark=None) -> dict:
-    """fetch → (SST conversion) → bronze table → counts per source."""
+    """fetch → (SST conversion) → bronze table → text ETL → counts."""
     from etl.fetch import REVIEWS_DIR
     from etl.sst import convert_sst
 
     fetched = run_data_fetch(cfg)
     sst = convert_sst(cfg.demo.sst_dir, raw_dir(cfg) / REVIEWS_DIR) if cfg.demo.sst_dir else {}
     bronze = run_load_bronze(cfg, spark)
-    return {"fetched": fetched, "sst": sst, "bronze": bronze.as_dict()}
+    text = run_etl_text(cfg, spark)
+    return {"fetched": fetched, "sst": sst, "bronze": bronze.as_dict(), "etl_text": text}

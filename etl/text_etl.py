@@ -56,11 +56,15 @@ class TextEtlReport:
 
 
 def assign_split(df: DataFrame, mode: str, train: float, dev: float, seed: int) -> DataFrame:
-    """Deterministic split by a hash of review_id, or keep the dataset's own ``split``."""
+    """Deterministic split by a hash of review_id (``hash``), the dataset's own ``split`` (``given``),
+    or the row's own split when it has a valid one and the hash otherwise (``auto``)."""
     if mode == "given":
         return df
     bucket = (F.xxhash64(F.col("review_id"), F.lit(seed)) % 10_000 + 10_000) % 10_000 / 10_000.0
-    return df.withColumn("split", F.when(bucket < train, "train").when(bucket < train + dev, "dev").otherwise("test"))
+    hashed = F.when(bucket < train, "train").when(bucket < train + dev, "dev").otherwise("test")
+    if mode == "auto":
+        hashed = F.when(F.col("split").isin("train", "dev", "test"), F.col("split")).otherwise(hashed)
+    return df.withColumn("split", hashed)
 
 
 def with_targets(df: DataFrame) -> DataFrame:

@@ -193,14 +193,15 @@ def tables_show(name: Annotated[str, typer.Argument(help="table name")],
 # -- demo ---------------------------------------------------------------------------------------
 @app.command("demo")
 def demo(conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
-    """End-to-end demo: fetch data → bronze Delta table → rows per source."""
+    """End-to-end demo: fetch data → bronze Delta table → text ETL (silver table, shards) → counts."""
     from etl.fetch import FetchError
     from etl.pipelines import run_demo
+    from etl.text_etl import QuarantineRateError
 
     cfg = _load("demo", conf_dir, conf, set_)
     try:
         result = run_demo(cfg)
-    except (FetchError, FileNotFoundError) as exc:
+    except (FetchError, FileNotFoundError, QuarantineRateError) as exc:
         raise _Failure(str(exc)) from exc
     bronze = result["bronze"]
     typer.echo(f"\nbronze table '{bronze['table']}' version {bronze['version']}: read {bronze['rows_read']} rows "
@@ -209,6 +210,13 @@ def demo(conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) ->
     for src, n in bronze["rows_by_source"].items():
         typer.echo(f"{src:<16}{n:>8}")
     typer.echo(f"{'total':<16}{sum(bronze['rows_by_source'].values()):>8}")
+    text = result["etl_text"]
+    typer.echo(f"\ntext ETL {text['run_id']}: read {text['rows_read']}, kept {text['rows_kept']}, "
+               f"quarantined {text['rows_quarantined']}{' ' + str(text['reasons']) if text['reasons'] else ''}, already present "
+               f"{text['rows_already_present']}")
+    typer.echo(f"silver_{text['dataset']} version {text['silver_version']}, {text['tokenizer']} tokenizer "
+               f"{text['tokenizer_sha256'][:12]}, shards in {text['shards_dir']}: "
+               + ", ".join(f"{k} {v}" for k, v in text["rows_per_split"].items()))
 
 
 # -- cluster ------------------------------------------------------------------------------------

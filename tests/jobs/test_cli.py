@@ -90,3 +90,21 @@ def test_bronze_load_then_tables_show(raw_data, tmp_path):
     assert shown.returncode == 0, shown.stderr
     doc = json.loads(shown.stdout)
     assert doc["rows"] == 4200 and doc["version"] == 0 and len(doc["head"]) == 2
+
+
+@pytest.mark.spark
+def test_etl_text_command_and_a_failing_quarantine_rate(raw_data, tmp_path):
+    sets = ["--set", f"paths.tables_dir={tmp_path / 'tables'}", "--set", f"output.shards_dir={tmp_path / 'shards'}",
+            "--set", "spark.master=local[2]"]
+    out = run("etl", "text", "--input", str(raw_data / "reviews" / "vader_nyt.jsonl"), "--tokenizer", "minilm",
+              "--set", f"tokenize.subword.minilm_dir={raw_data / 'minilm' / 'model'}", *sets)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["rows_read"] == report["rows_kept"] == 5190 and report["tokenizer"] == "minilm"
+    assert (tmp_path / "shards" / "reviews" / "manifest.json").is_file()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"review_id": "x", "text": "fine"}\nnot json\n')
+    out = run("etl", "text", "--input", str(bad), "--name", "bad", *sets)
+    assert out.returncode == 1
+    assert "1 of 2 rows (50.0%) were quarantined" in out.stderr and "lakedl tables show quarantine_bad" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -29,12 +29,12 @@ def cluster(tmp_path_factory):
             os.kill(pid, 0)
 
 
-def submit(cluster, script: Path, *args: str) -> subprocess.CompletedProcess:
+def submit(cluster, script: Path, *args: str, conf: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
                SPARK_LOCAL_IP="127.0.0.1")
     cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", cluster.master_url,
            "--conf", "spark.executor.memory=512m", "--conf", "spark.driver.host=127.0.0.1",
-           "--conf", "spark.ui.enabled=false", str(script), *args]
+           "--conf", "spark.ui.enabled=false", *[x for c in conf for x in ("--conf", c)], str(script), *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -70,3 +70,15 @@ def test_bronze_job_runs_on_the_cluster_executors(cluster, raw_data, tmp_path):
     # the work ran in executor JVMs started by both workers, not in a local-mode driver
     launched = [Path(log).read_text().count("Asked to launch executor") for log in cluster.logs[1:]]
     assert all(n >= 1 for n in launched), launched
+
+
+def test_text_etl_job_runs_on_the_cluster(cluster, raw_data, tmp_path):
+    out = submit(cluster, REPO / "jobs" / "etl_text.py", "--input", str(raw_data / "reviews" / "vader_tweets.jsonl"),
+                 "--set", f"paths.tables_dir={tmp_path / 'tables'}", "--set", f"output.shards_dir={tmp_path / 'shards'}",
+                 conf=("spark.sql.shuffle.partitions=4",))  # a cluster setting, as a user would pass it
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    report = json.loads("\n".join(lines[lines.index("{"):]))
+    assert report["rows_read"] == report["rows_kept"] == 4200
+    assert TableStore(tmp_path / "tables").count("silver_reviews") == 4200
+    assert sum(report["rows_per_split"].values()) == 4200
