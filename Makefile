@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | bench-etl | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -40,6 +40,11 @@ test: data
 
 test-slow: data
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# Benchmarks write bench/results/<name>.json (see bench/README.md).
+bench-etl: data
+	$(BIN)/lakedl data sst --dir $(SST_DIR) >/dev/null
+	$(BIN)/python bench/etl_text.py
 
 # What a cluster needs: the wheel (pip install on every node) or a --py-files zip, plus conf/.
 package: setup

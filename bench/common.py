@@ -1,0 +1,105 @@
+"""Shared helpers for benchmarks: the bench/results JSON format (../shared/BENCH.md), timing, peak RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    gpu = None
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return {"cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30), "gpu": gpu}
+
+
+def write_result(name: str, command: str, results: list[dict]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc = {"name": name, "command": command, "git_commit": git_commit(), "machine": machine(),
+           "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "results": results}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+class PeakRss:
+    """Samples the summed RSS of a process and all its descendants (Spark's JVM and Python workers)."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.05) -> None:
+        try:
+            self.proc: psutil.Process | None = psutil.Process(pid or os.getpid())
+        except psutil.NoSuchProcess:  # it finished before we could look
+            self.proc = None
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        try:
+            tree = [self.proc, *self.proc.children(recursive=True)] if self.proc else []
+        except psutil.Error:
+            return 0
+        for p in tree:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])

@@ -1,0 +1,141 @@
+"""Text ETL throughput: Spark (Arrow pandas UDFs, local[2]) vs the same normalizer + tokenizer in a bare
+single-process Python loop over the same rows, at 1x and 10x the fetched corpora; plus peak RSS.
+
+    python bench/etl_text.py [--scales 1 10] [--repeats 3]     (make bench-etl)
+
+Both sides read the same JSON lines, normalize with the same Normalizer, encode with the same word
+vocabulary (built once, up front) and pad to max_len. Spark sinks to the `noop` format, so the figure is
+the cost of the work, not of a writer. 10x replicates every row 10 times on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+from common import PeakRss, command_line, median_time, write_result  # bench/common.py, beside this script
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bare_loop(files: list[str], scale: int, payload: str, max_len: int, batch: int = 10_000) -> int:
+    """The baseline: one Python process, the same normalizer and tokenizer, batches like Arrow's."""
+    from etl.textprep import Normalizer, TextTokenizer
+
+    norm, tok = Normalizer(), TextTokenizer("word", payload)
+    pad = tok.pad_id
+    rows, texts = 0, []
+
+    def flush() -> int:
+        padded = [ids + [pad] * (max_len - len(ids)) for ids in tok.encode(texts, max_len)]
+        return len(padded)
+
+    for _ in range(scale):
+        for path in files:
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    texts.append(norm(json.loads(line)["text"]))
+                    if len(texts) == batch:
+                        rows += flush()
+                        texts = []
+    if texts:
+        rows += flush()
+    return rows
+
+
+def _bare_child(args, queue) -> None:
+    start = time.perf_counter()
+    rows = bare_loop(*args)
+    queue.put((rows, time.perf_counter() - start))
+
+
+def run_bare(files, scale, payload, max_len, repeats) -> tuple[float, int, float]:
+    """Median seconds, rows and peak RSS of the bare loop, each run in a fresh process."""
+    ctx = mp.get_context("spawn")
+    times, peak, rows = [], 0.0, 0
+    for i in range(repeats + 1):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_bare_child, args=((files, scale, payload, max_len), queue))
+        proc.start()
+        with PeakRss(proc.pid) as rss:
+            rows, seconds = queue.get()
+            proc.join()
+        if i:  # the first run is the warm-up
+            times.append(seconds)
+            peak = max(peak, rss.peak_mb)
+    times.sort()
+    return times[len(times) // 2], rows, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reviews", default=str(REPO / "data" / "raw" / "reviews"))
+    parser.add_argument("--max-len", type=int, default=128)
+    args = parser.parse_args()
+
+    from pyspark.sql import functions as F
+
+    from etl.config import SparkSettings
+    from etl.readers import read_json_lines
+    from etl.spark import get_spark
+    from etl.textprep import Normalizer, build_word_vocab, encode_column, word_tokens_udf
+
+    files = sorted(str(p) for p in Path(args.reviews).glob("*.jsonl"))
+    if not files:
+        sys.exit(f"no *.jsonl in {args.reviews}: run `make data` (and `lakedl data sst`) first")
+    spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=4))
+    base = read_json_lines(spark, files).select("review_id", "text")
+    normalized = base.withColumn("text_norm", Normalizer().column("text"))
+    tok = build_word_vocab(normalized.select(word_tokens_udf("text_norm").alias("tokens")), 2, 30_000)
+    n_base = base.count()
+    print(f"{n_base} rows in {len(files)} files; vocabulary {tok.vocab_size} ({tok.sha256[:12]})", flush=True)
+
+    results = []
+    for scale in args.scales:
+        rows = base.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.lit(scale)))) if scale > 1 else base
+        job = (rows.withColumn("text_norm", Normalizer().column("text"))
+               .withColumn("enc", encode_column(tok, "text_norm", args.max_len, True)))
+        spark_rows = n_base * scale
+
+        def spark_run():
+            job.write.format("noop").mode("overwrite").save()
+
+        with PeakRss() as rss:
+            spark_s = median_time(spark_run, args.repeats)
+        bare_s, bare_rows, bare_peak = run_bare(files, scale, tok.payload, args.max_len, args.repeats)
+        if bare_rows != spark_rows:
+            raise SystemExit(f"row counts differ: spark {spark_rows}, bare {bare_rows}")
+        result = {
+            "case": f"spark_vs_bare_loop_{scale}x", "scale": scale, "rows": spark_rows,
+            "ratio": round(bare_s / spark_s, 3),
+            "baseline": "bare single-process Python loop, same Normalizer + word vocabulary + padding, same rows",
+            "rows_per_s": round(spark_rows / spark_s), "baseline_rows_per_s": round(bare_rows / bare_s),
+            "peak_rss_mb": rss.peak_mb, "peak_rss_scope": "driver JVM + Python driver + Python workers",
+            "baseline_peak_rss_mb": bare_peak, "spark": "local[2], Arrow pandas UDFs, noop sink",
+        }
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    if len(args.scales) > 1:
+        lo, hi = results[0], results[-1]
+        results.append({"case": "memory_growth", "ratio": round(hi["peak_rss_mb"] / lo["peak_rss_mb"], 3),
+                        "ratio_lower_is_better": True,
+                        "baseline": f"Spark peak RSS at {lo['scale']}x vs {hi['scale']}x the rows (flat = 1.0)",
+                        "rows": hi["rows"]})
+        print(json.dumps(results[-1]))
+    path = write_result("etl_text", command_line(), results)
+    print(f"wrote {path}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    main()
