@@ -21,7 +21,7 @@ from etl.config import TextEtlConfig
 from etl.logs import get_logger
 from etl.readers import MALFORMED, read_input
 from etl.tables import TableStore
-from etl.textprep import (Normalizer, TextTokenizer, build_word_vocab, encode_column, load_minilm, train_subword,
+from etl.textprep import (Normalizer, TextTokenizer, build_word_vocab, encode_frame, load_minilm, train_subword,
                           word_tokens_udf)
 from etl.validate import REASON, validate
 
@@ -77,20 +77,22 @@ def with_targets(df: DataFrame) -> DataFrame:
               .withColumn("rating_reg", F.coalesce(F.col("stars"), F.lit(0.0)).cast("float")))
 
 
-def _tokenizer(cfg: TextEtlConfig, train_text: DataFrame, artifact: Path) -> TextTokenizer:
+def _tokenizer(cfg: TextEtlConfig, train: DataFrame, artifact: Path) -> TextTokenizer:
+    """The dataset's pinned tokenizer artifact, or a new one built from the training split's text."""
     t = cfg.tokenize
     if artifact.is_file() and not t.rebuild_vocab:
         existing = TextTokenizer.load(artifact)
         if existing.kind == t.kind:
             log.info("reusing tokenizer", extra={"kind": t.kind, "sha256": existing.sha256[:12]})
             return existing
+    train_text = train.select("review_id", Normalizer.from_settings(cfg.normalize).column("text").alias("text_norm"))
     if t.kind == "minilm":
         tok = load_minilm(t.subword.minilm_dir)
     elif t.kind == "word":
         tok = build_word_vocab(train_text.select(word_tokens_udf("text_norm").alias("tokens")),
                                t.vocab.min_count, t.vocab.max_size)
     else:  # stream a deterministic sample of the training text to the trainer (not a collect)
-        sample = train_text.select("review_id", "text_norm").orderBy("review_id").limit(t.subword.sample_rows)
+        sample = train_text.orderBy("review_id").limit(t.subword.sample_rows)
         tok = train_subword((r["text_norm"] for r in sample.toLocalIterator()), t.kind, t.subword.vocab_size)
     tok.save(artifact)
     log.info("built tokenizer", extra={"kind": t.kind, "size": tok.vocab_size, "sha256": tok.sha256[:12]})
@@ -149,14 +151,13 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
 
     new = checked.filter(F.col(REASON).isNull() & F.col("_present").isNull()).drop("_present", REASON)
     new = assign_split(new, cfg.split.mode, cfg.split.train, cfg.split.dev, cfg.split.seed)
-    new = new.withColumn("text_norm", Normalizer.from_settings(cfg.normalize).column("text"))
     artifact = dataset_dir / "_artifacts" / f"tokenizer-{cfg.tokenize.kind}.json"
     if kept:
         new = new.persist(StorageLevel.MEMORY_AND_DISK)
         tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
-        encoded = (with_targets(new)
-                   .withColumn("_enc", encode_column(tok, "text_norm", cfg.encode.max_len, cfg.encode.fixed))
-                   .select("*", "_enc.*").drop("_enc", "raw", MALFORMED)
+        encoded = (encode_frame(with_targets(new), Normalizer.from_settings(cfg.normalize), tok, "text",
+                                cfg.encode.max_len, cfg.encode.fixed)
+                   .drop("raw", MALFORMED)
                    .withColumn("tokenizer_sha256", F.lit(tok.sha256))
                    .withColumn("run_id", F.lit(run_id)))
         result = store.merge(silver, encoded, ["review_id"], update_matched=False,

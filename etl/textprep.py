@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import json
 import re
 import unicodedata
@@ -19,7 +20,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -199,21 +202,52 @@ def load_minilm(model_dir: str | Path) -> TextTokenizer:
 # Encoding
 # ------------------------------------------------------------------------------------------------
 ENCODED = T.StructType([
+    T.StructField("text_norm", T.StringType()),
     T.StructField("ids", T.ArrayType(T.IntegerType())),
     T.StructField("length", T.IntegerType()),
-    T.StructField("input_ids", T.ArrayType(T.IntegerType())),
 ])
 
 
-def encode_column(tokenizer: TextTokenizer, col: str | Column, max_len: int, fixed: bool) -> Column:
-    """struct(ids: ragged list<int32> ≤ max_len, length, input_ids: padded to max_len or null)."""
-    pad = tokenizer.pad_id
+def _list_column(offsets: np.ndarray, values: np.ndarray) -> pd.Series:
+    """A list<int32> column built straight in Arrow (no per-element Python objects on the way back)."""
+    arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
+    return pd.Series(pd.arrays.ArrowExtensionArray(arr))
+
+
+def encode_batch(texts: list[str], normalizer: Normalizer, tokenizer: TextTokenizer, max_len: int,
+                 fixed: bool) -> pd.DataFrame:
+    """Normalize and encode one batch: text_norm, ids (ragged, ≤ max_len), length and, when ``fixed``,
+    input_ids padded to max_len."""
+    norm = [normalizer(t) for t in texts]
+    ids = tokenizer.encode(norm, max_len)
+    lengths = np.fromiter(map(len, ids), np.int32, count=len(ids))
+    offsets = np.zeros(len(ids) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, count=int(offsets[-1]))
+    out = pd.DataFrame({"text_norm": norm})
+    out["ids"] = _list_column(offsets, flat)
+    out["length"] = lengths
+    if fixed:
+        mask = np.arange(max_len)[None, :] < lengths[:, None]  # (B, max_len)
+        padded = np.full((len(ids), max_len), tokenizer.pad_id, np.int32)
+        padded[mask] = flat
+        out["input_ids"] = _list_column(np.arange(0, len(ids) * max_len + 1, max_len, dtype=np.int32),
+                                        padded.ravel())
+    return out
+
+
+def encode_frame(df: DataFrame, normalizer: Normalizer, tokenizer: TextTokenizer, text_col: str, max_len: int,
+                 fixed: bool) -> DataFrame:
+    """Add ``text_norm``, ``ids`` (ragged list<int32> ≤ max_len), ``length`` and ``input_ids`` (padded
+    to max_len, or null when not ``fixed``). One Arrow pandas UDF normalizes and encodes (one trip of
+    the text to Python and back); the padding is a JVM expression, which costs far less than shipping
+    max_len ints per row back from Python (bench/etl_text.py)."""
 
     @F.pandas_udf(ENCODED)
     def encode(texts: pd.Series) -> pd.DataFrame:
-        ids = tokenizer.encode(texts.fillna("").tolist(), max_len)
-        lengths = [len(x) for x in ids]
-        padded = [x + [pad] * (max_len - len(x)) for x in ids] if fixed else [None] * len(ids)
-        return pd.DataFrame({"ids": ids, "length": lengths, "input_ids": padded})
+        return encode_batch(texts.fillna("").tolist(), normalizer, tokenizer, max_len, fixed=False)
 
-    return encode(col)
+    pad = F.array_repeat(F.lit(tokenizer.pad_id), F.lit(max_len) - F.col("length"))
+    padded = F.concat(F.col("ids"), pad) if fixed else F.lit(None).cast(T.ArrayType(T.IntegerType()))
+    return (df.withColumn("_enc", encode(F.col(text_col))).select("*", "_enc.*").drop("_enc")
+              .withColumn("input_ids", padded))

@@ -71,3 +71,15 @@ def test_subword_training_and_its_pinned_artifact(raw_data, tmp_path):
     assert bpe.encode(["love this"], 32)[0] and bpe.sha256 != wordpiece.sha256
     with pytest.raises(ValueError, match="not trainable"):
         train_subword(iter(texts), "minilm", 800)
+
+
+def test_encode_batch_normalizes_truncates_and_pads():
+    from etl.textprep import encode_batch
+
+    tok = TextTokenizer("word", '["<pad>", "<unk>", "<bos>", "<eos>", "good", "film"]')
+    out = encode_batch(["Good FILM!", "", "film film film film film"], Normalizer(), tok, 4, fixed=True)
+    assert out["text_norm"].tolist() == ["good film!", "", "film film film film film"]
+    assert [list(x) for x in out["ids"]] == [[4, 5, UNK], [], [5, 5, 5, 5]]
+    assert out["length"].tolist() == [3, 0, 4]
+    assert [list(x) for x in out["input_ids"]] == [[4, 5, UNK, PAD], [PAD] * 4, [5, 5, 5, 5]]
+    assert "input_ids" not in encode_batch(["x"], Normalizer(), tok, 4, fixed=False)
