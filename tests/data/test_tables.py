@@ -216,3 +216,13 @@ def test_plain_parquet_with_row_group_and_file_size_controls(spark, tmp_path):
         TableStore.write_parquet(df.select(boom("id").alias("id")), out)
     assert sum(pq.read_metadata(f).num_rows for f in sorted(out.glob("*.parquet"))) == 5000
     assert [p.name for p in tmp_path.iterdir()] == ["shards"]
+
+
+def test_row_group_size_is_controlled(spark, tmp_path):
+    df = spark.range(0, 200_000, numPartitions=1).select(
+        F.col("id"), F.sha2(F.col("id").cast("string"), 256).alias("payload"))
+    small = TableStore.write_parquet(df, tmp_path / "small", row_group_bytes=1 << 20)
+    large = TableStore.write_parquet(df, tmp_path / "large", row_group_bytes=64 << 20)
+    groups = {name: sum(pq.read_metadata(f).num_row_groups for f in path.glob("*.parquet"))
+              for name, path in (("small", small), ("large", large))}
+    assert groups["large"] == 1 and groups["small"] >= 5  # ~15 MB of data in 1 MB row groups
