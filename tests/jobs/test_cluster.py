@@ -38,6 +38,12 @@ def submit(cluster, script: Path, *args: str, conf: tuple[str, ...] = ()) -> sub
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+def report_of(out: subprocess.CompletedProcess) -> dict:
+    """spark-submit merges the driver's stderr (our log lines) into stdout: the JSON report starts at "{"."""
+    lines = out.stdout.splitlines()
+    return json.loads("\n".join(lines[lines.index("{"):]))
+
+
 def test_the_cluster_is_recorded_and_refuses_a_second_start(cluster):
     assert cluster.master_url.startswith("spark://127.0.0.1:")
     assert read_cluster(cluster.state_dir).pids == cluster.pids
@@ -62,9 +68,7 @@ def test_bronze_job_runs_on_the_cluster_executors(cluster, raw_data, tmp_path):
     out = submit(cluster, REPO / "jobs" / "load_bronze.py", "--input", str(reviews),
                  "--set", f"paths.tables_dir={tmp_path / 'tables'}")
     assert out.returncode == 0, out.stderr[-3000:]
-    # spark-submit merges the driver's stderr (our log lines) into stdout: the report starts at "{"
-    lines = out.stdout.splitlines()
-    report = json.loads("\n".join(lines[lines.index("{"):]))
+    report = report_of(out)
     assert report["rows_read"] == report["rows_inserted"] == 3708
     assert TableStore(tmp_path / "tables").count("bronze_reviews") == 3708
     # the work ran in executor JVMs started by both workers, not in a local-mode driver
@@ -77,8 +81,7 @@ def test_text_etl_job_runs_on_the_cluster(cluster, raw_data, tmp_path):
                  "--set", f"paths.tables_dir={tmp_path / 'tables'}", "--set", f"output.shards_dir={tmp_path / 'shards'}",
                  conf=("spark.sql.shuffle.partitions=4",))  # a cluster setting, as a user would pass it
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = out.stdout.splitlines()
-    report = json.loads("\n".join(lines[lines.index("{"):]))
+    report = report_of(out)
     assert report["rows_read"] == report["rows_kept"] == 4200
     assert TableStore(tmp_path / "tables").count("silver_reviews") == 4200
     assert sum(report["rows_per_split"].values()) == 4200
