@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl bench-loaders package cluster-up cluster-down clean help
 
 help:
 	@echo "make demo | test | test-slow | bench-etl | setup | data | package | cluster-up | cluster-down | clean"
@@ -45,6 +45,9 @@ test-slow: data
 bench-etl: data
 	$(BIN)/lakedl data sst --dir $(SST_DIR) >/dev/null
 	$(BIN)/python bench/etl_text.py
+
+bench-loaders: demo
+	$(BIN)/python bench/loaders.py
 
 # What a cluster needs: the wheel (pip install on every node) or a --py-files zip, plus conf/.
 package: setup

@@ -1,0 +1,200 @@
+"""Loaders over the ETL's Parquet shards, sharded by rank: every row is seen exactly once per epoch
+across all ranks and DataLoader workers.
+
+* ``ParquetShardDataset`` — native pyarrow ``IterableDataset``: the unit of work is a row group; the
+  row groups of all files are listed in a fixed order, permuted with ``seed + epoch``, dealt out to
+  ranks (``unit % world_size``) and then to DataLoader workers, and read with pyarrow. With
+  ``batch_size`` it yields ready tensor batches built column-wise from Arrow (use
+  ``DataLoader(ds, batch_size=None)``): rows are shuffled within a seeded buffer of row groups and
+  ragged columns (``ids``) are padded with numpy. Without it, it yields rows for ``pad_collate``.
+* ``petastorm_loader`` — petastorm's ``make_batch_reader`` with ``cur_shard``/``shard_count`` (also by
+  row group); petastorm batches fixed-length columns only, so read ``input_ids``, not ``ids``.
+
+Ranks may get different numbers of rows (row groups differ in size): a distributed loop must cope
+with uneven ends (DDP ``join``, or stop on the smallest rank's count).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    path: str
+    index: int
+    rows: int
+
+
+def list_row_groups(root: str | os.PathLike) -> list[RowGroup]:
+    """Every row group of every ``*.parquet`` under ``root`` (a file or a directory), in a fixed order."""
+    base = Path(root)
+    files = [base] if base.is_file() else sorted(p for p in base.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {root}: run `lakedl etl text` first")
+    units = []
+    for path in files:
+        meta = pq.read_metadata(path)
+        units += [RowGroup(str(path), i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+    return units
+
+
+class ParquetShardDataset(IterableDataset):
+    """Rows (dicts of column → value) of the shards this rank and DataLoader worker own this epoch."""
+
+    def __init__(self, root: str | os.PathLike, columns: Sequence[str], rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True, seed: int = 0, buffer_size: int = 10_000, batch_size: int | None = None,
+                 ragged: Sequence[str] = ("ids",), pad_id: int = 0, max_len: int | None = None) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.units = list_row_groups(root)
+        self.columns = list(columns)
+        missing = set(self.columns) - set(pq.read_schema(self.units[0].path).names)
+        if missing:
+            raise ValueError(f"columns {sorted(missing)} are not in the shards under {root}")
+        self.rank, self.world_size = rank, world_size
+        self.shuffle, self.seed, self.buffer_size = shuffle, seed, max(1, buffer_size)
+        self.batch_size, self.ragged, self.pad_id, self.max_len = batch_size, tuple(ragged), pad_id, max_len
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch (like DistributedSampler.set_epoch): a new permutation per epoch."""
+        self.epoch = epoch
+
+    def units_for(self, worker: int = 0, workers: int = 1) -> list[RowGroup]:
+        order = np.arange(len(self.units))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
+        mine = order[self.rank::self.world_size][worker::workers]
+        return [self.units[i] for i in mine]
+
+    def rows_this_epoch(self) -> int:
+        return sum(u.rows for u in self.units_for())
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        if self.batch_size:
+            yield from self._batches(self.units_for(worker, workers), rng)
+            return
+        buffer: list[dict] = []
+        for unit in self.units_for(worker, workers):
+            table = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=self.columns)
+            columns = {name: table.column(name).to_pylist() for name in self.columns}
+            for i in range(table.num_rows):
+                row = {name: values[i] for name, values in columns.items()}
+                if not self.shuffle:
+                    yield row
+                    continue
+                if len(buffer) < self.buffer_size:
+                    buffer.append(row)
+                    continue
+                j = int(rng.integers(len(buffer)))
+                buffer[j], row = row, buffer[j]
+                yield row
+        if self.shuffle:
+            rng.shuffle(buffer)
+        yield from buffer
+
+
+    def _batches(self, units: list[RowGroup], rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
+        """Fill a buffer with row groups (≥ buffer_size rows), permute it, emit full batches, carry the
+        remainder over; the last batch of the epoch may be short."""
+        pending: list[pa.Table] = []
+        held = 0
+        for unit in units:
+            table = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=self.columns)
+            pending.append(table)
+            held += table.num_rows
+            if held >= self.buffer_size:
+                rest = yield from self._emit(pa.concat_tables(pending), rng, final=False)
+                pending, held = [rest], rest.num_rows
+        if held:
+            yield from self._emit(pa.concat_tables(pending), rng, final=True)
+
+    def _emit(self, table: pa.Table, rng: np.random.Generator, final: bool):
+        if self.shuffle:
+            table = table.take(pa.array(rng.permutation(table.num_rows)))
+        full = table.num_rows - table.num_rows % self.batch_size
+        stop = table.num_rows if final else full
+        for start in range(0, stop, self.batch_size):
+            yield arrow_collate(table.slice(start, self.batch_size), self.ragged, self.pad_id, self.max_len)
+        return table.slice(full, table.num_rows - full) if not final else table.slice(0, 0)
+
+
+def arrow_collate(table: pa.Table, ragged: Sequence[str] = ("ids",), pad_id: int = 0,
+                  max_len: int | None = None) -> dict[str, torch.Tensor]:
+    """``pad_collate`` done column-wise on an Arrow batch: ragged lists → ``(B, T)`` padded + lengths,
+    fixed-length lists → ``(B, L)``, numeric scalars → ``(B,)``; string columns are left out."""
+    out: dict[str, torch.Tensor] = {}
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            offsets = col.offsets.to_numpy()
+            values = col.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+            lengths = np.diff(offsets)
+            if name in ragged:
+                width = max(int(lengths.max(initial=0)), 1)
+                padded = np.full((len(col), width), pad_id, dtype=np.int64)  # (B, T)
+                padded[np.arange(width)[None, :] < lengths[:, None]] = values
+                if max_len:
+                    padded, lengths = padded[:, :max_len], np.minimum(lengths, max_len)
+                out[name] = torch.from_numpy(padded)
+                out[f"{name}_lengths"] = torch.from_numpy(lengths.astype(np.int64))
+            else:
+                out[name] = torch.from_numpy(values.reshape(len(col), -1).astype(np.int64))  # (B, L)
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            continue
+        else:
+            out[name] = torch.from_numpy(col.to_numpy(zero_copy_only=False))
+    return out
+
+
+def pad_collate(rows: Sequence[Mapping], ragged: Sequence[str] = ("ids",), pad_id: int = 0,
+                max_len: int | None = None) -> dict[str, torch.Tensor]:
+    """Stack a list of rows into tensors. Each ragged column becomes ``(B, T)`` padded with ``pad_id``
+    (T = longest in the batch, capped at ``max_len``) plus ``<name>_lengths`` ``(B,)``."""
+    out: dict[str, torch.Tensor] = {}
+    for name in rows[0]:
+        values = [r[name] for r in rows]
+        if name in ragged:
+            lengths = [min(len(v), max_len) if max_len else len(v) for v in values]
+            width = max(max(lengths), 1)
+            batch = torch.full((len(values), width), pad_id, dtype=torch.long)  # (B, T)
+            for i, (v, n) in enumerate(zip(values, lengths)):
+                if n:
+                    batch[i, :n] = torch.as_tensor(v[:n], dtype=torch.long)
+            out[name] = batch
+            out[f"{name}_lengths"] = torch.as_tensor(lengths, dtype=torch.long)
+        elif isinstance(values[0], (list, tuple, np.ndarray)):
+            out[name] = torch.as_tensor(np.asarray(values))
+        elif isinstance(values[0], str):
+            continue  # ids such as review_id stay out of the tensors
+        else:
+            out[name] = torch.as_tensor(values)
+    return out
+
+
+def petastorm_loader(root: str | os.PathLike, columns: Sequence[str], batch_size: int, rank: int = 0,
+                     world_size: int = 1, shuffle: bool = True, seed: int = 0, workers: int = 1,
+                     shuffling_queue_capacity: int = 0):
+    """petastorm's reader + torch DataLoader over the same shards, one shard of row groups per rank.
+    Use as a context manager (it owns reader threads). Columns must be numeric scalars or fixed-length
+    lists (petastorm's torch loader rejects strings such as review_id and ragged lists such as ids)."""
+    from petastorm import make_batch_reader
+    from petastorm.pytorch import BatchedDataLoader
+
+    url = Path(root).absolute().as_uri()
+    reader = make_batch_reader(url, schema_fields=list(columns), cur_shard=rank, shard_count=world_size,
+                               shuffle_row_groups=shuffle, seed=seed, num_epochs=1, workers_count=workers)
+    return BatchedDataLoader(reader, batch_size=batch_size, shuffling_queue_capacity=shuffling_queue_capacity)
