@@ -135,8 +135,23 @@ def read_sst(spark: SparkSession, sst_dir: str, phrases: bool = False) -> DataFr
     return _finish(marked, None)
 
 
+def check_paths(paths: Sequence[str]) -> None:
+    """Fail before Spark starts work when a local input path or glob matches nothing."""
+    import glob
+    from urllib.parse import urlparse
+
+    for path in paths:
+        parsed = urlparse(path)
+        if parsed.scheme not in ("", "file"):
+            continue  # remote stores: Spark reports them
+        local = parsed.path if parsed.scheme else path
+        if not glob.glob(local):
+            raise FileNotFoundError(f"input.paths: {path} matches no file or directory")
+
+
 def read_input(spark: SparkSession, settings) -> DataFrame:
     """Dispatch on ``input.format`` (an ``InputSettings``)."""
+    check_paths(settings.paths)
     if settings.format == "json":
         return read_json_lines(spark, settings.paths, settings.source)
     if settings.format == "csv":

@@ -154,15 +154,17 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
     artifact = dataset_dir / "_artifacts" / f"tokenizer-{cfg.tokenize.kind}.json"
     if kept:
         new = new.persist(StorageLevel.MEMORY_AND_DISK)
-        tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
-        encoded = (encode_frame(with_targets(new), Normalizer.from_settings(cfg.normalize), tok, "text",
-                                cfg.encode.max_len, cfg.encode.fixed)
-                   .drop("raw", MALFORMED)
-                   .withColumn("tokenizer_sha256", F.lit(tok.sha256))
-                   .withColumn("run_id", F.lit(run_id)))
-        result = store.merge(silver, encoded, ["review_id"], update_matched=False,
-                             commit_info={"lakedl.run_id": run_id})
-        new.unpersist()
+        try:
+            tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
+            encoded = (encode_frame(with_targets(new), Normalizer.from_settings(cfg.normalize), tok, "text",
+                                    cfg.encode.max_len, cfg.encode.fixed)
+                       .drop("raw", MALFORMED)
+                       .withColumn("tokenizer_sha256", F.lit(tok.sha256))
+                       .withColumn("run_id", F.lit(run_id)))
+            result = store.merge(silver, encoded, ["review_id"], update_matched=False,
+                                 commit_info={"lakedl.run_id": run_id})
+        finally:
+            new.unpersist()
         report.silver_version = result.version
         report.rows_per_split = write_shards(spark, store, silver, dataset_dir, cfg)
         report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256

@@ -102,6 +102,8 @@ def test_etl_text_command_and_a_failing_quarantine_rate(raw_data, tmp_path):
     report = json.loads(out.stdout)
     assert report["rows_read"] == report["rows_kept"] == 5190 and report["tokenizer"] == "minilm"
     assert (tmp_path / "shards" / "reviews" / "manifest.json").is_file()
+    missing = run("etl", "text", "--input", str(tmp_path / "nowhere" / "*.jsonl"), *sets)
+    assert missing.returncode == 1 and "nowhere/*.jsonl matches no file or directory" in missing.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"review_id": "x", "text": "fine"}\nnot json\n')
     out = run("etl", "text", "--input", str(bad), "--name", "bad", *sets)
