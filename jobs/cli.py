@@ -57,7 +57,8 @@ def _echo_json(obj) -> None:
 
 # -- config -------------------------------------------------------------------------------------
 @config_app.command("show")
-def config_show(job: Annotated[str, typer.Argument(help="job name: common, data_fetch, data_sst, load_bronze, demo")],
+def config_show(job: Annotated[str, typer.Argument(help="job name: common, data_fetch, data_sst, load_bronze, "
+                                                     "etl_text, demo")],
                 conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
     """Print the merged configuration of JOB (base → local → --conf → --set)."""
     typer.echo(dump_config(_load(job, conf_dir, conf, set_)), nl=False)
