@@ -156,7 +156,7 @@ def arrow_collate(table: pa.Table, ragged: Sequence[str] = ("ids",), pad_id: int
         elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             continue
         else:
-            out[name] = torch.from_numpy(col.to_numpy(zero_copy_only=False))
+            out[name] = torch.from_numpy(col.to_numpy(zero_copy_only=False).copy())  # Arrow memory is read-only
     return out
 
 

@@ -1,4 +1,4 @@
-"""The training worker: one function that every launcher runs on every rank (single process for now).
+"""The training worker: one function that every launcher runs on every rank.
 
 Builds loaders over the ETL's shards, the model, optimizer and schedule from the config; trains with
 masked (multi)task losses, L1/L2 penalties and gradient clipping; evaluates on dev after each epoch;
@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from dl.checkpoint import load_checkpoint, save_checkpoint
+from dl.distributed import make_dist
 from dl.loaders import ParquetShardDataset
 from dl.metrics import bias_variance, classification_report, rating_errors
 from dl.models.bow import BowClassifier, BowConfig
@@ -118,8 +119,40 @@ def _score(metrics: dict, task: str) -> float:
     return -metrics[f"{first}_mae"] if first == "rating_reg" else metrics[f"{first}_accuracy"]
 
 
-def train_worker(s: WorkerSettings, rank: int = 0, world_size: int = 1) -> dict:
-    """Train on ``<shards>/train`` and evaluate on ``<shards>/dev``; returns the final metrics."""
+def _step(net, model, optimizer, scheduler, batch, tasks, s: WorkerSettings) -> float:
+    out = net(batch["ids"], batch["ids_lengths"])
+    loss = task_loss(out, batch, tasks, s.task_weights) + penalty(model, s.l1, s.l2)
+    optimizer.zero_grad()
+    loss.backward()
+    clip_gradients(model, s.clip_norm, s.clip_value)
+    optimizer.step()
+    if s.schedule.name != "plateau":
+        scheduler.step()
+    return loss.item()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
+    """Train on ``<shards>/train`` (this rank's row groups) and evaluate on all of ``<shards>/dev``;
+    returns the history, the step count, a digest of the final weights and (one process) the model."""
+    dist = make_dist(backend)
+    try:
+        return _train(s, dist)
+    finally:
+        dist.close()
+
+
+def _train(s: WorkerSettings, dist) -> dict:
+    rank, world_size = dist.rank, dist.world_size
     shards = Path(s.shards)
     tasks = _tasks(s.task)
     vocab, tok_hash = _vocab_size(shards)
@@ -127,13 +160,14 @@ def train_worker(s: WorkerSettings, rank: int = 0, world_size: int = 1) -> dict:
     columns = ["ids", "sentiment", "sentiment_mask", "rating", "rating_mask"]
     train_ds = ParquetShardDataset(shards / "train", columns, rank, world_size, seed=s.seed, batch_size=s.batch_size)
     dev_ds = ParquetShardDataset(shards / "dev", columns, shuffle=False, batch_size=256)
-    model = BowClassifier(BowConfig(vocab, s.embed_dim, s.hidden, s.dropout, s.batch_norm))
-    optimizer = build_optimizer(model.parameters(), s.optim)
+    model_cfg = BowConfig(vocab, s.embed_dim, s.hidden, s.dropout, s.batch_norm)
+    model = BowClassifier(model_cfg)
+    net, optimizer = dist.wrap(model, build_optimizer(model.parameters(), s.optim))  # same start on every rank
     steps_per_epoch = math.ceil(train_ds.rows_this_epoch() / s.batch_size)
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
     ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
     start_epoch, step, history, best, stale = 0, 0, [], -math.inf, 0
-    if s.resume and ckpt is not None and ckpt.is_file():
+    if s.resume and ckpt is not None and ckpt.is_file():  # every rank loads the same file
         state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
         if state["tokenizer_sha256"] != tok_hash:
             raise ValueError(f"{ckpt} was trained with tokenizer {state['tokenizer_sha256'][:12]}, the shards use "
@@ -146,39 +180,37 @@ def train_worker(s: WorkerSettings, rank: int = 0, world_size: int = 1) -> dict:
             break
         train_ds.set_epoch(epoch)
         losses = []
-        for batch in DataLoader(train_ds, batch_size=None):
-            out = model(batch["ids"], batch["ids_lengths"])
-            loss = task_loss(out, batch, tasks, s.task_weights) + penalty(model, s.l1, s.l2)
-            optimizer.zero_grad()
-            loss.backward()
-            clip_gradients(model, s.clip_norm, s.clip_value)
-            optimizer.step()
-            if s.schedule.name != "plateau":
-                scheduler.step()
-            losses.append(loss.item())
-            step += 1
+        with dist.join(net):
+            for batch in DataLoader(train_ds, batch_size=None):
+                losses.append(_step(net, model, optimizer, scheduler, batch, tasks, s))
+                step += 1
         dev = evaluate(model, DataLoader(dev_ds, batch_size=None), tasks)
         train_eval = evaluate(model, DataLoader(ParquetShardDataset(shards / "train", columns, shuffle=False,
                                                                     batch_size=256), batch_size=None), tasks)
         score = _score(dev, s.task)
         if s.schedule.name == "plateau":
             scheduler.step(score)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"],
+        history.append({"epoch": epoch, "loss": dist.mean(float(np.mean(losses)) if losses else 0.0),
+                        "lr": optimizer.param_groups[0]["lr"],
                         **{f"dev_{k}": v for k, v in dev.items()}, **{f"train_{k}": v for k, v in train_eval.items()}})
         best, stale = (score, 0) if score > best else (best, stale + 1)
         ran += 1
         if ckpt is not None and rank == 0:
             save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step,
-                            config={"model": "bow", **BowConfig(vocab, s.embed_dim, s.hidden, s.dropout,
-                                                                s.batch_norm).to_dict()},
-                            tokenizer_sha256=tok_hash, label_map={"sentiment": ["negative", "positive"]},
+                            config={"model": "bow", **model_cfg.to_dict()}, tokenizer_sha256=tok_hash,
+                            label_map={"sentiment": ["negative", "positive"]},
                             metrics={"history": history, "best": best, "stale": stale})
         if s.patience is not None and stale > s.patience:
             break
-    last = history[-1] if history else {}
+    digest = weights_digest(model)
+    result = {"history": history, "epochs_run": len(history), "world_size": world_size,
+              "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),
+              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step}
+    if world_size == 1:
+        result["model"] = model
     first = tasks[0]
-    result = {"history": history, "steps": step, "epochs_run": len(history), "model": model}
-    if first != "rating_reg" and last:
+    if first != "rating_reg" and history:
+        last = history[-1]
         d = bias_variance(1 - last[f"train_{first}_accuracy"], 1 - last[f"dev_{first}_accuracy"], s.optimal_error)
         result["diagnosis"] = {"verdict": d.verdict, "advice": d.advice}
     return result

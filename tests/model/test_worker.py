@@ -4,51 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from dl.optim import OptimSettings
 from dl.worker import WorkerSettings, train_worker
-
-WORDS = ["<pad>", "<unk>", "<bos>", "<eos>", "good", "great", "bad", "awful"] + [f"w{i}" for i in range(40)]
-
-
-def make_split(path, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    rows = {"ids": [], "sentiment": [], "sentiment_mask": [], "rating": [], "rating_mask": []}
-    for i in range(n):
-        positive = bool(torch.rand(1, generator=g) < 0.5)
-        cue = 4 + int(torch.randint(0, 2, (1,), generator=g)) + (0 if positive else 2)
-        filler = (torch.randint(8, len(WORDS), (int(torch.randint(2, 9, (1,), generator=g)),), generator=g)).tolist()
-        ids = filler[: len(filler) // 2] + [cue] + filler[len(filler) // 2:]
-        rows["ids"].append(ids)
-        rows["sentiment"].append(int(positive))
-        rows["sentiment_mask"].append(0 if i % 10 == 0 else 1)  # some labels missing
-        rows["rating"].append(4 if positive else 0)
-        rows["rating_mask"].append(1)
-    path.mkdir(parents=True)
-    table = pa.table({"ids": pa.array(rows["ids"], pa.list_(pa.int32())),
-                      **{k: pa.array(v, pa.int8()) for k, v in rows.items() if k != "ids"}})
-    pq.write_table(table, path / "part-0.parquet", row_group_size=128)
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds") / "toy"
-    make_split(root / "train", 800, 0)
-    make_split(root / "dev", 200, 1)
-    payload = json.dumps(WORDS)
-    import hashlib
-
-    sha = hashlib.sha256(payload.encode()).hexdigest()
-    (root / "_artifacts").mkdir()
-    (root / "_artifacts" / "tokenizer-word.json").write_text(json.dumps({"kind": "word", "sha256": sha, "payload": payload}))
-    (root / "manifest.json").write_text(json.dumps({"tokenizer_artifact": "_artifacts/tokenizer-word.json",
-                                                    "tokenizer_sha256": sha}))
-    return root
-
 
 def settings(shards, **kw):
     base = dict(shards=str(shards), epochs=4, batch_size=32, optim=OptimSettings(name="adam", lr=0.02), seed=3)

@@ -1,0 +1,100 @@
+"""Launchers: start ``train_worker`` on N processes. They differ only in how processes are started.
+
+* ``local``             one process, or N processes on this machine (torch.multiprocessing, gloo/NCCL)
+* ``torch_distributor`` PySpark's TorchDistributor (DDP, ``local_mode`` on the driver's machine)
+
+A ``horovod`` launcher (``horovod.spark.run``) is open work: see the issue notes.
+
+Misconfiguration is refused before anything starts; a failed worker raises LaunchError with the tail of
+what it printed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import traceback
+from pathlib import Path
+
+import torch
+
+from dl.worker import WorkerSettings, train_worker
+
+KINDS = ("local", "torch_distributor")
+
+
+class LaunchError(RuntimeError):
+    """The launch was refused or a worker failed; the message says which and why."""
+
+
+def check_launch(kind: str, num_processes: int, use_gpu: bool = False, slots: int | None = None) -> None:
+    """Refuse before launching: unknown launcher, bad process count, more processes than slots, GPU asked
+    with none present."""
+    if kind not in KINDS:
+        raise LaunchError(f"launcher {kind!r} is not one of {', '.join(KINDS)}")
+    if num_processes < 1:
+        raise LaunchError(f"num_processes={num_processes}: need at least 1")
+    if use_gpu and not torch.cuda.is_available():
+        raise LaunchError("use_gpu=true but this machine has no CUDA device: set use_gpu=false or run on a GPU node")
+    if use_gpu and num_processes > torch.cuda.device_count():
+        raise LaunchError(f"{num_processes} GPU processes asked, {torch.cuda.device_count()} GPUs present "
+                          "(one process per GPU)")
+    available = slots if slots is not None else os.cpu_count() or 1
+    if num_processes > available:
+        raise LaunchError(f"{num_processes} processes asked but only {available} slots are available "
+                          f"({'Spark task slots' if kind != 'local' else 'CPU cores'}); lower num_processes")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _local_entry(rank: int, world: int, port: int, settings: WorkerSettings, out_dir: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    result = train_worker(settings, "torch")
+    torch.save({k: v for k, v in result.items() if k != "model"}, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _td_entry(settings: WorkerSettings) -> dict:
+    torch.set_num_threads(1)
+    result = train_worker(settings, "torch")
+    # TorchDistributor's local mode has every rank write the same return file: return what all ranks agree on
+    return {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank")}
+
+
+def launch(settings: WorkerSettings, kind: str = "local", num_processes: int = 1, use_gpu: bool = False,
+           spark=None) -> dict:
+    """Run the worker; returns rank 0's result (``weights_sha256_by_rank`` shows every rank's weights)."""
+    slots = None
+    if kind != "local":
+        if spark is None:
+            raise LaunchError(f"launcher {kind!r} needs a SparkSession (etl.spark.get_spark)")
+        slots = spark.sparkContext.defaultParallelism
+    check_launch(kind, num_processes, use_gpu, slots)
+    if kind == "local" and num_processes == 1:
+        return train_worker(settings, "none")
+    try:
+        if kind == "local":
+            return _spawn_local(settings, num_processes)
+        from pyspark.ml.torch.distributor import TorchDistributor
+
+        return TorchDistributor(num_processes=num_processes, local_mode=True, use_gpu=use_gpu).run(_td_entry, settings)
+    except LaunchError:
+        raise
+    except Exception as exc:  # a worker failed: keep the tail of what it said
+        tail = "\n".join(traceback.format_exception(exc)[-1:] + str(exc).splitlines()[-15:])
+        raise LaunchError(f"{kind} launch with {num_processes} processes failed:\n{tail}") from exc
+
+
+def _spawn_local(settings: WorkerSettings, n: int) -> dict:
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="lakedl-launch-") as out:
+        mp.start_processes(_local_entry, args=(n, _free_port(), settings, out), nprocs=n, join=True,
+                           start_method="spawn")
+        return torch.load(Path(out) / "rank0.pt", weights_only=False)

@@ -1,0 +1,53 @@
+"""Launchers: two real processes (gloo) locally and via TorchDistributor, identical weights on every rank,
+clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from dl.launch import LaunchError, check_launch, launch
+from dl.optim import OptimSettings
+from dl.worker import WorkerSettings
+
+
+def settings(root, **kw):
+    return WorkerSettings(shards=str(root), epochs=2, batch_size=32, optim=OptimSettings(name="adam", lr=0.02),
+                          seed=3, **kw)
+
+
+@pytest.mark.distributed
+def test_local_two_processes_keep_identical_weights(shards):
+    result = launch(settings(shards), "local", 2)
+    assert result["world_size"] == 2
+    assert len(set(result["weights_sha256_by_rank"])) == 1
+    assert sum(result["steps_by_rank"]) >= 800 // 32  # the ranks split the row groups between them
+    assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
+
+
+@pytest.mark.distributed
+@pytest.mark.spark
+def test_torch_distributor_two_processes(spark, shards):
+    result = launch(settings(shards), "torch_distributor", 2, spark=spark)
+    assert result["world_size"] == 2 and len(set(result["weights_sha256_by_rank"])) == 1
+    assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
+
+
+def test_misconfiguration_is_refused_before_launch():
+    with pytest.raises(LaunchError, match="only 2 slots"):
+        check_launch("local", 3, slots=2)
+    with pytest.raises(LaunchError, match="no CUDA device"):
+        check_launch("local", 1, use_gpu=True)
+    with pytest.raises(LaunchError, match="not one of"):
+        check_launch("mpi", 1)
+    with pytest.raises(LaunchError, match="at least 1"):
+        check_launch("local", 0)
+    with pytest.raises(LaunchError, match="not one of"):
+        check_launch("horovod", 2)  # not built yet: refused, never half-run
+    with pytest.raises(LaunchError, match="needs a SparkSession"):
+        launch(WorkerSettings(shards="x"), "torch_distributor", 2)
+
+
+@pytest.mark.distributed
+def test_a_failing_worker_is_reported(tmp_path):
+    with pytest.raises(LaunchError, match="local launch with 2 processes failed"):
+        launch(WorkerSettings(shards=str(tmp_path / "missing")), "local", 2)
