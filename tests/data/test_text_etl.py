@@ -4,7 +4,6 @@ incremental runs, determinism, and petastorm reading the shards."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
