@@ -67,10 +67,14 @@ def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:
             "torch": state["torch"], **({"cuda": state["cuda"]} if "cuda" in state else {})}
 
 
-def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module | None = None, optimizer=None,
-                    scheduler=None, restore_rng: bool = True, map_location="cpu") -> dict[str, Any]:
-    """Load into the given objects (those that are not None) and return the whole checkpoint."""
-    state = torch.load(Path(path), map_location=map_location, weights_only=True)
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    """The checkpoint's contents (safe loading: tensors and plain data only)."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def restore(state: dict[str, Any], *, model: torch.nn.Module | None = None, optimizer=None, scheduler=None,
+            restore_rng: bool = True) -> dict[str, Any]:
+    """Load a read checkpoint into the given objects (those that are not None); returns ``state``."""
     if model is not None:
         model.load_state_dict(state["model"])
     if optimizer is not None and state["optimizer"] is not None:
@@ -84,3 +88,10 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module | None = 
                        "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss),
                        "torch": rng["torch"], **({"cuda": rng["cuda"]} if "cuda" in rng else {})})
     return state
+
+
+def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module | None = None, optimizer=None,
+                    scheduler=None, restore_rng: bool = True, map_location="cpu") -> dict[str, Any]:
+    """Read the checkpoint and load it into the given objects; returns the whole checkpoint."""
+    return restore(read_checkpoint(path, map_location), model=model, optimizer=optimizer, scheduler=scheduler,
+                   restore_rng=restore_rng)

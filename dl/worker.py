@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from dl.checkpoint import load_checkpoint, save_checkpoint
+from dl.checkpoint import read_checkpoint, restore, save_checkpoint
 from dl.distributed import make_dist
 from dl.loaders import ParquetShardDataset
 from dl.metrics import bias_variance, classification_report, rating_errors
@@ -65,11 +65,12 @@ def _seed(seed: int) -> None:
 
 
 def _vocab_size(shards: Path) -> tuple[int, str]:
+    """Vocabulary size and content hash of the tokenizer the ETL pinned for these shards."""
+    from etl.textprep import TextTokenizer
+
     manifest = json.loads((shards / "manifest.json").read_text())
-    artifact = json.loads((shards / manifest["tokenizer_artifact"]).read_text())
-    payload = artifact["payload"]
-    size = len(json.loads(payload)) if artifact["kind"] == "word" else len(json.loads(payload)["model"]["vocab"])
-    return size, manifest["tokenizer_sha256"]
+    tok = TextTokenizer.load(shards / manifest["tokenizer_artifact"])  # checks the content hash
+    return tok.vocab_size, tok.sha256
 
 
 def task_loss(out: dict, batch: dict, tasks: list[str], weights: dict[str, float]) -> torch.Tensor:
@@ -160,6 +161,7 @@ def _train(s: WorkerSettings, dist) -> dict:
     columns = ["ids", "sentiment", "sentiment_mask", "rating", "rating_mask"]
     train_ds = ParquetShardDataset(shards / "train", columns, rank, world_size, seed=s.seed, batch_size=s.batch_size)
     dev_ds = ParquetShardDataset(shards / "dev", columns, shuffle=False, batch_size=256)
+    train_eval_ds = ParquetShardDataset(shards / "train", columns, shuffle=False, batch_size=256)
     model_cfg = BowConfig(vocab, s.embed_dim, s.hidden, s.dropout, s.batch_norm)
     model = BowClassifier(model_cfg)
     net, optimizer = dist.wrap(model, build_optimizer(model.parameters(), s.optim))  # same start on every rank
@@ -168,10 +170,11 @@ def _train(s: WorkerSettings, dist) -> dict:
     ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
     start_epoch, step, history, best, stale = 0, 0, [], -math.inf, 0
     if s.resume and ckpt is not None and ckpt.is_file():  # every rank loads the same file
-        state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+        state = read_checkpoint(ckpt)
         if state["tokenizer_sha256"] != tok_hash:
             raise ValueError(f"{ckpt} was trained with tokenizer {state['tokenizer_sha256'][:12]}, the shards use "
                              f"{tok_hash[:12]}: resume with the same shards or start a new run")
+        restore(state, model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, step = state["epoch"] + 1, state["step"]
         history, best, stale = state["metrics"]["history"], state["metrics"]["best"], state["metrics"]["stale"]
     ran = 0
@@ -185,8 +188,7 @@ def _train(s: WorkerSettings, dist) -> dict:
                 losses.append(_step(net, model, optimizer, scheduler, batch, tasks, s))
                 step += 1
         dev = evaluate(model, DataLoader(dev_ds, batch_size=None), tasks)
-        train_eval = evaluate(model, DataLoader(ParquetShardDataset(shards / "train", columns, shuffle=False,
-                                                                    batch_size=256), batch_size=None), tasks)
+        train_eval = evaluate(model, DataLoader(train_eval_ds, batch_size=None), tasks)
         score = _score(dev, s.task)
         if s.schedule.name == "plateau":
             scheduler.step(score)

@@ -48,12 +48,17 @@ def test_resume_continues_exactly_where_it_stopped(shards, tmp_path):
 
 
 def test_resume_refuses_other_shards(shards, tmp_path):
-    train_worker(settings(shards, epochs=1, checkpoint_dir=str(tmp_path)))
-    manifest = json.loads((shards / "manifest.json").read_text())
-    other = tmp_path / "other"
+    import hashlib
     import shutil
 
+    from conftest import WORDS
+
+    train_worker(settings(shards, epochs=1, checkpoint_dir=str(tmp_path)))
+    other = tmp_path / "other"
     shutil.copytree(shards, other)
-    (other / "manifest.json").write_text(json.dumps({**manifest, "tokenizer_sha256": "f" * 64}))
+    payload = json.dumps(WORDS + ["another"])  # a different tokenizer: ids mean other words
+    sha = hashlib.sha256(payload.encode()).hexdigest()
+    (other / "_artifacts" / "tokenizer-word.json").write_text(json.dumps({"kind": "word", "sha256": sha,
+                                                                          "payload": payload}))
     with pytest.raises(ValueError, match="trained with tokenizer"):
         train_worker(settings(other, epochs=2, checkpoint_dir=str(tmp_path), resume=True))
