@@ -87,7 +87,7 @@ _SST_OUT = T.StructType([T.StructField(c, T.StringType()) for c in RAW_COLUMNS])
 
 def _sst_rows(phrases: bool):
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from etl.sst import TreeError, binary_label, parse_tree
+        from etl.sst import TreeError, labelled_nodes, parse_tree, sst_record
 
         for batch in batches:
             out = []
@@ -103,19 +103,10 @@ def _sst_rows(phrases: bool):
                     except TreeError as exc:
                         out.append({**base, MALFORMED: f"malformed_tree: {exc}"})
                         continue
-                    nodes = [(None, root)]
-                    if phrases and split == "train":
-                        seen = {root.tokens}
-                        for j, sub in enumerate(root.subtrees()):
-                            if sub.tokens not in seen:
-                                seen.add(sub.tokens)
-                                nodes.append((j, sub))
-                    for j, node in nodes:
-                        label = binary_label(node.label)
-                        out.append({**base, "review_id": base["review_id"] + (f"-p{j}" if j is not None else ""),
-                                    "source": "sst" if j is None else "sst_phrase",
-                                    "text": " ".join(node.tokens), "stars": str(node.label + 1),
-                                    "label": None if label is None else str(label), "score": str(node.label)})
+                    for suffix, node in labelled_nodes(root, phrases and split == "train"):
+                        rec = sst_record(base["review_id"] + suffix, node, split, "sst_phrase" if suffix else "sst")
+                        out.append({**base, **{k: None if rec[k] is None else str(rec[k])  # read as text
+                                               for k in ("review_id", "source", "text", "stars", "label", "score")}})
             yield pd.DataFrame(out, columns=list(RAW_COLUMNS))
     return parse
 

@@ -87,7 +87,20 @@ def binary_label(fine: int) -> int | None:
     return 0 if fine < 2 else 1 if fine > 2 else None
 
 
-def _record(review_id: str, node: Node, split: str, source: str) -> dict:
+def labelled_nodes(root: Node, phrases: bool) -> Iterator[tuple[str, Node]]:
+    """The sentence (id suffix ``""``) and, with ``phrases``, each distinct labelled subtree that is not
+    the whole sentence (id suffix ``-p<j>``)."""
+    yield "", root
+    if phrases:
+        seen = {root.tokens}
+        for j, sub in enumerate(root.subtrees()):
+            if sub.tokens not in seen:
+                seen.add(sub.tokens)
+                yield f"-p{j}", sub
+
+
+def sst_record(review_id: str, node: Node, split: str, source: str) -> dict:
+    """The canonical review record of one labelled (sub)tree."""
     return {"review_id": review_id, "business_id": source, "user_id": None, "stars": node.label + 1,
             "text": " ".join(node.tokens), "date": None, "source": source,
             "label": binary_label(node.label), "score": float(node.label), "split": split}
@@ -136,15 +149,9 @@ def sst_records(path: Path, split: str, phrases: bool = False, held_out: dict[st
                 reject(lineno, line, "malformed_tree", f"{path}:{lineno}: {exc}")
                 continue
             report.sentences += 1
-            yield _record(f"sst-{split}-{lineno}", root, split, "sst")
-            if phrases:
-                seen = {root.tokens}
-                for j, sub in enumerate(root.subtrees()):
-                    if sub.tokens in seen:
-                        continue
-                    seen.add(sub.tokens)
-                    report.phrases += 1
-                    yield _record(f"sst-{split}-{lineno}-p{j}", sub, split, "sst_phrase")
+            for suffix, node in labelled_nodes(root, phrases):
+                report.phrases += bool(suffix)
+                yield sst_record(f"sst-{split}-{lineno}{suffix}", node, split, "sst_phrase" if suffix else "sst")
 
 
 def _held_out_lines(src: Path) -> dict[str, str]:

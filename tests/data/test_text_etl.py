@@ -224,3 +224,13 @@ def test_csv_and_text_label_readers(spark, tmp_path):
     assert [(r["text"], r["label"], r["reason"]) for r in got] == [
         ("hated it", 0, None), ("loved it", 1, None), ("loved it", 1, "duplicate_review_id"),
         ("no label here", None, None)]
+
+
+def test_spark_sst_reader_and_the_converter_agree_at_phrase_level(spark, sst_dir, tmp_path):
+    from etl.readers import read_sst
+    from etl.sst import convert_sst
+
+    report = convert_sst(sst_dir, tmp_path, phrases=True)["sst_train"]
+    rows = read_sst(spark, str(sst_dir), phrases=True).filter("split = 'train' AND _malformed IS NULL")
+    assert rows.count() == report["sentences"] + report["phrases"]
+    assert rows.filter("source = 'sst_phrase'").count() == report["phrases"]
