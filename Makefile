@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl bench-loaders package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | bench-etl | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -48,6 +48,9 @@ bench-etl: data
 
 bench-loaders: demo
 	$(BIN)/python bench/loaders.py
+
+bench-scaling: demo
+	$(BIN)/python bench/scaling.py
 
 # What a cluster needs: the wheel (pip install on every node) or a --py-files zip, plus conf/.
 package: setup

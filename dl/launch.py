@@ -1,9 +1,10 @@
 """Launchers: start ``train_worker`` on N processes. They differ only in how processes are started.
 
 * ``local``             one process, or N processes on this machine (torch.multiprocessing, gloo/NCCL)
-* ``torch_distributor`` PySpark's TorchDistributor (DDP, ``local_mode`` on the driver's machine)
-
-A ``horovod`` launcher (``horovod.spark.run``) is open work: see the issue notes.
+* ``torch_distributor`` PySpark's TorchDistributor (DDP; ``local_mode`` on the driver's machine when the
+                        master is local, barrier-mode Spark tasks on the executors when it is a cluster)
+* ``horovod``           ``horovod.spark.run``: one Spark task per process, gloo on CPU (NCCL on GPU),
+                        ``hvd.DistributedOptimizer``; equal step counts per rank (see dl/distributed.py)
 
 Misconfiguration is refused before anything starts; a failed worker raises LaunchError with the tail of
 what it printed.
@@ -21,7 +22,7 @@ import torch
 
 from dl.worker import WorkerSettings, train_worker
 
-KINDS = ("local", "torch_distributor")
+KINDS = ("local", "torch_distributor", "horovod")
 
 
 class LaunchError(RuntimeError):
@@ -64,7 +65,15 @@ def _td_entry(settings: WorkerSettings) -> dict:
     torch.set_num_threads(1)
     result = train_worker(settings, "torch")
     # TorchDistributor's local mode has every rank write the same return file: return what all ranks agree on
-    return {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank")}
+    agreed = {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank",
+                                     "interrupted") if k in result}
+    return {**agreed, "steps": max(result["steps_by_rank"]), "diagnosis": result.get("diagnosis")}
+
+
+def _hvd_entry(settings: WorkerSettings) -> dict:
+    torch.set_num_threads(1)
+    result = train_worker(settings, "horovod")
+    return {k: v for k, v in result.items() if k != "model"}
 
 
 def launch(settings: WorkerSettings, kind: str = "local", num_processes: int = 1, use_gpu: bool = False,
@@ -81,9 +90,16 @@ def launch(settings: WorkerSettings, kind: str = "local", num_processes: int = 1
     try:
         if kind == "local":
             return _spawn_local(settings, num_processes)
+        if kind == "horovod":
+            import horovod.spark
+
+            return horovod.spark.run(_hvd_entry, args=(settings,), num_proc=num_processes, use_gloo=True,
+                                     verbose=0, start_timeout=120)[0]
         from pyspark.ml.torch.distributor import TorchDistributor
 
-        return TorchDistributor(num_processes=num_processes, local_mode=True, use_gpu=use_gpu).run(_td_entry, settings)
+        local_mode = spark.sparkContext.master.startswith("local")
+        return TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu).run(
+            _td_entry, settings)
     except LaunchError:
         raise
     except Exception as exc:  # a worker failed: keep the tail of what it said

@@ -31,9 +31,10 @@ class RunHandle:
 
 @contextlib.contextmanager
 def start_run(cfg, run_name: str, params: Mapping[str, Any] | None = None,
-              tags: Mapping[str, str] | None = None) -> Iterator[RunHandle]:
+              tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[RunHandle]:
     """An MLflow run for ``cfg`` (a CommonConfig) with its TensorBoard directory
-    ``<runs_dir>/tensorboard/<run_id>``; the flattened config is logged as params."""
+    ``<runs_dir>/tensorboard/<run_id>``; the flattened config is logged as params. With ``run_id`` the
+    existing run is reopened (a resumed training run) and its params are left as they were."""
     import mlflow
 
     uri = tracking_uri(cfg.paths.runs_dir, cfg.tracking.mlflow_uri)
@@ -43,10 +44,11 @@ def start_run(cfg, run_name: str, params: Mapping[str, Any] | None = None,
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
-    with mlflow.start_run(run_name=run_name, tags=dict(tags or {})) as run:
-        flat = flatten(cfg.model_dump(mode="json"))
-        flat.update(params or {})
-        mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags or {})) as run:
+        if run_id is None:
+            flat = flatten(cfg.model_dump(mode="json"))
+            flat.update(params or {})
+            mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         tb_dir = None
         if cfg.tracking.tensorboard:
             tb_dir = Path(cfg.paths.runs_dir, "tensorboard", run.info.run_id).absolute()
@@ -64,3 +66,48 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+class MetricsSink:
+    """Where rank 0 of a training run sends its scalars while it trains: TensorBoard event files and/or
+    an existing MLflow run (by id, so a worker process on any machine that reaches the tracking server
+    can log into the run the driver opened). A tracking server that cannot be reached is reported once
+    and then skipped: losing live metrics must not kill a training run."""
+
+    def __init__(self, tensorboard_dir: str | None = None, tracking_uri: str | None = None,
+                 run_id: str | None = None) -> None:
+        self.writer = None
+        self.client = None
+        self.run_id = run_id
+        if tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(tensorboard_dir)
+        if tracking_uri and run_id:
+            if tracking_uri.startswith("file:"):
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for name, value in metrics.items():
+                self.writer.add_scalar(name.replace("_", "/", 1), value, step)
+        if self.client is not None:
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            try:
+                self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+            except Exception as exc:  # noqa: BLE001 - report once, keep training
+                import logging
+
+                logging.getLogger(__name__).warning("MLflow logging disabled for this run: %s", exc)
+                self.client = None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

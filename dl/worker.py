@@ -7,9 +7,11 @@ stops early on the dev metric; checkpoints atomically; resumes exactly from the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +19,25 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from dl.checkpoint import read_checkpoint, restore, save_checkpoint
 from dl.distributed import make_dist
 from dl.loaders import ParquetShardDataset
 from dl.metrics import bias_variance, classification_report, rating_errors
 from dl.models.bow import BowClassifier, BowConfig
-from dl.optim import OptimSettings, ScheduleSettings, build_optimizer, build_scheduler, clip_gradients, penalty
+from dl.optim import (
+    OptimSettings,
+    ScheduleSettings,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    penalty,
+)
+from dl.tracking import MetricsSink
 
 TASKS = ("sentiment", "rating", "rating_reg")
+AMP_MODES = ("none", "bf16", "fp16")
 MASK = {"sentiment": "sentiment_mask", "rating": "rating_mask", "rating_reg": "rating_mask"}
 
 
@@ -51,7 +63,16 @@ class WorkerSettings:
     optimal_error: float = 0.0
     checkpoint_dir: str | None = None
     resume: bool = False
+    checkpoint_every: int | None = None  # also checkpoint every N optimizer steps (mid-epoch), not only per epoch
     max_epochs_this_call: int | None = None  # stop after this many epochs (to simulate an interruption)
+    stop_after_steps: int | None = None  # stop after this many steps of this call, mid-epoch (ditto)
+    amp: str = "none"  # none | bf16 | fp16 (fp16: CUDA only)
+    device: str = "auto"  # auto (the rank's GPU if any) | cpu | cuda
+    progress: bool = False  # tqdm bar on rank 0
+    tracking_uri: str | None = None  # rank 0 logs metrics to this MLflow run as it trains
+    run_id: str | None = None
+    tensorboard_dir: str | None = None  # rank 0 writes TensorBoard scalars here
+    log_every: int = 50  # steps between step-level scalars (loss, lr)
 
 
 def _tasks(task: str) -> list[str]:
@@ -88,12 +109,13 @@ def task_loss(out: dict, batch: dict, tasks: list[str], weights: dict[str, float
     return total
 
 
-def evaluate(model, loader, tasks: list[str]) -> dict:
+def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu") -> dict:
     model.eval()
     preds: dict[str, list] = {t: [] for t in tasks}
     gold: dict[str, list] = {t: [] for t in tasks}
     with torch.no_grad():
         for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
             out = model(batch["ids"], batch["ids_lengths"])
             for t in tasks:
                 mask = batch[MASK[t]].bool()
@@ -120,16 +142,74 @@ def _score(metrics: dict, task: str) -> float:
     return -metrics[f"{first}_mae"] if first == "rating_reg" else metrics[f"{first}_accuracy"]
 
 
-def _step(net, model, optimizer, scheduler, batch, tasks, s: WorkerSettings) -> float:
-    out = net(batch["ids"], batch["ids_lengths"])
-    loss = task_loss(out, batch, tasks, s.task_weights) + penalty(model, s.l1, s.l2)
+def _step(net, model, optimizer, scheduler, batch, tasks, s: WorkerSettings, dist, amp: "Amp") -> float:
+    """One optimizer step. ``batch=None`` is a shadow step (this rank is out of data while others are
+    not): a zero loss over every parameter, so the all-reduce sees a zero gradient from this rank."""
+    with amp.autocast():
+        if batch is None:
+            loss = sum((p * 0.0).sum() for p in model.parameters())
+        else:
+            out = net(batch["ids"], batch["ids_lengths"])
+            loss = task_loss(out, batch, tasks, s.task_weights) + penalty(model, s.l1, s.l2)
     optimizer.zero_grad()
-    loss.backward()
+    amp.backward(loss)
+    dist.synchronize(optimizer)  # averaged gradients before clipping
+    amp.unscale(optimizer)
     clip_gradients(model, s.clip_norm, s.clip_value)
-    optimizer.step()
+    dist.step(optimizer, amp.step_fn(optimizer))
     if s.schedule.name != "plateau":
         scheduler.step()
-    return loss.item()
+    return float(loss.item())
+
+
+class Amp:
+    """Mixed precision by config: ``bf16`` (CPU or GPU autocast) or ``fp16`` (GPU autocast with a
+    gradient scaler); ``none`` is plain fp32."""
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        if mode not in AMP_MODES:
+            raise ValueError(f"amp={mode!r}: one of {', '.join(AMP_MODES)}")
+        if mode == "fp16" and device.type != "cuda":
+            raise ValueError("amp=fp16 needs a CUDA device; on CPU use amp=bf16")
+        self.mode, self.device = mode, device
+        self.scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+
+    def autocast(self):
+        if self.mode == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.mode == "bf16" else torch.float16)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, optimizer) -> None:
+        if self.scaler:
+            self.scaler.unscale_(optimizer)  # clip the true gradients
+
+    def step_fn(self, optimizer):
+        if not self.scaler:
+            return optimizer.step
+        def step():
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        return step
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    """``auto``: this rank's GPU when CUDA exists, else CPU; ``cuda`` without a GPU is refused."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={name!r}: auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but this machine has no CUDA device: use device=auto or cpu")
+    if name != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _loader(ds) -> DataLoader:
+    # its own generator: a DataLoader iterator draws a seed from the global RNG otherwise, and the global
+    # RNG must advance only with training (dropout), so a resumed run replays the same masks
+    return DataLoader(ds, batch_size=None, generator=torch.Generator())
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -154,6 +234,8 @@ def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
 
 def _train(s: WorkerSettings, dist) -> dict:
     rank, world_size = dist.rank, dist.world_size
+    device = pick_device(s.device, dist.local_rank)
+    amp = Amp(s.amp, device)
     shards = Path(s.shards)
     tasks = _tasks(s.task)
     vocab, tok_hash = _vocab_size(shards)
@@ -163,51 +245,92 @@ def _train(s: WorkerSettings, dist) -> dict:
     dev_ds = ParquetShardDataset(shards / "dev", columns, shuffle=False, batch_size=256)
     train_eval_ds = ParquetShardDataset(shards / "train", columns, shuffle=False, batch_size=256)
     model_cfg = BowConfig(vocab, s.embed_dim, s.hidden, s.dropout, s.batch_norm)
-    model = BowClassifier(model_cfg)
+    model = BowClassifier(model_cfg).to(device)
     net, optimizer = dist.wrap(model, build_optimizer(model.parameters(), s.optim))  # same start on every rank
     steps_per_epoch = math.ceil(train_ds.rows_this_epoch() / s.batch_size)
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
     ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
-    start_epoch, step, history, best, stale = 0, 0, [], -math.inf, 0
+    start_epoch, skip, step, history, best, stale = 0, 0, 0, [], -math.inf, 0
     if s.resume and ckpt is not None and ckpt.is_file():  # every rank loads the same file
         state = read_checkpoint(ckpt)
         if state["tokenizer_sha256"] != tok_hash:
             raise ValueError(f"{ckpt} was trained with tokenizer {state['tokenizer_sha256'][:12]}, the shards use "
                              f"{tok_hash[:12]}: resume with the same shards or start a new run")
         restore(state, model=model, optimizer=optimizer, scheduler=scheduler)
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        history, best, stale = state["metrics"]["history"], state["metrics"]["best"], state["metrics"]["stale"]
-    ran = 0
-    for epoch in range(start_epoch, s.epochs):
-        if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
-            break
-        train_ds.set_epoch(epoch)
-        losses = []
-        with dist.join(net):
-            for batch in DataLoader(train_ds, batch_size=None):
-                losses.append(_step(net, model, optimizer, scheduler, batch, tasks, s))
-                step += 1
-        dev = evaluate(model, DataLoader(dev_ds, batch_size=None), tasks)
-        train_eval = evaluate(model, DataLoader(train_eval_ds, batch_size=None), tasks)
-        score = _score(dev, s.task)
-        if s.schedule.name == "plateau":
-            scheduler.step(score)
-        history.append({"epoch": epoch, "loss": dist.mean(float(np.mean(losses)) if losses else 0.0),
-                        "lr": optimizer.param_groups[0]["lr"],
-                        **{f"dev_{k}": v for k, v in dev.items()}, **{f"train_{k}": v for k, v in train_eval.items()}})
-        best, stale = (score, 0) if score > best else (best, stale + 1)
-        ran += 1
+        dist.broadcast_state(model, optimizer)
+        progress = state["metrics"]
+        start_epoch, step, skip = state["epoch"], state["step"], progress.get("batches_done", 0)
+        if skip == 0:  # an end-of-epoch checkpoint: continue with the next epoch
+            start_epoch += 1
+        history, best, stale = progress["history"], progress["best"], progress["stale"]
+    sink = MetricsSink(s.tensorboard_dir, s.tracking_uri, s.run_id) if rank == 0 else MetricsSink()
+
+    def checkpoint(epoch: int, batches_done: int) -> None:
         if ckpt is not None and rank == 0:
             save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step,
                             config={"model": "bow", **model_cfg.to_dict()}, tokenizer_sha256=tok_hash,
                             label_map={"sentiment": ["negative", "positive"]},
-                            metrics={"history": history, "best": best, "stale": stale})
+                            metrics={"history": history, "best": best, "stale": stale,
+                                     "batches_done": batches_done})
+
+    ran, steps_this_call, interrupted = 0, 0, False
+    for epoch in range(start_epoch, s.epochs):
+        if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
+            break
+        train_ds.set_epoch(epoch)
+        mine = math.ceil(train_ds.rows_this_epoch() / s.batch_size)  # every batch is full but the last
+        n_steps = dist.max_int(mine) if dist.even_steps else mine
+        done = skip if epoch == start_epoch else 0
+        batches = iter(_loader(train_ds))
+        losses, samples, started = [], 0, time.perf_counter()
+        bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
+                   disable=rank != 0 or not s.progress, leave=False)
+        with dist.join(net):
+            for i in range(n_steps):
+                batch = next(batches, None)
+                if i < done:  # resumed mid-epoch: these batches were trained on before the checkpoint
+                    continue
+                if batch is not None:
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                if s.stop_after_steps is not None and steps_this_call >= s.stop_after_steps:
+                    interrupted = True
+                    break
+                loss = _step(net, model, optimizer, scheduler, batch, tasks, s, dist, amp)
+                step += 1
+                steps_this_call += 1
+                bar.update()
+                if batch is not None:
+                    losses.append(loss)
+                    samples += len(batch["ids"])
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if rank == 0 and step % s.log_every == 0:
+                    sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
+                if s.checkpoint_every and step % s.checkpoint_every == 0 and i + 1 < n_steps:
+                    checkpoint(epoch, i + 1)
+        seconds = time.perf_counter() - started  # the step loop only, not evaluation
+        bar.close()
+        if interrupted:
+            break
+        dev = evaluate(model, _loader(dev_ds), tasks, device)
+        train_eval = evaluate(model, _loader(train_eval_ds), tasks, device)
+        score = _score(dev, s.task)
+        if s.schedule.name == "plateau":
+            scheduler.step(score)
+        history.append({"epoch": epoch, "loss": dist.mean(float(np.mean(losses)) if losses else 0.0),
+                        "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                        "samples": round(dist.mean(samples) * world_size),
+                        **{f"dev_{k}": v for k, v in dev.items()}, **{f"train_{k}": v for k, v in train_eval.items()}})
+        sink.log({k: v for k, v in history[-1].items() if k != "epoch"}, step)
+        best, stale = (score, 0) if score > best else (best, stale + 1)
+        ran += 1
+        checkpoint(epoch, 0)
         if s.patience is not None and stale > s.patience:
             break
+    sink.close()
     digest = weights_digest(model)
     result = {"history": history, "epochs_run": len(history), "world_size": world_size,
               "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),
-              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step}
+              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step, "interrupted": interrupted}
     if world_size == 1:
         result["model"] = model
     first = tasks[0]

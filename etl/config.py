@@ -195,14 +195,27 @@ class DemoConfig(TextEtlConfig):
     demo: DemoSettings = DemoSettings()
 
 
-JOBS: dict[str, type[CommonConfig]] = {
+# A job's config class, or "module:Class" for jobs whose config lives with the code that runs them
+# (dl/ builds on etl.config, so it is imported only when that job is loaded).
+JOBS: dict[str, type[CommonConfig] | str] = {
     "common": CommonConfig,
     "data_fetch": DataFetchConfig,
     "data_sst": DataSstConfig,
     "load_bronze": LoadBronzeConfig,
     "demo": DemoConfig,
     "etl_text": TextEtlConfig,
+    "train": "dl.config:TrainConfig",
 }
+
+
+def job_model(job: str) -> type[CommonConfig]:
+    model = JOBS[job]
+    if isinstance(model, str):
+        import importlib
+
+        module, name = model.split(":")
+        model = getattr(importlib.import_module(module), name)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +344,7 @@ def gather_layers(
 
 def validate(job: str, layers: Layers) -> CommonConfig:
     """Build the typed config for ``job``; every problem is listed with its key and file."""
-    model = JOBS[job]
+    model = job_model(job)
     try:
         return model.model_validate(layers.data)
     except ValidationError as exc:
@@ -354,6 +367,8 @@ def _describe(err: Mapping[str, Any], layers: Layers, model: type[BaseModel]) ->
         allowed = _allowed_keys(model, loc[:-1])
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"unknown key '{dotted}' in {origin}{hint}"
+    if not loc:  # a rule across several keys: its message names them
+        return str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")
     return f"'{dotted}' = {value!r} from {origin}: {err['msg']}"
 

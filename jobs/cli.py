@@ -58,7 +58,7 @@ def _echo_json(obj) -> None:
 # -- config -------------------------------------------------------------------------------------
 @config_app.command("show")
 def config_show(job: Annotated[str, typer.Argument(help="job name: common, data_fetch, data_sst, load_bronze, "
-                                                     "etl_text, demo")],
+                                                     "etl_text, train, demo")],
                 conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
     """Print the merged configuration of JOB (base → local → --conf → --set)."""
     typer.echo(dump_config(_load(job, conf_dir, conf, set_)), nl=False)
@@ -151,6 +151,44 @@ def etl_text(input: Annotated[Optional[list[str]], typer.Option(
         _echo_json(run_etl_text(cfg))
     except (QuarantineRateError, FileNotFoundError, ValueError) as exc:
         raise _Failure(str(exc)) from exc
+
+
+# -- train --------------------------------------------------------------------------------------
+@app.command("train")
+def train(shards: Annotated[Optional[str], typer.Option(help="the text ETL's shard directory "
+                                                        "(default: data.shards)")] = None,
+          launcher: Annotated[Optional[str], typer.Option(help="local, torch_distributor or horovod "
+                                                          "(default: launcher.kind)")] = None,
+          processes: Annotated[Optional[int], typer.Option(help="number of training processes "
+                                                           "(default: launcher.num_processes)")] = None,
+          run_name: Annotated[Optional[str], typer.Option("--run-name", help="run name (default: generated)")] = None,
+          resume: Annotated[bool, typer.Option("--resume", help="continue run --run-name from its last "
+                                               "checkpoint")] = False,
+          conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Train a model on the ETL's shards with the configured launcher; checkpoints, MLflow run, curves PNG."""
+    from dl.launch import LaunchError
+    from dl.train import TrainError, run_train
+
+    extra = []
+    for key, value in (("data.shards", shards), ("launcher.kind", launcher), ("launcher.num_processes", processes),
+                       ("run.name", run_name)):
+        if value is not None:
+            extra.append(f"{key}={json.dumps(value)}")
+    if resume:
+        extra.append("run.resume=true")
+    cfg = _load("train", conf_dir, conf, set_, extra)
+    try:
+        summary = run_train(cfg)
+    except (TrainError, LaunchError, ValueError) as exc:
+        raise _Failure(str(exc)) from exc
+    final = summary["final"]
+    typer.echo(f"\nrun {summary['run']}: {summary['epochs_run']} epochs, {summary['steps']} steps on "
+               f"{summary['processes']} process(es) ({summary['launcher']}) in {summary['seconds']} s")
+    typer.echo("  " + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("dev_")))
+    if summary.get("diagnosis"):
+        typer.echo(f"  diagnosis: {summary['diagnosis']['verdict']} — {summary['diagnosis']['advice']}")
+    typer.echo(f"  run dir {summary['run_dir']} (last.pt, curves.png, history.json); MLflow run "
+               f"{summary['mlflow_run_id']}")
 
 
 # -- tables -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,3 +52,34 @@ def conf_dir(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "conf" / "base", dst / "base")
     (dst / "local").mkdir()
     return dst
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A Spark standalone master + 2 one-core workers on 127.0.0.1, shared by the tests that submit jobs."""
+    from etl.standalone import start_cluster, stop_cluster
+
+    state = tmp_path_factory.mktemp("cluster")
+    started = start_cluster(state, workers=2, cores=1, memory="1g")
+    yield started
+    stop_cluster(state)
+    for pid in started.pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.fixture(scope="session")
+def submit(cluster):
+    """``submit(script, *args, conf=(...))``: spark-submit a script to the test cluster from the repo root."""
+    return lambda script, *args, conf=(): _submit(cluster, script, *args, conf=conf)
+
+
+def _submit(cluster, script: Path, *args: str, conf: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    from etl.standalone import spark_home
+
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1")
+    cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", cluster.master_url,
+           "--conf", "spark.executor.memory=512m", "--conf", "spark.driver.host=127.0.0.1",
+           "--conf", "spark.ui.enabled=false", *[x for c in conf for x in ("--conf", c)], str(script), *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -22,7 +22,7 @@ def run(*args, cwd=REPO, timeout=300):
 def test_help_lists_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("demo", "config", "data", "bronze", "tables", "cluster"):
+    for command in ("demo", "config", "data", "bronze", "tables", "cluster", "train", "etl"):
         assert command in out.stdout
 
 

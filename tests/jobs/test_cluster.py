@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from etl.standalone import read_cluster, spark_home, start_cluster, stop_cluster
+from etl.standalone import read_cluster, start_cluster
 from etl.tables import TableStore
 
 pytestmark = pytest.mark.distributed
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("cluster")
-    started = start_cluster(state, workers=2, cores=1, memory="1g")
-    yield started
-    stop_cluster(state)
-    for pid in started.pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-
-
-def submit(cluster, script: Path, *args: str, conf: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_LOCAL_IP="127.0.0.1")
-    cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", cluster.master_url,
-           "--conf", "spark.executor.memory=512m", "--conf", "spark.driver.host=127.0.0.1",
-           "--conf", "spark.ui.enabled=false", *[x for c in conf for x in ("--conf", c)], str(script), *args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def report_of(out: subprocess.CompletedProcess) -> dict:
@@ -51,8 +29,8 @@ def test_the_cluster_is_recorded_and_refuses_a_second_start(cluster):
         start_cluster(cluster.state_dir)
 
 
-def test_session_factory_keeps_the_cluster_settings_under_spark_submit(cluster):
-    out = submit(cluster, REPO / "tests" / "jobs" / "probe_session.py")
+def test_session_factory_keeps_the_cluster_settings_under_spark_submit(cluster, submit):
+    out = submit(REPO / "tests" / "jobs" / "probe_session.py")
     assert out.returncode == 0, out.stderr[-3000:]
     probe = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("PROBE "))[6:])
     assert probe["under_spark_submit"] is True
@@ -61,11 +39,11 @@ def test_session_factory_keeps_the_cluster_settings_under_spark_submit(cluster):
     assert probe["tasks"] == 4
 
 
-def test_bronze_job_runs_on_the_cluster_executors(cluster, raw_data, tmp_path):
+def test_bronze_job_runs_on_the_cluster_executors(cluster, submit, raw_data, tmp_path):
     reviews = tmp_path / "reviews"
     reviews.mkdir()
     shutil.copy(raw_data / "reviews" / "vader_amazon.jsonl", reviews)
-    out = submit(cluster, REPO / "jobs" / "load_bronze.py", "--input", str(reviews),
+    out = submit(REPO / "jobs" / "load_bronze.py", "--input", str(reviews),
                  "--set", f"paths.tables_dir={tmp_path / 'tables'}")
     assert out.returncode == 0, out.stderr[-3000:]
     report = report_of(out)
@@ -76,8 +54,8 @@ def test_bronze_job_runs_on_the_cluster_executors(cluster, raw_data, tmp_path):
     assert all(n >= 1 for n in launched), launched
 
 
-def test_text_etl_job_runs_on_the_cluster(cluster, raw_data, tmp_path):
-    out = submit(cluster, REPO / "jobs" / "etl_text.py", "--input", str(raw_data / "reviews" / "vader_tweets.jsonl"),
+def test_text_etl_job_runs_on_the_cluster(submit, raw_data, tmp_path):
+    out = submit(REPO / "jobs" / "etl_text.py", "--input", str(raw_data / "reviews" / "vader_tweets.jsonl"),
                  "--set", f"paths.tables_dir={tmp_path / 'tables'}", "--set", f"output.shards_dir={tmp_path / 'shards'}",
                  conf=("spark.sql.shuffle.partitions=4",))  # a cluster setting, as a user would pass it
     assert out.returncode == 0, out.stderr[-3000:]

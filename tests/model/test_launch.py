@@ -21,6 +21,7 @@ def test_local_two_processes_keep_identical_weights(shards):
     assert result["world_size"] == 2
     assert len(set(result["weights_sha256_by_rank"])) == 1
     assert sum(result["steps_by_rank"]) >= 800 // 32  # the ranks split the row groups between them
+    assert [h["samples"] for h in result["history"]] == [800, 800]  # every row once per epoch across ranks
     assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
 
 
@@ -29,6 +30,18 @@ def test_local_two_processes_keep_identical_weights(shards):
 def test_torch_distributor_two_processes(spark, shards):
     result = launch(settings(shards), "torch_distributor", 2, spark=spark)
     assert result["world_size"] == 2 and len(set(result["weights_sha256_by_rank"])) == 1
+    assert [h["samples"] for h in result["history"]] == [800, 800]
+    assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
+
+
+@pytest.mark.distributed
+@pytest.mark.spark
+def test_horovod_on_spark_two_processes_with_uneven_shards(spark, shards):
+    # 7 row groups: one rank owns 4 (16 batches), the other 3 (9 batches, then 7 shadow steps)
+    result = launch(settings(shards, clip_norm=1.0), "horovod", 2, spark=spark)
+    assert result["world_size"] == 2 and len(set(result["weights_sha256_by_rank"])) == 1
+    assert result["steps_by_rank"] == [32, 32]
+    assert [h["samples"] for h in result["history"]] == [800, 800]  # shadow steps add no rows
     assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
 
 
@@ -41,8 +54,8 @@ def test_misconfiguration_is_refused_before_launch():
         check_launch("mpi", 1)
     with pytest.raises(LaunchError, match="at least 1"):
         check_launch("local", 0)
-    with pytest.raises(LaunchError, match="not one of"):
-        check_launch("horovod", 2)  # not built yet: refused, never half-run
+    with pytest.raises(LaunchError, match="only 2 slots.*Spark task slots"):
+        check_launch("horovod", 3, slots=2)
     with pytest.raises(LaunchError, match="needs a SparkSession"):
         launch(WorkerSettings(shards="x"), "torch_distributor", 2)
 

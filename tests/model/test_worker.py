@@ -10,6 +10,7 @@ import torch
 from dl.optim import OptimSettings
 from dl.worker import WorkerSettings, train_worker
 
+
 def settings(shards, **kw):
     base = dict(shards=str(shards), epochs=4, batch_size=32, optim=OptimSettings(name="adam", lr=0.02), seed=3)
     base.update(kw)
@@ -62,3 +63,31 @@ def test_resume_refuses_other_shards(shards, tmp_path):
                                                                           "payload": payload}))
     with pytest.raises(ValueError, match="trained with tokenizer"):
         train_worker(settings(other, epochs=2, checkpoint_dir=str(tmp_path), resume=True))
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_exact(shards, tmp_path):
+    # 800 rows / 32 = 25 steps per epoch; checkpoints every 10 steps; stopped at step 37 (epoch 1, batch 12),
+    # so the last checkpoint is step 30: epoch 1 after 5 of its batches
+    kw = dict(epochs=2, checkpoint_every=10, dropout=0.3)
+    full = train_worker(settings(shards, checkpoint_dir=str(tmp_path / "a"), **kw))
+    part = train_worker(settings(shards, checkpoint_dir=str(tmp_path / "b"), stop_after_steps=37, **kw))
+    assert part["interrupted"] and part["steps"] == 37
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step"], state["metrics"]["batches_done"]) == (1, 30, 5)
+    resumed = train_worker(settings(shards, checkpoint_dir=str(tmp_path / "b"), resume=True, **kw))
+    assert resumed["steps"] == full["steps"] == 50
+    assert resumed["weights_sha256"] == full["weights_sha256"]  # same batches, same dropout masks
+
+
+def test_bf16_autocast_trains(shards):
+    result = train_worker(settings(shards, amp="bf16"))
+    assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.95
+    fp32 = train_worker(settings(shards))
+    assert result["weights_sha256"] != fp32["weights_sha256"]  # autocast really ran in bf16
+
+
+def test_fp16_and_cuda_are_refused_without_a_gpu_fake_free(shards):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        train_worker(settings(shards, amp="fp16"))
+    with pytest.raises(ValueError, match="no CUDA device"):
+        train_worker(settings(shards, device="cuda"))

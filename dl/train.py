@@ -1,0 +1,107 @@
+"""The ``train`` job body: config → worker settings → launcher, inside an MLflow run, then the run's
+reports (history, training curves PNG, config, checkpoint) next to the checkpoint and in MLflow.
+
+A run lives in ``<runs_dir>/train/<name>/``: ``last.pt`` (rank 0 writes it after every epoch and every
+``train.checkpoint_every`` steps), ``run.json`` (the MLflow run id, so ``--resume`` logs into the same
+run), ``config.yml``, ``history.json``, ``curves.png`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from dl.config import TrainConfig
+from dl.worker import WorkerSettings
+from etl.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class TrainError(RuntimeError):
+    """The run cannot start or did not finish; the message says why and what to do."""
+
+
+def run_dir(cfg: TrainConfig, name: str) -> Path:
+    return Path(cfg.run.dir) if cfg.run.dir else Path(cfg.paths.runs_dir) / "train" / name
+
+
+def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None = None, run_id: str | None = None,
+                    tensorboard_dir: str | None = None) -> WorkerSettings:
+    t, m = cfg.train, cfg.model
+    return WorkerSettings(
+        shards=str(Path(cfg.data.shards).absolute()), task=t.task, task_weights=dict(t.task_weights),
+        batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, embed_dim=m.embed_dim, hidden=m.hidden,
+        dropout=m.dropout, batch_norm=m.batch_norm, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
+        clip_norm=t.clip_norm, clip_value=t.clip_value, patience=t.patience, optimal_error=t.optimal_error,
+        checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
+        amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
+        tensorboard_dir=tensorboard_dir, log_every=t.log_every)
+
+
+def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
+    shards = Path(cfg.data.shards)
+    if not (shards / "manifest.json").is_file():
+        raise TrainError(f"data.shards={shards}: no manifest.json there; run `lakedl etl text` first or point "
+                         "data.shards at its output (<output.shards_dir>/<output.name>)")
+    for split in ("train", "dev"):
+        if not any((shards / split).glob("*.parquet")):
+            raise TrainError(f"{shards / split}: no Parquet shards; the {split} split is empty")
+    if cfg.run.resume and not (directory / "last.pt").is_file():
+        raise TrainError(f"run.resume=true but {directory / 'last.pt'} does not exist: nothing to resume "
+                         "(check run.name / run.dir)")
+    if not cfg.run.resume and (directory / "last.pt").is_file():
+        raise TrainError(f"{directory} already holds a run: pass --resume to continue it or pick another run.name")
+
+
+def run_train(cfg: TrainConfig, spark=None) -> dict:
+    """Train as configured; returns the summary also written to ``result.json``."""
+    import mlflow
+
+    from dl.launch import launch
+    from dl.plots import training_curves
+    from dl.tracking import start_run
+    from etl.config import dump_config
+
+    name = cfg.run.name or f"train-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    directory = run_dir(cfg, name)
+    _check_inputs(cfg, directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta_path = directory / "run.json"
+    previous = json.loads(meta_path.read_text())["mlflow_run_id"] if cfg.run.resume and meta_path.is_file() else None
+    if cfg.launcher.kind != "local" and spark is None:
+        from etl.spark import get_spark
+
+        spark = get_spark(cfg.spark)
+    with start_run(cfg, name, tags={"job": "train", "launcher": cfg.launcher.kind}, run_id=previous) as handle:
+        meta_path.write_text(json.dumps({"name": name, "mlflow_run_id": handle.run_id}))
+        (directory / "config.yml").write_text(dump_config(cfg))
+        settings = worker_settings(cfg, directory, handle.tracking_uri, handle.run_id,
+                                   str(handle.tensorboard_dir) if handle.tensorboard_dir else None)
+        log.info("training %s: %s launcher, %d process(es), run dir %s", name, cfg.launcher.kind,
+                 cfg.launcher.num_processes, directory)
+        started = time.perf_counter()
+        result = launch(settings, cfg.launcher.kind, cfg.launcher.num_processes, cfg.launcher.use_gpu, spark)
+        seconds = time.perf_counter() - started
+        history = result["history"]
+        summary = {"run": name, "run_dir": str(directory), "mlflow_run_id": handle.run_id,
+                   "launcher": cfg.launcher.kind, "processes": result["world_size"],
+                   "epochs_run": result["epochs_run"], "steps": result["steps"], "seconds": round(seconds, 2),
+                   "final": history[-1] if history else {}, "diagnosis": result.get("diagnosis"),
+                   "weights_identical_across_ranks": len(set(result["weights_sha256_by_rank"])) == 1}
+        (directory / "history.json").write_text(json.dumps(history, indent=1))
+        (directory / "result.json").write_text(json.dumps(summary, indent=1, default=str))
+        artifacts = ["config.yml", "history.json", "result.json", "last.pt"]
+        if history:
+            training_curves(history, directory / "curves.png", title=name)
+            artifacts.append("curves.png")
+        for artifact in artifacts:
+            if (directory / artifact).is_file():
+                mlflow.log_artifact(str(directory / artifact))
+        if result.get("diagnosis"):
+            mlflow.set_tags({"diagnosis": result["diagnosis"]["verdict"]})
+            mlflow.log_dict(result["diagnosis"], "diagnosis.json")
+        mlflow.log_metric("train_seconds", seconds)
+    return summary

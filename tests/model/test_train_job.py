@@ -1,0 +1,88 @@
+"""The `train` job end to end: config → launcher → MLflow run, TensorBoard scalars, checkpoint and
+curves PNG; a killed worker is reported and the run resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dl.train import TrainError, run_train
+from etl.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+LAKEDL = str(Path(sys.executable).parent / "lakedl")
+
+
+def train_cfg(shards, runs, *sets):
+    return load_config("train", REPO / "conf", overrides=[f"data.shards={shards}", f"paths.runs_dir={runs}",
+                                                          "train.progress=false", *sets])
+
+
+def test_train_job_tracks_the_run(shards, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = train_cfg(shards, tmp_path, "launcher.num_processes=1", "train.epochs=3", "optim.lr=0.02",
+                    "train.log_every=5", "train.batch_size=32", "run.name=r1")
+    summary = run_train(cfg)
+    run = tmp_path / "train" / "r1"
+    assert summary["epochs_run"] == 3 and summary["final"]["dev_sentiment_accuracy"] >= 0.9
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(json.loads((run / "history.json").read_text())) == 3
+    client = MlflowClient((tmp_path / "mlflow").absolute().as_uri())
+    dev = client.get_metric_history(summary["mlflow_run_id"], "dev_sentiment_accuracy")
+    assert [m.step for m in dev] == [25, 50, 75]  # one point per epoch, at the step count
+    assert len(client.get_metric_history(summary["mlflow_run_id"], "train_step_loss")) == 75 // 5
+    artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
+    assert {"last.pt", "curves.png", "config.yml", "history.json", "diagnosis.json"} <= artifacts
+    tb = EventAccumulator(str(tmp_path / "tensorboard" / summary["mlflow_run_id"]))
+    tb.Reload()
+    assert len(tb.Scalars("dev/sentiment_accuracy")) == 3
+    with pytest.raises(TrainError, match="already holds a run: pass --resume"):
+        run_train(cfg)
+    with pytest.raises(TrainError, match="nothing to resume"):
+        run_train(train_cfg(shards, tmp_path, "run.name=r2", "run.resume=true"))
+    with pytest.raises(TrainError, match="run `lakedl etl text` first"):
+        run_train(train_cfg(tmp_path / "nowhere", tmp_path))
+
+
+def _workers(parent: psutil.Process) -> list[psutil.Process]:
+    return [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+
+
+@pytest.mark.distributed
+def test_killed_worker_is_reported_and_the_run_resumes(shards, tmp_path):
+    args = ["train", "--conf-dir", str(REPO / "conf"), "--shards", str(shards), "--processes", "2",
+            "--run-name", "k", "--set", f"paths.runs_dir={tmp_path}", "--set", "train.epochs=8",
+            "--set", "train.batch_size=8", "--set", "train.checkpoint_every=10", "--set", "optim.lr=0.01",
+            "--set", "train.progress=false"]
+    ckpt = tmp_path / "train" / "k" / "last.pt"
+    proc = subprocess.Popen([LAKEDL, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = _workers(psutil.Process(proc.pid))
+    assert ckpt.exists() and len(workers) == 2, "the run did not reach its first checkpoint"
+    os.kill(workers[1].pid, signal.SIGKILL)  # mid-epoch: 50 steps per epoch, checkpoints every 10
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "error: local launch with 2 processes failed" in err and "SIGKILL" in err
+    assert not (tmp_path / "train" / "k" / "result.json").exists()
+
+    resumed = subprocess.run([LAKEDL, *args, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    result = json.loads((tmp_path / "train" / "k" / "result.json").read_text())
+    assert result["epochs_run"] == 8 and result["weights_identical_across_ranks"]
+
+    clean = run_train(train_cfg(shards, tmp_path, "run.name=clean", "train.epochs=8", "train.batch_size=8",
+                                "optim.lr=0.01"))
+    assert result["steps"] == clean["steps"]
+    assert abs(result["final"]["dev_sentiment_accuracy"] - clean["final"]["dev_sentiment_accuracy"]) <= 0.03
