@@ -1,7 +1,7 @@
 """Training throughput with 2 processes vs 1, for the torch_distributor and horovod launchers, on the
 text ETL's real shards (the demo corpus), same model, data and per-process batch size.
 
-    python bench/scaling.py [--shards data/shards/reviews] [--epochs 3] [--batch 64 256]   (make bench-scaling)
+    python bench/scaling.py [--shards data/shards/reviews] [--model bow rnn] [--epochs 3] [--batch 64]   (make bench-scaling)
 
 samples/s = training rows per epoch (all ranks) / seconds of the step loop (evaluation excluded),
 the median over epochs after the first (the first warms up). Cases, per BENCH.md:
@@ -28,6 +28,8 @@ from etl.config import SparkSettings
 from etl.spark import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
+MODEL_OPTIONS = {"bow": {}, "rnn": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True},
+                 "cnn": {"embed_dim": 128, "filters": 100}, "transformer": {"d_model": 128, "layers": 2}}
 
 
 def throughput(result: dict) -> tuple[float, int]:
@@ -41,30 +43,31 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", default=str(REPO / "data" / "shards" / "reviews"))
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--batch", type=int, nargs="+", default=[64])
+    ap.add_argument("--model", nargs="+", default=["bow", "rnn"], choices=list(MODEL_OPTIONS))
     ap.add_argument("--launchers", nargs="+", default=["torch_distributor", "horovod"])
     args = ap.parse_args(argv)
     if not (Path(args.shards) / "manifest.json").is_file():
         sys.exit(f"{args.shards}: no shards; run `make demo` (or `lakedl etl text`) first")
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=2))
     results = []
-    for batch in args.batch:
-        settings = WorkerSettings(shards=args.shards, epochs=args.epochs, batch_size=batch, seed=0,
-                                  optim=OptimSettings(name="adamw", lr=2e-3))
+    for model, batch in [(m, b) for m in args.model for b in args.batch]:
+        settings = WorkerSettings(shards=args.shards, epochs=args.epochs, batch_size=batch, seed=0, model=model,
+                                  model_options=MODEL_OPTIONS[model], optim=OptimSettings(name="adamw", lr=2e-3))
         torch.set_num_threads(2)
         one_by_two, rows = throughput(launch(settings, "local", 1))  # in this process, 2 threads
-        print(f"batch {batch}: 1 process x 2 threads: {one_by_two:,.0f} samples/s ({rows} rows/epoch)", flush=True)
+        print(f"{model}, batch {batch}: 1 process x 2 threads: {one_by_two:,.0f} samples/s ({rows} rows/epoch)", flush=True)
         for kind in args.launchers:
             single, _ = throughput(launch(settings, kind, 1, spark=spark))  # the entry sets 1 thread
             double, _ = throughput(launch(settings, kind, 2, spark=spark))
-            print(f"batch {batch}: {kind}: 1x1 {single:,.0f}/s, 2x1 {double:,.0f}/s -> {double / single:.2f}x, "
+            print(f"{model}, batch {batch}: {kind}: 1x1 {single:,.0f}/s, 2x1 {double:,.0f}/s -> {double / single:.2f}x, "
                   f"vs 1x2 {double / one_by_two:.2f}x", flush=True)
-            common = {"launcher": kind, "model": "bow", "batch_per_process": batch, "rows_per_epoch": rows,
+            common = {"launcher": kind, "model": model, "batch_per_process": batch, "rows_per_epoch": rows,
                       "samples_per_s_2x1": round(double), "goal": 1.7}
-            results.append({"case": f"{kind}_2x1_vs_1x1", "ratio": round(double / single, 3),
+            results.append({"case": f"{model}_{kind}_2x1_vs_1x1", "ratio": round(double / single, 3),
                              "baseline": f"{kind} with 1 process x 1 thread, same model/data/batch",
                              "samples_per_s_1x1": round(single), **common})
-            results.append({"case": f"{kind}_2x1_vs_1x2", "ratio": round(double / one_by_two, 3),
+            results.append({"case": f"{model}_{kind}_2x1_vs_1x2", "ratio": round(double / one_by_two, 3),
                             "baseline": "1 process x 2 threads (local launcher, no communication)",
                             "samples_per_s_1x2": round(one_by_two), **common})
     path = write_result("scaling", command_line(), results)

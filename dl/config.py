@@ -17,12 +17,56 @@ class DataSettings(Section):
     shards: str = Field("data/shards/reviews", description="the text ETL's output: manifest.json, train/, dev/")
 
 
-class ModelSettings(Section):
-    name: Literal["bow"] = "bow"
+class BowOptions(Section):
     embed_dim: int = Field(64, ge=1)
     hidden: int = Field(64, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = False
+
+
+class RnnOptions(Section):
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    embed_dim: int = Field(128, ge=1)
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.3, ge=0, lt=1)
+    pooling: Literal["last", "mean", "max"] = "max"
+    freeze_embeddings: bool = False
+
+
+class CnnOptions(Section):
+    embed_dim: int = Field(128, ge=1)
+    filters: int = Field(100, ge=1)
+    widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    freeze_embeddings: bool = False
+
+
+class TransformerOptions(Section):
+    d_model: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    ff: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    pooling: Literal["cls", "mean"] = "cls"
+    max_len: int = Field(512, ge=1)
+    freeze_embeddings: bool = False
+
+
+class ModelSettings(Section):
+    name: Literal["bow", "rnn", "cnn", "transformer"] = "bow"
+    bow: BowOptions = BowOptions()
+    rnn: RnnOptions = RnnOptions()
+    cnn: CnnOptions = CnnOptions()
+    transformer: TransformerOptions = TransformerOptions()
+    embeddings: str | None = Field(None, description="word2vec text/binary vectors for the embedding table, "
+                                   "e.g. data/raw/glove100/vectors.bin (`lakedl data fetch --source glove100`)")
+
+    def options(self) -> dict:
+        """The options of the chosen family, as its config dataclass takes them."""
+        return getattr(self, self.name).model_dump()
 
 
 class TrainSettings(Section):
@@ -70,6 +114,11 @@ class TrainConfig(CommonConfig):
     def _checks(self):
         if self.run.resume and not self.run.name and not self.run.dir:
             raise ValueError("run.resume=true needs run.name (or run.dir) of the run to continue")
+        if self.model.embeddings and self.model.name == "bow":
+            raise ValueError("model.embeddings initializes rnn, cnn or transformer embeddings, not bow")
+        t = self.model.transformer
+        if t.d_model % t.heads:
+            raise ValueError(f"model.transformer.d_model={t.d_model} is not divisible by model.transformer.heads={t.heads}")
         if self.optim.nesterov and self.optim.momentum <= 0:
             raise ValueError("optim.nesterov=true needs optim.momentum > 0")
         return self

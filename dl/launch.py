@@ -67,7 +67,8 @@ def _td_entry(settings: WorkerSettings) -> dict:
     # TorchDistributor's local mode has every rank write the same return file: return what all ranks agree on
     agreed = {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank",
                                      "interrupted") if k in result}
-    return {**agreed, "steps": max(result["steps_by_rank"]), "diagnosis": result.get("diagnosis")}
+    return {**agreed, "steps": max(result["steps_by_rank"]),
+            **{k: result.get(k) for k in ("diagnosis", "best_epoch", "test")}}
 
 
 def _hvd_entry(settings: WorkerSettings) -> dict:

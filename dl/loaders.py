@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -48,19 +49,28 @@ def list_row_groups(root: str | os.PathLike) -> list[RowGroup]:
     return units
 
 
+def _nonzero(unit: RowGroup, column: str) -> int:
+    values = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=[column]).column(column)
+    return int(pc.sum(pc.not_equal(values, 0)).as_py() or 0)
+
+
 class ParquetShardDataset(IterableDataset):
     """Rows (dicts of column → value) of the shards this rank and DataLoader worker own this epoch."""
 
     def __init__(self, root: str | os.PathLike, columns: Sequence[str], rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, seed: int = 0, buffer_size: int = 10_000, batch_size: int | None = None,
-                 ragged: Sequence[str] = ("ids",), pad_id: int = 0, max_len: int | None = None) -> None:
+                 ragged: Sequence[str] = ("ids",), pad_id: int = 0, max_len: int | None = None,
+                 keep_if: str | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.units = list_row_groups(root)
         self.columns = list(columns)
-        missing = set(self.columns) - set(pq.read_schema(self.units[0].path).names)
+        missing = {*self.columns, *([keep_if] if keep_if else [])} - set(pq.read_schema(self.units[0].path).names)
         if missing:
             raise ValueError(f"columns {sorted(missing)} are not in the shards under {root}")
+        self.keep_if = keep_if
+        if keep_if:  # only rows whose ``keep_if`` column is non-zero (e.g. a task's label mask); counted once
+            self.units = [RowGroup(u.path, u.index, _nonzero(u, keep_if)) for u in self.units]
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.seed, self.buffer_size = shuffle, seed, max(1, buffer_size)
         self.batch_size, self.ragged, self.pad_id, self.max_len = batch_size, tuple(ragged), pad_id, max_len
@@ -77,6 +87,13 @@ class ParquetShardDataset(IterableDataset):
         mine = order[self.rank::self.world_size][worker::workers]
         return [self.units[i] for i in mine]
 
+    def _read(self, unit: RowGroup) -> pa.Table:
+        columns = self.columns if not self.keep_if or self.keep_if in self.columns else [*self.columns, self.keep_if]
+        table = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=columns)
+        if self.keep_if:
+            table = table.filter(pc.not_equal(table.column(self.keep_if), 0)).select(self.columns)
+        return table
+
     def rows_this_epoch(self) -> int:
         return sum(u.rows for u in self.units_for())
 
@@ -89,7 +106,7 @@ class ParquetShardDataset(IterableDataset):
             return
         buffer: list[dict] = []
         for unit in self.units_for(worker, workers):
-            table = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=self.columns)
+            table = self._read(unit)
             columns = {name: table.column(name).to_pylist() for name in self.columns}
             for i in range(table.num_rows):
                 row = {name: values[i] for name, values in columns.items()}
@@ -113,7 +130,7 @@ class ParquetShardDataset(IterableDataset):
         pending: list[pa.Table] = []
         held = 0
         for unit in units:
-            table = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=self.columns)
+            table = self._read(unit)
             pending.append(table)
             held += table.num_rows
             if held >= self.buffer_size:

@@ -16,6 +16,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Loss per epoch (left) and every train_/dev_ metric per epoch (right, train dashed, dev solid)."""
     if not history:
@@ -43,9 +52,23 @@ def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str
     ax_metric.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
+
+
+def confusion_matrix(matrix, labels: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
+    """Counts heatmap, rows = true class, columns = predicted, each cell annotated with count and row %."""
+    import numpy as np
+
+    plt = _pyplot()
+    cm = np.asarray(matrix)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 2))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    return _save(plt, fig, path)

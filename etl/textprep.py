@@ -111,6 +111,15 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return len(json.loads(self.payload)) if self.kind == "word" else _hf(self.payload, 0).get_vocab_size()
 
+    def vocabulary(self) -> list[str]:
+        """The token of every id, in id order."""
+        if self.kind == "word":
+            return json.loads(self.payload)
+        tokens = [""] * self.vocab_size
+        for token, i in _hf(self.payload, 0).get_vocab().items():
+            tokens[i] = token
+        return tokens
+
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

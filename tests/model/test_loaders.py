@@ -138,3 +138,22 @@ def test_batch_mode_order_is_seeded(shards):
     assert rows(1) == rows(1) and rows(1) != rows(2) and sorted(rows(1)) == list(range(N))
     plain = ParquetShardDataset(shards, ["row"], shuffle=False, batch_size=50)
     assert [r for b in plain for r in b["row"].tolist()] == list(range(N))
+
+
+@pytest.mark.parametrize("batch_size", [None, 32])
+def test_keep_if_trains_only_on_labelled_rows_and_counts_them(shards, batch_size):
+    seen = Counter()
+    batches = 0
+    for rank in range(2):
+        ds = ParquetShardDataset(shards, ["row"], rank, 2, seed=1, buffer_size=100, batch_size=batch_size,
+                                 keep_if="sentiment")  # the odd rows only
+        if batch_size:
+            got = [b["row"].tolist() for b in DataLoader(ds, batch_size=None)]
+            assert len(got) == -(-ds.rows_this_epoch() // batch_size)  # the step count the worker plans with
+            batches += len(got)
+            rows = [r for b in got for r in b]
+        else:
+            rows = [r["row"] for r in ds]
+        assert len(rows) == ds.rows_this_epoch()
+        seen.update(rows)
+    assert sorted(seen) == list(range(1, N, 2)) and set(seen.values()) == {1}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from dl.train import TrainError, run_train
 from etl.config import load_config
@@ -39,8 +40,9 @@ def test_train_job_tracks_the_run(shards, tmp_path):
     assert len(json.loads((run / "history.json").read_text())) == 3
     client = MlflowClient((tmp_path / "mlflow").absolute().as_uri())
     dev = client.get_metric_history(summary["mlflow_run_id"], "dev_sentiment_accuracy")
-    assert [m.step for m in dev] == [25, 50, 75]  # one point per epoch, at the step count
-    assert len(client.get_metric_history(summary["mlflow_run_id"], "train_step_loss")) == 75 // 5
+    # 720 of the 800 rows carry a sentiment label: 23 steps of 32 per epoch; one point per epoch
+    assert [m.step for m in dev] == [23, 46, 69]
+    assert len(client.get_metric_history(summary["mlflow_run_id"], "train_step_loss")) == 69 // 5
     artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
     assert {"last.pt", "curves.png", "config.yml", "history.json", "diagnosis.json"} <= artifacts
     tb = EventAccumulator(str(tmp_path / "tensorboard" / summary["mlflow_run_id"]))
@@ -86,3 +88,25 @@ def test_killed_worker_is_reported_and_the_run_resumes(shards, tmp_path):
                                 "optim.lr=0.01"))
     assert result["steps"] == clean["steps"]
     assert abs(result["final"]["dev_sentiment_accuracy"] - clean["final"]["dev_sentiment_accuracy"]) <= 0.03
+
+
+def test_model_families_and_embeddings_by_config(shards, tmp_path):
+    from etl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="not bow"):
+        train_cfg(shards, tmp_path, "model.embeddings=x.bin")
+    with pytest.raises(ConfigError, match="unknown key 'model.rnn.hiden'"):
+        train_cfg(shards, tmp_path, "model.name=rnn", "model.rnn.hiden=3")
+    with pytest.raises(TrainError, match="glove100"):
+        run_train(train_cfg(shards, tmp_path, "model.name=cnn", "model.embeddings=missing.bin"))
+    import numpy as np
+
+    from dl.embeddings import write_word2vec
+
+    vectors = write_word2vec(tmp_path / "v.txt", ["good", "bad"], np.ones((2, 8), np.float32), binary=False)
+    summary = run_train(train_cfg(shards, tmp_path, "model.name=cnn", "model.cnn.embed_dim=8",
+                                  "model.cnn.filters=4", f"model.embeddings={vectors}", "train.epochs=1",
+                                  "launcher.num_processes=1", "run.name=cnn1"))
+    state = torch.load(tmp_path / "train" / "cnn1" / "best.pt", weights_only=True)
+    assert state["config"]["model"] == "cnn" and state["config"]["embed_dim"] == 8
+    assert summary["test"] is None  # the toy shards have no test split

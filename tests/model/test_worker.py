@@ -66,16 +66,16 @@ def test_resume_refuses_other_shards(shards, tmp_path):
 
 
 def test_resume_from_a_mid_epoch_checkpoint_is_exact(shards, tmp_path):
-    # 800 rows / 32 = 25 steps per epoch; checkpoints every 10 steps; stopped at step 37 (epoch 1, batch 12),
-    # so the last checkpoint is step 30: epoch 1 after 5 of its batches
-    kw = dict(epochs=2, checkpoint_every=10, dropout=0.3)
+    # 720 labelled rows / 32 = 23 steps per epoch; checkpoints every 10 steps; stopped at step 37 (epoch 1,
+    # batch 14), so the last checkpoint is step 30: epoch 1 after 7 of its batches
+    kw = dict(epochs=2, checkpoint_every=10, model_options={"dropout": 0.3})
     full = train_worker(settings(shards, checkpoint_dir=str(tmp_path / "a"), **kw))
     part = train_worker(settings(shards, checkpoint_dir=str(tmp_path / "b"), stop_after_steps=37, **kw))
     assert part["interrupted"] and part["steps"] == 37
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert (state["epoch"], state["step"], state["metrics"]["batches_done"]) == (1, 30, 5)
+    assert (state["epoch"], state["step"], state["metrics"]["batches_done"]) == (1, 30, 7)
     resumed = train_worker(settings(shards, checkpoint_dir=str(tmp_path / "b"), resume=True, **kw))
-    assert resumed["steps"] == full["steps"] == 50
+    assert resumed["steps"] == full["steps"] == 46
     assert resumed["weights_sha256"] == full["weights_sha256"]  # same batches, same dropout masks
 
 

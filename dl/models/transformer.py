@@ -1,0 +1,73 @@
+"""Transformer encoder classifier from scratch: pre-LN encoder layers, learned or sinusoidal positions,
+[CLS] or mean pooling, key-padding masks so padded positions are never attended to."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from dl.models.base import TaskHeads, length_mask, make_embedding, masked_pool
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    d_model: int = 128
+    heads: int = 4
+    layers: int = 2
+    ff: int = 256
+    dropout: float = 0.1
+    positions: str = "learned"  # learned | sinusoidal
+    pooling: str = "cls"  # cls | mean
+    max_len: int = 512
+    freeze_embeddings: bool = False
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.heads:
+            raise ValueError(f"transformer d_model={self.d_model} is not divisible by heads={self.heads}")
+        if self.positions not in ("learned", "sinusoidal") or self.pooling not in ("cls", "mean"):
+            raise ValueError("transformer positions: learned | sinusoidal; pooling: cls | mean")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sinusoidal(n: int, d: int) -> torch.Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10_000.0) / d))
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)[:, : d // 2]
+    return table
+
+
+class TransformerClassifier(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = make_embedding(cfg.vocab_size, cfg.d_model, cfg.pad_id, cfg.freeze_embeddings)
+        if cfg.positions == "learned":
+            self.pos = nn.Parameter(torch.randn(cfg.max_len + 1, cfg.d_model) * 0.02)
+        else:
+            self.register_buffer("pos", sinusoidal(cfg.max_len + 1, cfg.d_model), persistent=False)
+        self.cls = nn.Parameter(torch.randn(1, 1, cfg.d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff, cfg.dropout, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.heads = TaskHeads(cfg.d_model)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        ids, lengths = ids[:, : self.cfg.max_len], lengths.clamp(max=self.cfg.max_len)
+        x = self.embed(ids) * math.sqrt(self.cfg.d_model)  # (B, T, D)
+        x = torch.cat([self.cls.expand(len(ids), -1, -1), x], 1)  # (B, 1 + T, D), [CLS] first
+        x = self.drop(x + self.pos[: x.shape[1]])
+        mask = torch.cat([torch.ones_like(ids[:, :1], dtype=torch.bool), length_mask(ids, lengths)], 1)  # (B, 1+T)
+        h = self.norm(self.encoder(x, src_key_padding_mask=~mask))  # (B, 1 + T, D)
+        pooled = h[:, 0] if self.cfg.pooling == "cls" else masked_pool(h[:, 1:], mask[:, 1:], "mean")
+        return self.heads(self.drop(pooled))

@@ -1,0 +1,111 @@
+"""Every model family: output shapes, padding never changes the result, a tiny batch is learned to
+~100%, and a checkpoint rebuilds a model with identical outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dl.checkpoint import read_checkpoint, save_checkpoint
+from dl.models import build_model, describe, rebuild
+
+VOCAB = 50
+FAMILIES = {
+    "bow": {},
+    "rnn": {"cell": "lstm", "layers": 2, "bidirectional": True, "pooling": "max", "embed_dim": 16, "hidden": 16},
+    "rnn_gru_last": {"cell": "gru", "bidirectional": True, "pooling": "last", "embed_dim": 16, "hidden": 16},
+    "rnn_vanilla_mean": {"cell": "rnn", "bidirectional": False, "pooling": "mean", "embed_dim": 16, "hidden": 16},
+    "cnn": {"embed_dim": 16, "filters": 8, "widths": [2, 3, 4]},
+    "transformer": {"d_model": 32, "heads": 4, "layers": 2, "ff": 64, "pooling": "cls"},
+    "transformer_sin_mean": {"d_model": 32, "heads": 2, "layers": 1, "ff": 64, "positions": "sinusoidal",
+                             "pooling": "mean"},
+}
+
+
+def make(name: str, seed: int = 0, **extra):
+    torch.manual_seed(seed)
+    family = name.split("_")[0]
+    return family, build_model(family, VOCAB, {**FAMILIES[name], **extra})
+
+
+def batch(seed: int = 0, n: int = 16, longest: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, longest + 1, (n,), generator=g)
+    ids = torch.randint(1, VOCAB, (n, longest), generator=g)
+    ids[torch.arange(longest)[None, :] >= lengths[:, None]] = 0
+    return ids, lengths
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_output_shapes(name):
+    _, model = make(name)
+    out = model(*batch())
+    assert out["sentiment"].shape == (16, 2) and out["rating"].shape == (16, 5) and out["rating_reg"].shape == (16,)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_padding_does_not_change_the_outputs(name):
+    _, model = make(name)
+    model.eval()
+    ids, lengths = batch()
+    padded = torch.cat([ids, torch.zeros(len(ids), 7, dtype=ids.dtype)], 1)  # 7 more pad columns
+    padded_garbage = padded.clone()
+    padded_garbage[:, ids.shape[1]:] = 5  # even non-pad ids beyond the length are never read
+    with torch.no_grad():
+        a, b, c = model(ids, lengths), model(padded, lengths), model(padded_garbage, lengths)
+    for head in a:
+        torch.testing.assert_close(a[head], b[head], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a[head], c[head], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_overfits_a_tiny_batch(name):
+    _, model = make(name, dropout=0.0) if name != "bow" else make(name)
+    ids, lengths = batch(n=32)
+    labels = torch.randint(0, 2, (32,), generator=torch.Generator().manual_seed(1))  # random: must memorize
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(model(ids, lengths)["sentiment"], labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(ids, lengths)["sentiment"].argmax(-1) == labels).float().mean().item()
+    assert accuracy >= 0.97, accuracy
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_checkpoint_rebuilds_identical_logits(name, tmp_path):
+    family, model = make(name)
+    model.eval()
+    save_checkpoint(tmp_path / "m.pt", model=model, config=describe(family, model))
+    state = read_checkpoint(tmp_path / "m.pt")
+    again = rebuild(state["config"])
+    again.load_state_dict(state["model"])
+    again.eval()
+    ids, lengths = batch(3)
+    with torch.no_grad():
+        for head, value in model(ids, lengths).items():
+            assert torch.equal(value, again(ids, lengths)[head])
+
+
+def test_unknown_options_and_families_are_refused():
+    with pytest.raises(ValueError, match="has no option\\(s\\) hiden"):
+        build_model("rnn", VOCAB, {"hiden": 3})
+    with pytest.raises(ValueError, match="one of bow, rnn, cnn, transformer"):
+        build_model("resnet", VOCAB)
+    with pytest.raises(ValueError, match="rnn cell 'tcn'"):
+        build_model("rnn", VOCAB, {"cell": "tcn"})
+    with pytest.raises(ValueError, match="not divisible"):
+        build_model("transformer", VOCAB, {"d_model": 30, "heads": 4})
+
+
+def test_frozen_embeddings_stay_put():
+    _, model = make("rnn", freeze_embeddings=True)
+    before = model.embed.weight.detach().clone()
+    out = model(*batch())
+    out["sentiment"].sum().backward()
+    assert model.embed.weight.grad is None
+    assert torch.equal(before, model.embed.weight)
