@@ -13,13 +13,14 @@ the median over epochs after the first (the first warms up). Cases, per BENCH.md
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-from common import command_line, write_result  # bench/common.py, beside this script
+from common import RESULTS, command_line, write_result  # bench/common.py, beside this script
 
 from dl.launch import launch
 from dl.optim import OptimSettings
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             double, _ = throughput(launch(settings, kind, 2, spark=spark))
             print(f"{model}, batch {batch}: {kind}: 1x1 {single:,.0f}/s, 2x1 {double:,.0f}/s -> {double / single:.2f}x, "
                   f"vs 1x2 {double / one_by_two:.2f}x", flush=True)
-            common = {"launcher": kind, "model": model, "batch_per_process": batch, "rows_per_epoch": rows,
+            common = {"command": command_line(), "launcher": kind, "model": model, "batch_per_process": batch, "rows_per_epoch": rows,
                       "samples_per_s_2x1": round(double), "goal": 1.7}
             results.append({"case": f"{model}_{kind}_2x1_vs_1x1", "ratio": round(double / single, 3),
                              "baseline": f"{kind} with 1 process x 1 thread, same model/data/batch",
@@ -70,7 +71,10 @@ def main(argv: list[str] | None = None) -> None:
             results.append({"case": f"{model}_{kind}_2x1_vs_1x2", "ratio": round(double / one_by_two, 3),
                             "baseline": "1 process x 2 threads (local launcher, no communication)",
                             "samples_per_s_1x2": round(one_by_two), **common})
-    path = write_result("scaling", command_line(), results)
+    previous = RESULTS / "scaling.json"  # keep the cases of other models/batches from earlier runs
+    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
+            if (r["model"], r["batch_per_process"]) not in {(x["model"], x["batch_per_process"]) for x in results}]
+    path = write_result("scaling", command_line(), kept + results)
     print(f"wrote {path}")
 
 
