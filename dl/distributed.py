@@ -71,8 +71,11 @@ class TorchDist(NoDist):
     def wrap(self, model, optimizer):
         from torch.nn.parallel import DistributedDataParallel
 
-        # DDP broadcasts rank 0's weights at construction; the heads a task does not use get no gradient
-        return DistributedDataParallel(model, find_unused_parameters=True), optimizer
+        # DDP broadcasts rank 0's weights at construction; the heads a task does not use get no gradient.
+        # On GPU each process drives the one device its parameters live on (one process per GPU).
+        device = next(model.parameters()).device
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True), optimizer
 
     def mean(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64)

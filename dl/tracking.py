@@ -42,6 +42,21 @@ def start_run(cfg, run_name: str, params: Mapping[str, Any] | None = None,
         # MLflow 3.x keeps the file store in maintenance mode behind this switch; it is still the
         # zero-setup default here. Point tracking.mlflow_uri at sqlite:///... or a server to move off it.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _run(mlflow, cfg, uri, run_name, params, tags, run_id) as handle:
+            yield handle
+    finally:
+        # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI (for child processes); put it back, or the
+        # next job in this process (a notebook, a test session) would log into this job's store
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@contextlib.contextmanager
+def _run(mlflow, cfg, uri: str, run_name: str, params, tags, run_id) -> Iterator[RunHandle]:
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags or {})) as run:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from etl.config import load_config
+import os
+
 from dl.tracking import flatten, start_run, tracking_uri
+from etl.config import load_config
 
 
 def test_tracking_uri_precedence(tmp_path, monkeypatch):
@@ -38,3 +40,16 @@ def test_run_logs_params_metrics_and_tensorboard(conf_dir, tmp_path, monkeypatch
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": {}}) == {"a.b": 1, "a.c.d": 2, "e": {}}
+
+
+def test_consecutive_runs_in_one_process_keep_their_own_stores(conf_dir, tmp_path, monkeypatch):
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a second job in the same process (a notebook,
+    # this test session) must still log under its own runs_dir
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    handles = []
+    for name in ("a", "b"):
+        cfg = load_config("common", conf_dir, overrides=[f"paths.runs_dir={tmp_path / name}"])
+        with start_run(cfg, name) as run:
+            handles.append(run)
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert [h.tracking_uri for h in handles] == [(tmp_path / n / "mlflow").as_uri() for n in ("a", "b")]
