@@ -211,6 +211,10 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def _batches_this_epoch(ds: ParquetShardDataset, batch_size: int) -> int:
+    return math.ceil(ds.rows_this_epoch() / batch_size)  # every batch is full but the last
+
+
 def _loader(ds) -> DataLoader:
     # its own generator: a DataLoader iterator draws a seed from the global RNG otherwise, and the global
     # RNG must advance only with training (dropout), so a resumed run replays the same masks
@@ -261,7 +265,8 @@ def _train(s: WorkerSettings, dist) -> dict:
     model = model.to(device)
     model_desc = describe(s.model, model)
     net, optimizer = dist.wrap(model, build_optimizer(model.parameters(), s.optim))  # same start on every rank
-    steps_per_epoch = math.ceil(train_ds.rows_this_epoch() / s.batch_size)
+    # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
+    steps_per_epoch = dist.max_int(_batches_this_epoch(train_ds, s.batch_size))
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
     ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
     best_path = ckpt.with_name("best.pt") if ckpt is not None else None
@@ -296,7 +301,7 @@ def _train(s: WorkerSettings, dist) -> dict:
         if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
             break
         train_ds.set_epoch(epoch)
-        mine = math.ceil(train_ds.rows_this_epoch() / s.batch_size)  # every batch is full but the last
+        mine = _batches_this_epoch(train_ds, s.batch_size)
         n_steps = dist.max_int(mine) if dist.even_steps else mine
         done = skip if epoch == start_epoch else 0
         batches = iter(_loader(train_ds))
