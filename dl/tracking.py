@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,22 +102,20 @@ class MetricsSink:
         if tracking_uri and run_id:
             if tracking_uri.startswith("file:"):
                 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            from mlflow.entities import Metric
             from mlflow.tracking import MlflowClient
 
-            self.client = MlflowClient(tracking_uri)
+            self.client, self._metric = MlflowClient(tracking_uri), Metric
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if self.writer is not None:
             for name, value in metrics.items():
                 self.writer.add_scalar(name.replace("_", "/", 1), value, step)
         if self.client is not None:
-            import time
-
-            from mlflow.entities import Metric
-
             now = int(time.time() * 1000)
             try:
-                self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+                self.client.log_batch(self.run_id, metrics=[self._metric(k, float(v), now, step)
+                                                            for k, v in metrics.items()])
             except Exception as exc:  # noqa: BLE001 - report once, keep training
                 import logging
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 
 from dl.config import TrainConfig
@@ -67,8 +66,9 @@ def run_train(cfg: TrainConfig, spark=None) -> dict:
     from dl.plots import training_curves
     from dl.tracking import start_run
     from etl.config import dump_config
+    from etl.pipelines import new_run_id
 
-    name = cfg.run.name or f"train-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    name = cfg.run.name or new_run_id("train")
     directory = run_dir(cfg, name)
     _check_inputs(cfg, directory)
     directory.mkdir(parents=True, exist_ok=True)

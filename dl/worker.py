@@ -39,6 +39,7 @@ from dl.tracking import MetricsSink
 
 TASKS = ("sentiment", "rating", "rating_reg")
 AMP_MODES = ("none", "bf16", "fp16")
+LABEL_MAP = {"sentiment": ["negative", "positive"]}
 MASK = {"sentiment": "sentiment_mask", "rating": "rating_mask", "rating_reg": "rating_mask"}
 
 
@@ -292,7 +293,7 @@ def _train(s: WorkerSettings, dist) -> dict:
         if ckpt is not None and rank == 0:
             save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step,
                             config=model_desc, tokenizer_sha256=tok_hash,
-                            label_map={"sentiment": ["negative", "positive"]},
+                            label_map=LABEL_MAP,
                             metrics={"history": history, "best": best, "stale": stale,
                                      "batches_done": batches_done})
 
@@ -349,7 +350,7 @@ def _train(s: WorkerSettings, dist) -> dict:
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if best_path is not None and rank == 0:
                 save_checkpoint(best_path, model=model, epoch=epoch, step=step, config=model_desc,
-                                tokenizer_sha256=tok_hash, label_map={"sentiment": ["negative", "positive"]},
+                                tokenizer_sha256=tok_hash, label_map=LABEL_MAP,
                                 metrics={"dev": dev, "epoch": epoch})
         else:
             stale += 1

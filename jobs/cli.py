@@ -51,6 +51,11 @@ def _load(job: str, conf_dir: Path | None, conf: list[Path] | None, sets: list[s
     return cfg
 
 
+def _option_overrides(options: dict) -> list[str]:
+    """``--set``-style overrides for the command-line options a user gave (None or "" means not given)."""
+    return [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None and value != ""]
+
+
 def _echo_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
@@ -143,9 +148,7 @@ def etl_text(input: Annotated[Optional[list[str]], typer.Option(
     from etl.text_etl import QuarantineRateError
 
     extra = [f"input.paths={json.dumps(input)}"] if input else []
-    for key, value in (("input.format", format), ("tokenize.kind", tokenizer), ("output.name", name)):
-        if value:
-            extra.append(f"{key}={json.dumps(value)}")
+    extra += _option_overrides({"input.format": format, "tokenize.kind": tokenizer, "output.name": name})
     cfg = _load("etl_text", conf_dir, conf, set_, extra)
     try:
         _echo_json(run_etl_text(cfg))
@@ -169,11 +172,8 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text ETL's sha
     from dl.launch import LaunchError
     from dl.train import TrainError, run_train
 
-    extra = []
-    for key, value in (("data.shards", shards), ("launcher.kind", launcher), ("launcher.num_processes", processes),
-                       ("run.name", run_name)):
-        if value is not None:
-            extra.append(f"{key}={json.dumps(value)}")
+    extra = _option_overrides({"data.shards": shards, "launcher.kind": launcher,
+                               "launcher.num_processes": processes, "run.name": run_name})
     if resume:
         extra.append("run.resume=true")
     cfg = _load("train", conf_dir, conf, set_, extra)
