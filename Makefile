@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling quality package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling quality quality-lm package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | quality | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | quality | quality-lm | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -55,6 +55,10 @@ bench-scaling: demo
 # SST quality runs (long: ~15-40 min per row on 2 cores); QUALITY_ROWS picks rows (default: all)
 quality: data
 	$(BIN)/python bench/quality_sst.py --sst $(SST_DIR) $(if $(QUALITY_ROWS),--rows $(QUALITY_ROWS))
+
+# nanoGPT-style LM vs an interpolated Kneser-Ney trigram on the VADER snippets (~15 min)
+quality-lm: data
+	$(BIN)/python bench/quality_lm.py --sst $(SST_DIR)
 
 # What a cluster needs: the wheel (pip install on every node) or a --py-files zip, plus conf/.
 package: setup

@@ -3,6 +3,7 @@ settings. Loaded through ``etl.config.load_config("train")`` like every other jo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -55,22 +56,46 @@ class TransformerOptions(Section):
     freeze_embeddings: bool = False
 
 
+class BertOptions(Section):
+    pretrained: str | None = Field(None, description="encoder directory (config.json + model.safetensors); "
+                                   "default <paths.raw_dir>/minilm/model (`lakedl data fetch --source minilm`)")
+    pooling: Literal["mean", "cls"] = "mean"
+    dropout: float = Field(0.1, ge=0, lt=1)
+    freeze_layers: int = Field(0, ge=-1, description="freeze the embeddings and the first N layers (-1: all)")
+
+
+class GptOptions(Section):
+    d_model: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    ff: int = Field(512, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_len: int = Field(128, ge=1, description="longest text in tokens (the ETL's encode.max_len)")
+    tie_weights: bool = True
+
+
 class ModelSettings(Section):
-    name: Literal["bow", "rnn", "cnn", "transformer"] = "bow"
+    name: Literal["bow", "rnn", "cnn", "transformer", "bert", "gpt"] = "bow"
     bow: BowOptions = BowOptions()
     rnn: RnnOptions = RnnOptions()
     cnn: CnnOptions = CnnOptions()
     transformer: TransformerOptions = TransformerOptions()
+    bert: BertOptions = BertOptions()
+    gpt: GptOptions = GptOptions()
     embeddings: str | None = Field(None, description="word2vec text/binary vectors for the embedding table, "
                                    "e.g. data/raw/glove100/vectors.bin (`lakedl data fetch --source glove100`)")
 
-    def options(self) -> dict:
-        """The options of the chosen family, as its config dataclass takes them."""
-        return getattr(self, self.name).model_dump()
+    def options(self, raw_dir: str = "data/raw") -> dict:
+        """The options of the chosen family, as its config dataclass takes them (file paths absolute: the
+        workers may not share the driver's working directory)."""
+        options = getattr(self, self.name).model_dump()
+        if self.name == "bert":
+            options["pretrained"] = str(Path(options["pretrained"] or Path(raw_dir) / "minilm" / "model").absolute())
+        return options
 
 
 class TrainSettings(Section):
-    task: Literal["sentiment", "rating", "rating_reg", "multitask"] = "sentiment"
+    task: Literal["sentiment", "rating", "rating_reg", "multitask", "lm"] = "sentiment"
     task_weights: dict[Task, float] = Field(default_factory=lambda: {"sentiment": 1.0, "rating": 1.0,
                                                                      "rating_reg": 1.0})
     epochs: int = Field(5, ge=1)
@@ -114,11 +139,15 @@ class TrainConfig(CommonConfig):
     def _checks(self):
         if self.run.resume and not self.run.name and not self.run.dir:
             raise ValueError("run.resume=true needs run.name (or run.dir) of the run to continue")
-        if self.model.embeddings and self.model.name == "bow":
-            raise ValueError("model.embeddings initializes rnn, cnn or transformer embeddings, not bow")
-        t = self.model.transformer
-        if t.d_model % t.heads:
-            raise ValueError(f"model.transformer.d_model={t.d_model} is not divisible by model.transformer.heads={t.heads}")
+        if (self.model.name == "gpt") != (self.train.task == "lm"):
+            raise ValueError("train.task=lm (language modelling) goes with model.name=gpt and only with it; "
+                             f"got model.name={self.model.name}, train.task={self.train.task}")
+        if self.model.embeddings and self.model.name in ("bow", "bert", "gpt"):
+            raise ValueError(f"model.embeddings initializes rnn, cnn or transformer embeddings, not {self.model.name}")
+        for family in ("transformer", "gpt"):
+            t = getattr(self.model, family)
+            if t.d_model % t.heads:
+                raise ValueError(f"model.{family}.d_model={t.d_model} is not divisible by model.{family}.heads={t.heads}")
         if self.optim.nesterov and self.optim.momentum <= 0:
             raise ValueError("optim.nesterov=true needs optim.momentum > 0")
         return self

@@ -16,8 +16,9 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: str | os.PathLike) -> Path:
-    fig.tight_layout()
+def _save(plt, fig, path: str | os.PathLike, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

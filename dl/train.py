@@ -32,7 +32,7 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
     t, m = cfg.train, cfg.model
     return WorkerSettings(
         shards=str(Path(cfg.data.shards).absolute()), task=t.task, task_weights=dict(t.task_weights),
-        batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, model=m.name, model_options=m.options(),
+        batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, model=m.name, model_options=m.options(cfg.paths.raw_dir),
         embeddings=str(Path(m.embeddings).absolute()) if m.embeddings else None, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
         clip_norm=t.clip_norm, clip_value=t.clip_value, patience=t.patience, optimal_error=t.optimal_error,
         checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
@@ -51,6 +51,18 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
     if cfg.model.embeddings and not Path(cfg.model.embeddings).is_file():
         raise TrainError(f"model.embeddings={cfg.model.embeddings}: no such file; `lakedl data fetch --source "
                          "glove100` writes data/raw/glove100/vectors.bin")
+    tokenizer = json.loads((shards / "manifest.json").read_text()).get("tokenizer")
+    if cfg.model.name == "gpt" and tokenizer not in ("word", None):
+        raise TrainError(f"model.name=gpt reads the word tokenizer's <bos>/<eos> ids, but {shards} used "
+                         f"tokenize.kind={tokenizer}: rerun `lakedl etl text --set tokenize.kind=word`")
+    if cfg.model.name == "bert":
+        pretrained = Path(cfg.model.options(cfg.paths.raw_dir)["pretrained"])
+        if not (pretrained / "config.json").is_file():
+            raise TrainError(f"model.bert.pretrained={pretrained}: no config.json there; `lakedl data fetch --source "
+                             "minilm` writes data/raw/minilm/model")
+        if tokenizer != "minilm":
+            raise TrainError(f"model.name=bert needs shards tokenized with the model's own WordPiece vocabulary, but "
+                             f"{shards} used tokenize.kind={tokenizer}: rerun `lakedl etl text --set tokenize.kind=minilm`")
     if cfg.run.resume and not (directory / "last.pt").is_file():
         raise TrainError(f"run.resume=true but {directory / 'last.pt'} does not exist: nothing to resume "
                          "(check run.name / run.dir)")

@@ -86,7 +86,7 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _tokenizer(shards: Path):
+def shard_tokenizer(shards: Path):
     """The tokenizer the ETL pinned for these shards (loading checks its content hash)."""
     from etl.textprep import TextTokenizer
 
@@ -98,6 +98,9 @@ def task_loss(out: dict, batch: dict, tasks: list[str], weights: dict[str, float
     """Weighted sum of per-task losses, each averaged over the examples that have that label."""
     total = torch.zeros(())
     for t in tasks:
+        if t == "lm":  # next-token cross-entropy over every real target position (dl/models/gpt.py)
+            total = total + weights.get(t, 1.0) * F.cross_entropy(out["lm"], out["lm_targets"])
+            continue
         mask = batch[MASK[t]].bool()
         if not mask.any():
             continue
@@ -115,10 +118,15 @@ def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu"
     model.eval()
     preds: dict[str, list] = {t: [] for t in tasks}
     gold: dict[str, list] = {t: [] for t in tasks}
+    nll, tokens = 0.0, 0  # the language model's summed negative log-likelihood (nats) and target count
     with torch.no_grad():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(batch["ids"], batch["ids_lengths"])
+            if "lm" in tasks:
+                nll += F.cross_entropy(out["lm"].float(), out["lm_targets"], reduction="sum").item()
+                tokens += len(out["lm_targets"])
+                continue
             for t in tasks:
                 mask = batch[MASK[t]].bool()
                 if t == "rating_reg":
@@ -130,6 +138,12 @@ def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu"
     model.train()
     metrics = {}
     for t in tasks:
+        if t == "lm":
+            loss = nll / max(tokens, 1)
+            metrics.update({"lm_loss": loss, "lm_perplexity": math.exp(min(loss, 50.0))})
+            if detail:
+                metrics["lm_tokens"] = tokens
+            continue
         if t == "rating_reg":
             metrics.update({f"{t}_{k}": v for k, v in rating_errors(gold[t], preds[t]).items()})
         else:
@@ -145,6 +159,8 @@ def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu"
 def _score(metrics: dict, task: str) -> float:
     """The dev metric early stopping watches (higher is better)."""
     first = _tasks(task)[0]
+    if first == "lm":
+        return -metrics["lm_perplexity"]
     return -metrics[f"{first}_mae"] if first == "rating_reg" else metrics[f"{first}_accuracy"]
 
 
@@ -248,7 +264,7 @@ def _train(s: WorkerSettings, dist) -> dict:
     amp = Amp(s.amp, device)
     shards = Path(s.shards)
     tasks = _tasks(s.task)
-    tokenizer = _tokenizer(shards)
+    tokenizer = shard_tokenizer(shards)
     vocab, tok_hash = tokenizer.vocab_size, tokenizer.sha256
     _seed(s.seed)
     columns = ["ids", "sentiment", "sentiment_mask", "rating", "rating_mask"]
@@ -372,7 +388,7 @@ def _train(s: WorkerSettings, dist) -> dict:
             test_ds = ParquetShardDataset(shards / "test", columns, shuffle=False, batch_size=256)
             result["test"] = evaluate(model, _loader(test_ds), tasks, device, detail=True)
         first = tasks[0]
-        if first != "rating_reg":
+        if first not in ("rating_reg", "lm"):
             d = bias_variance(1 - chosen[f"train_{first}_accuracy"], 1 - chosen[f"dev_{first}_accuracy"],
                               s.optimal_error)
             result["diagnosis"] = {"verdict": d.verdict, "advice": d.advice}

@@ -20,12 +20,14 @@ bronze_app = typer.Typer(no_args_is_help=True, help="Bronze (raw) Delta tables."
 tables_app = typer.Typer(no_args_is_help=True, help="Inspect the project's Delta tables.")
 cluster_app = typer.Typer(no_args_is_help=True, help="A Spark standalone cluster on 127.0.0.1 (for testing).")
 etl_app = typer.Typer(no_args_is_help=True, help="Spark ETL into Delta tables and Parquet shards.")
+viz_app = typer.Typer(no_args_is_help=True, help="Pictures of trained models.")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(bronze_app, name="bronze")
 app.add_typer(tables_app, name="tables")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(etl_app, name="etl")
+app.add_typer(viz_app, name="viz")
 
 ConfDir = Annotated[Optional[Path], typer.Option("--conf-dir", help="config root holding base/ and local/ "
                                                  "(default: $LAKEDL_CONF_DIR or ./conf)")]
@@ -189,6 +191,46 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text ETL's sha
         typer.echo(f"  diagnosis: {summary['diagnosis']['verdict']} — {summary['diagnosis']['advice']}")
     typer.echo(f"  run dir {summary['run_dir']} (last.pt, curves.png, history.json); MLflow run "
                f"{summary['mlflow_run_id']}")
+
+
+@viz_app.command("lstm")
+def viz_lstm(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of a model.name=rnn run")],
+             out: Annotated[Optional[Path], typer.Option(help="PNG path (default <run>/lstm_vis.png)")] = None,
+             split: Annotated[str, typer.Option(help="shard split to take sentences from")] = "test",
+             sentences: Annotated[int, typer.Option(min=1, help="sentences, half negative, half positive")] = 4,
+             units: Annotated[int, typer.Option(min=2, help="hidden units to show")] = 16,
+             shards: Annotated[Optional[Path], typer.Option(help="default: the run's data.shards")] = None) -> None:
+    """LSTM-Vis-style heatmap: the hidden state of the units the sentiment head leans on, token by token."""
+    from dl.lstmvis import VizError, lstm_heatmap
+
+    try:
+        summary = lstm_heatmap(run, out, split=split, sentences=sentences, units=units, shards=shards)
+    except (VizError, FileNotFoundError) as exc:
+        raise _Failure(str(exc)) from exc
+    for s in summary["sentences"]:
+        typer.echo(f"  {s['label']:8s} P(positive)={s['p_positive']:.2f}  {' '.join(s['tokens'])}")
+    typer.echo(f"wrote {summary['png']} ({len(summary['units'])} units; names and values in "
+               f"{Path(summary['png']).with_suffix('.json')})")
+
+
+@app.command("sample")
+def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of a model.name=gpt run")],
+                prompt: Annotated[Optional[list[str]], typer.Option(help="text to continue (repeatable; "
+                                                                    "default: start from nothing)")] = None,
+                n: Annotated[int, typer.Option(min=1, help="samples per prompt")] = 3,
+                tokens: Annotated[int, typer.Option(min=1, help="at most this many new tokens")] = 30,
+                temperature: Annotated[float, typer.Option(min=0.01)] = 0.8,
+                top_k: Annotated[int, typer.Option(min=0, help="sample among the k likeliest (0: all)")] = 40,
+                seed: Annotated[int, typer.Option()] = 0) -> None:
+    """Sample text from a trained language model (nanoGPT-style, `train.task=lm`)."""
+    from dl.sample import SampleError, sample
+
+    try:
+        rows = sample(run, prompt or [""], n, tokens, temperature, top_k or None, seed)
+    except (SampleError, FileNotFoundError) as exc:
+        raise _Failure(str(exc)) from exc
+    for row in rows:
+        typer.echo(row["text"])
 
 
 # -- tables -------------------------------------------------------------------------------------

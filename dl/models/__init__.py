@@ -1,5 +1,6 @@
 """Model families by name. Each is a config dataclass (stored in the checkpoint) and a module mapping
-``(ids, lengths)`` to the task heads' outputs (dl/models/base.py)."""
+``(ids, lengths)`` to the task heads' outputs (dl/models/base.py), or for the language model (gpt) to
+next-token logits."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 from torch import nn
 
+from dl.models.bert import BertClassifier, BertConfig
 from dl.models.bow import BowClassifier, BowConfig
 from dl.models.cnn import CnnConfig, TextCnn
+from dl.models.gpt import GptConfig, GptLM
 from dl.models.rnn import RnnClassifier, RnnConfig
 from dl.models.transformer import TransformerClassifier, TransformerConfig
 
@@ -18,6 +21,8 @@ MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "rnn": (RnnConfig, RnnClassifier),
     "cnn": (CnnConfig, TextCnn),
     "transformer": (TransformerConfig, TransformerClassifier),
+    "bert": (BertConfig, BertClassifier),
+    "gpt": (GptConfig, GptLM),  # a language model: train.task=lm
 }
 
 

@@ -47,6 +47,14 @@ class RnnClassifier(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.heads = TaskHeads(cfg.hidden * (2 if cfg.bidirectional else 1))
 
+    def states(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The top layer's hidden state at every position, ``(B, T', D*H)`` (forward units first, then the
+        backward ones; zero past each length): what the LSTM-Vis heatmap shows."""
+        packed = pack_padded_sequence(self.embed(ids), lengths.clamp(min=1).cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        seq, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True)
+        return seq
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.drop(self.embed(ids))  # (B, T, E)
         packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)

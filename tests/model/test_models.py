@@ -19,6 +19,10 @@ FAMILIES = {
     "transformer": {"d_model": 32, "heads": 4, "layers": 2, "ff": 64, "pooling": "cls"},
     "transformer_sin_mean": {"d_model": 32, "heads": 2, "layers": 1, "ff": 64, "positions": "sinusoidal",
                              "pooling": "mean"},
+    # a BERT of random weights (MiniLM's architecture, tiny sizes): the pretrained MiniLM is tested in test_bert.py
+    "bert": {"encoder": {"model_type": "bert", "vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
+                         "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64,
+                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}},
 }
 
 

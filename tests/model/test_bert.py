@@ -1,0 +1,101 @@
+"""The fine-tuned pretrained encoder (model.name=bert): the real MiniLM-L6 from `lakedl data fetch`
+loads offline and already separates meanings; it fine-tunes on SST sentences encoded by the text ETL's
+MiniLM path through the 2-process launcher; its checkpoint rebuilds without the pretrained files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dl.models import build_model, rebuild
+from dl.train import TrainError, run_train
+from etl.config import load_config
+from etl.textprep import load_minilm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def minilm(raw_data) -> Path:
+    return raw_data / "minilm" / "model"
+
+
+def embed(model, tokenizer, texts):
+    ids = tokenizer.encode(texts, 64)
+    lengths = torch.tensor([len(x) for x in ids])
+    padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+    for i, row in enumerate(ids):
+        padded[i, : len(row)] = torch.tensor(row)
+    with torch.no_grad():
+        h = model.encoder(input_ids=padded, attention_mask=(padded != 0).long()).last_hidden_state
+    mask = (padded != 0)[..., None].float()
+    return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
+
+
+def test_pretrained_minilm_loads_offline_and_knows_english(minilm):
+    tokenizer = load_minilm(minilm)
+    model = build_model("bert", tokenizer.vocab_size, {"pretrained": str(minilm)}).eval()
+    assert sum(p.numel() for p in model.encoder.parameters()) == 22_565_376  # MiniLM-L6-H384 without its pooler (147,840 more with it)
+    e = embed(model, tokenizer, ["a wonderful , moving film", "an excellent movie", "the bank raised interest rates"])
+    similar, unrelated = float(e[0] @ e[1]), float(e[0] @ e[2])
+    assert similar > 0.5 > unrelated, (similar, unrelated)  # random weights would give neither
+
+
+def test_bert_refusals(minilm, tmp_path, shards):
+    with pytest.raises(ValueError, match="tokenize.kind=minilm"):
+        build_model("bert", 48, {"pretrained": str(minilm)})  # a word vocabulary's size
+    with pytest.raises(FileNotFoundError, match="lakedl data fetch --source minilm"):
+        build_model("bert", 30522, {"pretrained": str(tmp_path)})
+    cfg = load_config("train", REPO / "conf", overrides=[f"data.shards={shards}", f"paths.runs_dir={tmp_path}",
+                                                          "model.name=bert", f"model.bert.pretrained={minilm}"])
+    with pytest.raises(TrainError, match="rerun `lakedl etl text --set tokenize.kind=minilm`"):
+        run_train(cfg)  # the toy shards use a word tokenizer
+    with pytest.raises(TrainError, match="no config.json there"):
+        run_train(load_config("train", REPO / "conf", overrides=[
+            f"data.shards={shards}", f"paths.runs_dir={tmp_path}", "model.name=bert", f"model.bert.pretrained={tmp_path}"]))
+
+
+def small_sst(sst_dir: Path, out: Path, n: dict[str, int]) -> Path:
+    out.mkdir(parents=True)
+    for split, count in n.items():
+        lines = (sst_dir / f"{split}.txt").read_text().splitlines()
+        (out / f"{split}.txt").write_text("\n".join(lines[:count]) + "\n")
+    return out
+
+
+@pytest.mark.spark
+@pytest.mark.distributed
+def test_minilm_fine_tunes_on_sst_through_the_launcher(spark, sst_dir, minilm, tmp_path):
+    from etl.pipelines import run_etl_text
+
+    sst = small_sst(sst_dir, tmp_path / "sst", {"train": 240, "dev": 80, "test": 80})
+    etl = load_config("etl_text", REPO / "conf", overrides=[
+        f"input.paths={json.dumps([str(sst)])}", "input.format=sst", "split.mode=given", "tokenize.kind=minilm",
+        f"tokenize.subword.minilm_dir={minilm}", "output.name=sst_minilm", f"output.shards_dir={tmp_path / 'shards'}",
+        f"paths.tables_dir={tmp_path / 'tables'}"])
+    report = run_etl_text(etl)
+    assert report["tokenizer"] == "minilm" and report["rows_per_split"] == {"train": 240, "dev": 80, "test": 80}
+    cfg = load_config("train", REPO / "conf", overrides=[
+        f"data.shards={tmp_path / 'shards' / 'sst_minilm'}", f"paths.runs_dir={tmp_path / 'runs'}", "run.name=ft",
+        f"paths.raw_dir={minilm.parents[1]}", "model.name=bert", "model.bert.freeze_layers=3", "train.epochs=2",
+        "train.batch_size=16", "optim.name=adamw", "optim.lr=0.0002", "train.progress=false",
+        "launcher.kind=local", "launcher.num_processes=2"])
+    summary = run_train(cfg)
+    assert summary["processes"] == 2 and summary["weights_identical_across_ranks"]
+    assert summary["test"]["sentiment_examples"] > 0
+    # a frozen pretrained encoder with a fine-tuned top already beats chance on real sentences
+    assert summary["test"]["sentiment_accuracy"] >= 0.6, summary["test"]
+    state = torch.load(tmp_path / "runs" / "train" / "ft" / "best.pt", weights_only=True)
+    config = {**state["config"], "pretrained": str(tmp_path / "nowhere")}  # the checkpoint alone rebuilds it
+    model = rebuild(config)
+    model.load_state_dict(state["model"])
+    tokenizer = load_minilm(minilm)
+    ids = torch.tensor([tokenizer.encode(["a gorgeous , witty , seductive movie ."], 64)[0]])
+    reference = build_model("bert", tokenizer.vocab_size, {"pretrained": str(minilm)})
+    reference.load_state_dict(state["model"])
+    lengths = torch.tensor([ids.shape[1]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(ids, lengths)["sentiment"], reference.eval()(ids, lengths)["sentiment"])
