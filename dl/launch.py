@@ -13,7 +13,9 @@ what it printed.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -53,7 +55,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the launching process dies (killed by a scheduler, a cron
+    timeout, Ctrl-C twice), so no orphaned worker keeps training and holding memory."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _local_entry(rank: int, world: int, port: int, settings: WorkerSettings, out_dir: str) -> None:
+    _die_with_parent()
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)

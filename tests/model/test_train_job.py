@@ -90,6 +90,26 @@ def test_killed_worker_is_reported_and_the_run_resumes(shards, tmp_path):
     assert abs(result["final"]["dev_sentiment_accuracy"] - clean["final"]["dev_sentiment_accuracy"]) <= 0.03
 
 
+@pytest.mark.distributed
+def test_workers_do_not_outlive_a_killed_launcher(shards, tmp_path):
+    args = ["train", "--conf-dir", str(REPO / "conf"), "--shards", str(shards), "--processes", "2",
+            "--run-name", "orphans", "--set", f"paths.runs_dir={tmp_path}", "--set", "train.epochs=50",
+            "--set", "train.batch_size=8", "--set", "train.checkpoint_every=5", "--set", "train.progress=false"]
+    ckpt = tmp_path / "train" / "orphans" / "last.pt"
+    proc = subprocess.Popen([LAKEDL, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _workers(psutil.Process(proc.pid))
+    assert ckpt.exists() and len(workers) == 2, "the run did not reach its first checkpoint"
+    proc.terminate()  # what a scheduler or pkill sends; the launcher has no handler that stops its workers
+    proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    for p in alive:
+        p.kill()
+    assert not alive, f"{len(alive)} worker(s) kept running after their launcher died"
+
+
 def test_model_families_and_embeddings_by_config(shards, tmp_path):
     from etl.config import ConfigError
 
