@@ -104,7 +104,7 @@ def test_workers_do_not_outlive_a_killed_launcher(shards, tmp_path):
     assert ckpt.exists() and len(workers) == 2, "the run did not reach its first checkpoint"
     proc.terminate()  # what a scheduler or pkill sends; the launcher has no handler that stops its workers
     proc.wait()
-    gone, alive = psutil.wait_procs(workers, timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=30)
     for p in alive:
         p.kill()
     assert not alive, f"{len(alive)} worker(s) kept running after their launcher died"
