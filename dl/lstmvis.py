@@ -15,10 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from dl.models import rebuild
 
-
-class VizError(RuntimeError):
+class VizError(ValueError):
     """The run cannot be shown; the message says why."""
 
 
@@ -47,24 +45,12 @@ def lstm_heatmap(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                  shards: str | os.PathLike | None = None) -> dict:
     """Write the heatmap PNG (default ``<run_dir>/lstm_vis.png``); returns what it shows."""
     from dl.plots import _pyplot, _save
-    from dl.worker import LABEL_MAP, shard_tokenizer
-    from etl.config import read_yaml
+    from dl.train import load_run
+    from dl.worker import LABEL_MAP
 
-    run_dir = Path(run_dir)
-    weights = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
-    if weights is None:
-        raise VizError(f"{run_dir}: no best.pt or last.pt; point --run at a finished `lakedl train` run directory")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model, state, shards, tokenizer = load_run(run_dir, "rnn", shards, purpose="the hidden-state view")
     config = state["config"]
-    if config.get("model") != "rnn":
-        raise VizError(f"{weights} holds a {config.get('model')!r} model; the hidden-state view needs model.name=rnn")
-    model = rebuild(config)
-    model.load_state_dict(state["model"])
-    model.eval()
-    shards = Path(shards) if shards else Path(read_yaml(run_dir / "config.yml")["data"]["shards"])
-    tokenizer = shard_tokenizer(shards)
-    if state.get("tokenizer_sha256") and tokenizer.sha256 != state["tokenizer_sha256"]:
-        raise VizError(f"{shards} was tokenized with another vocabulary than {weights} was trained on")
+    run_dir = Path(run_dir)
     vocab = tokenizer.vocabulary()
     rows = _rows(shards, split, sentences, min_len, max_len)
 
@@ -97,6 +83,6 @@ def lstm_heatmap(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.02, label="hidden state")
     path = Path(out) if out else run_dir / "lstm_vis.png"
     _save(plt, fig, path, tight=False)
-    summary = {"png": str(path), "checkpoint": str(weights), "units": chosen, "unit_names": names, "sentences": shown}
+    summary = {"png": str(path), "run": str(run_dir), "units": chosen, "unit_names": names, "sentences": shown}
     path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -5,39 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
-
-from dl.models import rebuild
-
-
-class SampleError(RuntimeError):
-    """The run cannot be sampled from; the message says why."""
 
 
 def load_lm(run_dir: str | os.PathLike, shards: str | os.PathLike | None = None):
     """``(model, tokenizer, normalizer)`` of a ``model.name=gpt`` run (its best.pt, else last.pt)."""
-    from dl.worker import shard_tokenizer
-    from etl.config import read_yaml
+    from dl.train import load_run
     from etl.textprep import Normalizer
 
-    run_dir = Path(run_dir)
-    weights = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
-    if weights is None:
-        raise SampleError(f"{run_dir}: no best.pt or last.pt; point --run at a finished `lakedl train` run directory")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if state["config"].get("model") != "gpt":
-        raise SampleError(f"{weights} holds a {state['config'].get('model')!r} model; sampling needs model.name=gpt")
-    model = rebuild(state["config"])
-    model.load_state_dict(state["model"])
-    shards = Path(shards) if shards else Path(read_yaml(run_dir / "config.yml")["data"]["shards"])
-    tokenizer = shard_tokenizer(shards)
-    if tokenizer.sha256 != state.get("tokenizer_sha256", tokenizer.sha256):
-        raise SampleError(f"{shards} was tokenized with another vocabulary than {weights} was trained on")
+    model, _, shards, tokenizer = load_run(run_dir, "gpt", shards, purpose="sampling")
     settings = json.loads((shards / "manifest.json").read_text()).get("config", {}).get("normalize", {})
     normalizer = Normalizer(**{k: v for k, v in settings.items() if k in Normalizer.__dataclass_fields__})
-    return model.eval(), tokenizer, normalizer
+    return model, tokenizer, normalizer
 
 
 def sample(run_dir: str | os.PathLike, prompts: list[str], n: int = 1, max_new: int = 30, temperature: float = 0.8,

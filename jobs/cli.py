@@ -202,10 +202,11 @@ def viz_lstm(run: Annotated[Path, typer.Option(help="a `lakedl train` run direct
              shards: Annotated[Optional[Path], typer.Option(help="default: the run's data.shards")] = None) -> None:
     """LSTM-Vis-style heatmap: the hidden state of the units the sentiment head leans on, token by token."""
     from dl.lstmvis import VizError, lstm_heatmap
+    from dl.train import RunError
 
     try:
         summary = lstm_heatmap(run, out, split=split, sentences=sentences, units=units, shards=shards)
-    except (VizError, FileNotFoundError) as exc:
+    except (VizError, RunError, FileNotFoundError) as exc:
         raise _Failure(str(exc)) from exc
     for s in summary["sentences"]:
         typer.echo(f"  {s['label']:8s} P(positive)={s['p_positive']:.2f}  {' '.join(s['tokens'])}")
@@ -223,11 +224,12 @@ def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run dir
                 top_k: Annotated[int, typer.Option(min=0, help="sample among the k likeliest (0: all)")] = 40,
                 seed: Annotated[int, typer.Option()] = 0) -> None:
     """Sample text from a trained language model (nanoGPT-style, `train.task=lm`)."""
-    from dl.sample import SampleError, sample
+    from dl.sample import sample
+    from dl.train import RunError
 
     try:
         rows = sample(run, prompt or [""], n, tokens, temperature, top_k or None, seed)
-    except (SampleError, FileNotFoundError) as exc:
+    except (RunError, ValueError, FileNotFoundError) as exc:
         raise _Failure(str(exc)) from exc
     for row in rows:
         typer.echo(row["text"])

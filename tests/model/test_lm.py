@@ -13,8 +13,8 @@ import torch
 from dl.checkpoint import save_checkpoint
 from dl.models import build_model, describe, rebuild
 from dl.ngram import KneserNeyTrigram
-from dl.sample import SampleError, sample
-from dl.train import run_train
+from dl.sample import sample
+from dl.train import RunError, run_train
 from etl.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,5 +101,5 @@ def test_lm_trains_through_the_launcher(shards, tmp_path):
     assert len(rows) == 2 and all(r["text"].split()[0] == "good" for r in rows)
     assert all(set(r["text"].split()) <= set(WORDS) - {"<pad>", "<bos>", "<eos>"} for r in rows)
     assert rows == sample(tmp_path / "train" / "lm", ["Good"], n=2, max_new=6, seed=1)  # reproducible by seed
-    with pytest.raises(SampleError, match="no best.pt"):
+    with pytest.raises(RunError, match="no best.pt"):
         sample(tmp_path, ["x"])

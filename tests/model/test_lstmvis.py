@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dl.checkpoint import save_checkpoint
-from dl.lstmvis import VizError, lstm_heatmap
+from dl.lstmvis import lstm_heatmap
 from dl.models import build_model, describe
-from dl.train import run_train
+from dl.train import RunError, run_train
 from etl.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,9 +36,9 @@ def test_lstm_heatmap_of_a_trained_run(shards, tmp_path):
 
 
 def test_lstm_heatmap_refusals(tmp_path):
-    with pytest.raises(VizError, match="no best.pt or last.pt"):
+    with pytest.raises(RunError, match="no best.pt or last.pt"):
         lstm_heatmap(tmp_path)
     model = build_model("bow", 48, {})
     save_checkpoint(tmp_path / "best.pt", model=model, config=describe("bow", model))
-    with pytest.raises(VizError, match="needs model.name=rnn"):
+    with pytest.raises(RunError, match="needs model.name=rnn"):
         lstm_heatmap(tmp_path)
