@@ -32,10 +32,10 @@ class RunError(RuntimeError):
     """A finished run cannot be used as asked (no checkpoint, another model family, another vocabulary)."""
 
 
-def load_run(run_dir: str | os.PathLike, family: str, shards: str | os.PathLike | None = None, purpose: str = ""):
+def load_run(run_dir: str | os.PathLike, family: str | None, shards: str | os.PathLike | None = None, purpose: str = ""):
     """The trained model of a `lakedl train` run directory (``best.pt``, else ``last.pt``), in eval mode,
     with its checkpoint state, the shards it was trained on (or ``shards``) and their tokenizer; refuses
-    another model family than ``family`` and shards tokenized with another vocabulary."""
+    another model family than ``family`` (None: any) and shards tokenized with another vocabulary."""
     import torch
 
     from dl.models import rebuild
@@ -47,7 +47,7 @@ def load_run(run_dir: str | os.PathLike, family: str, shards: str | os.PathLike 
     if weights is None:
         raise RunError(f"{run_dir}: no best.pt or last.pt; point --run at a finished `lakedl train` run directory")
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    if state["config"].get("model") != family:
+    if family is not None and state["config"].get("model") != family:
         raise RunError(f"{weights} holds a {state['config'].get('model')!r} model; {purpose or 'this'} needs "
                        f"model.name={family}")
     model = rebuild(state["config"])

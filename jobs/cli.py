@@ -21,6 +21,7 @@ tables_app = typer.Typer(no_args_is_help=True, help="Inspect the project's Delta
 cluster_app = typer.Typer(no_args_is_help=True, help="A Spark standalone cluster on 127.0.0.1 (for testing).")
 etl_app = typer.Typer(no_args_is_help=True, help="Spark ETL into Delta tables and Parquet shards.")
 viz_app = typer.Typer(no_args_is_help=True, help="Pictures of trained models.")
+bundle_app = typer.Typer(no_args_is_help=True, help="Inference bundles (weights, tokenizer, config; no pickle).")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(bronze_app, name="bronze")
@@ -28,6 +29,7 @@ app.add_typer(tables_app, name="tables")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(etl_app, name="etl")
 app.add_typer(viz_app, name="viz")
+app.add_typer(bundle_app, name="bundle")
 
 ConfDir = Annotated[Optional[Path], typer.Option("--conf-dir", help="config root holding base/ and local/ "
                                                  "(default: $LAKEDL_CONF_DIR or ./conf)")]
@@ -191,6 +193,59 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text ETL's sha
         typer.echo(f"  diagnosis: {summary['diagnosis']['verdict']} — {summary['diagnosis']['advice']}")
     typer.echo(f"  run dir {summary['run_dir']} (last.pt, curves.png, history.json); MLflow run "
                f"{summary['mlflow_run_id']}")
+
+
+@bundle_app.command("export")
+def bundle_export(run: Annotated[Path, typer.Option(help="a finished `lakedl train` run directory (a classifier)")],
+                  out: Annotated[Path, typer.Option(help="bundle directory to write")]) -> None:
+    """Write an inference bundle (weights.safetensors, tokenizer.json, bundle.json) from a run's best.pt."""
+    from dl.bundle import BundleError, export_bundle
+    from dl.train import RunError
+
+    try:
+        path = export_bundle(run, out)
+    except (BundleError, RunError, FileNotFoundError) as exc:
+        raise _Failure(str(exc)) from exc
+    meta = json.loads((path / "bundle.json").read_text())
+    typer.echo(f"wrote {path}: {meta['config']['model']} model, version {meta['model_version']}")
+
+
+@app.command("score")
+def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory (`lakedl bundle export`)")],
+          input: Annotated[str, typer.Option(help="JSON-lines file, directory or glob with the id and text columns")],
+          table: Annotated[str, typer.Option(help="Delta table the predictions are merged into")] = "predictions",
+          id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
+          text_col: Annotated[str, typer.Option("--text-col")] = "text",
+          batch_size: Annotated[int, typer.Option(min=1, help="texts per model call")] = 256,
+          conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Score texts with a bundle on Spark and MERGE the predictions into a Delta table (a re-run adds nothing)."""
+    from dl.bundle import BundleError
+    from dl.score import score_into_table
+    from etl.spark import get_spark
+    from etl.tables import TableError, TableStore
+
+    from dl.bundle import load_bundle
+
+    cfg = _load("common", conf_dir, conf, set_)
+    try:
+        load_bundle(bundle)  # refuse a broken or mismatched bundle before any Spark work
+    except BundleError as exc:
+        raise _Failure(str(exc)) from exc
+    spark = get_spark(cfg.spark)
+    try:
+        df = spark.read.json(input)
+        missing = [c for c in (id_col, text_col) if c not in df.columns]
+        if missing:
+            raise _Failure(f"{input}: no column(s) {', '.join(missing)}; pick them with --id-col / --text-col")
+        report = score_into_table(TableStore.from_config(cfg, spark), df.select(id_col, text_col), bundle, table,
+                                  text_col, id_col, batch_size)
+    except (BundleError, TableError) as exc:
+        raise _Failure(str(exc)) from exc
+    except Exception as exc:  # Spark's AnalysisException for a path that does not exist
+        if "PATH_NOT_FOUND" in str(exc):
+            raise _Failure(f"--input {input}: no such file or directory") from exc
+        raise
+    _echo_json(report)
 
 
 @viz_app.command("lstm")

@@ -1,0 +1,100 @@
+"""Batch sentiment scoring on Spark: an iterator pandas UDF that loads an inference bundle (dl/bundle.py)
+once per Python worker and scores Arrow batches of texts with it.
+
+    from dl.score import score_frame
+    scored = score_frame(spark.read.json("reviews/"), "bundles/lstm", text_col="text", id_col="review_id")
+
+Each executor Python worker keeps the loaded bundle for the life of the worker (Spark reuses Python
+workers across tasks by default, ``spark.python.worker.reuse``), so a model is loaded once per worker,
+not once per batch or task. The batch size of the model is ``batch_size``; the Arrow batch size that
+feeds the UDF is ``spark.sql.execution.arrow.maxRecordsPerBatch`` (``spark.arrow_max_records_per_batch``
+in the config). A GPU is used when the worker has one."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+_LOADED: dict[str, object] = {}  # bundle path -> Bundle, per Python worker
+
+
+def _bundle(path: str):
+    if path not in _LOADED:
+        from dl.bundle import load_bundle
+
+        _LOADED[path] = load_bundle(path)
+    return _LOADED[path]
+
+
+def output_schema(bundle_path: str | os.PathLike):
+    """``label``, ``p_<class>`` per class and ``model_version``, read from bundle.json on the driver."""
+    from pyspark.sql import types as T
+
+    from dl.bundle import BundleError
+
+    meta_path = Path(bundle_path) / "bundle.json"
+    if not meta_path.is_file():
+        raise BundleError(f"{bundle_path}: not an inference bundle (no bundle.json); write one with "
+                          "`lakedl bundle export --run RUN_DIR --out DIR`")
+    labels = json.loads(meta_path.read_text())["label_map"].get("sentiment", ["negative", "positive"])
+    return T.StructType([T.StructField("label", T.StringType()),
+                         *[T.StructField(f"p_{name}", T.DoubleType()) for name in labels],
+                         T.StructField("model_version", T.StringType())])
+
+
+def score_udf(bundle_path: str | os.PathLike, batch_size: int = 256):
+    """The scoring UDF of one bundle: ``Iterator[pd.Series] -> Iterator[pd.DataFrame]``."""
+    from pyspark.sql import functions as F
+
+    path = str(Path(bundle_path).absolute())
+    schema = output_schema(path)
+
+    @F.pandas_udf(schema)
+    def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        import torch
+
+        bundle = _bundle(path)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        for texts in batches:
+            yield bundle.predict(texts.fillna("").astype(str).tolist(), batch_size, device)
+
+    return score
+
+
+def score_frame(df, bundle_path: str | os.PathLike, text_col: str = "text", id_col: str = "review_id",
+                batch_size: int = 256):
+    """``df`` with ``id_col``, the label, the class probabilities and the model version."""
+    from pyspark.sql import functions as F
+
+    udf = score_udf(bundle_path, batch_size)
+    return df.select(F.col(id_col), udf(F.col(text_col)).alias("_score")).select(id_col, "_score.*")
+
+
+def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = "predictions", text_col: str = "text",
+                     id_col: str = "review_id", batch_size: int = 256) -> dict:
+    """Score ``df`` and MERGE the predictions into Delta table ``table`` keyed by (``id_col``,
+    ``model_version``): rows already scored by this model version are left alone, so a re-run adds
+    nothing. Returns the counts and the table version."""
+    from pyspark.sql import functions as F
+
+    from etl.tables import TableError
+
+    duplicates = df.groupBy(id_col).count().filter("count > 1").limit(3).collect()
+    if duplicates:
+        raise TableError(f"{id_col} is not unique in the input (e.g. {[r[id_col] for r in duplicates]}); "
+                         "predictions are keyed by it")
+    scored = score_frame(df, bundle_path, text_col, id_col, batch_size).withColumn("scored_at", F.current_timestamp())
+    scored = scored.persist()
+    try:
+        rows = scored.count()
+        version = scored.select("model_version").first()["model_version"] if rows else None
+        result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=False,
+                             commit_info={"lakedl.model_version": str(version)}) if rows else None
+    finally:
+        scored.unpersist()
+    return {"rows_scored": rows, "inserted": result.inserted if result else 0,
+            "table_version": result.version if result else None, "model_version": version}

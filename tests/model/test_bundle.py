@@ -1,0 +1,114 @@
+"""Inference bundles and the Spark scoring UDF: export from a trained run, load without pickle, refuse
+a tampered bundle, and score real review snippets on a real SparkSession exactly as in-process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dl.bundle import BundleError, export_bundle, load_bundle
+from dl.train import run_train
+from etl.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bundle(shards, tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config("train", REPO / "conf", overrides=[
+        f"data.shards={shards}", f"paths.runs_dir={runs}", "run.name=b", "model.name=rnn", "model.rnn.embed_dim=16",
+        "model.rnn.hidden=12", "train.epochs=2", "optim.lr=0.02", "launcher.num_processes=1", "train.progress=false"])
+    run_train(cfg)
+    return export_bundle(runs / "train" / "b", runs / "bundle")
+
+
+def test_bundle_round_trip(bundle):
+    from conftest import WORDS
+
+    loaded = load_bundle(bundle)
+    assert loaded.meta["config"]["model"] == "rnn" and loaded.version.startswith("b-")
+    texts = ["GOOD w1 w2", "w3 awful w4", "", "great " * 500]  # upper case, empty, longer than max_len
+    scored = loaded.predict(texts, batch_size=3)
+    assert list(scored.columns) == ["label", "p_negative", "p_positive", "model_version"]
+    assert scored["label"].tolist()[:2] == ["positive", "negative"]  # the toy task's cue words
+    np.testing.assert_allclose(scored[["p_negative", "p_positive"]].sum(1), 1.0, rtol=1e-6)
+    ids, lengths = loaded.encode(["good w1 w2"])
+    assert [WORDS[i] for i in ids[0]] == ["good", "w1", "w2"] and lengths.tolist() == [3]
+    state = torch.load(Path(loaded.meta["source_run"]) / "best.pt", weights_only=True)
+    for name, tensor in loaded.model.state_dict().items():
+        torch.testing.assert_close(tensor, state["model"][name])
+
+
+def test_tampered_bundles_are_refused(bundle, tmp_path):
+    broken = shutil.copytree(bundle, tmp_path / "w")
+    data = bytearray((broken / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (broken / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match bundle.json"):
+        load_bundle(broken)
+    other = shutil.copytree(bundle, tmp_path / "t")
+    doc = json.loads((other / "tokenizer.json").read_text())
+    payload = json.dumps(json.loads(doc["payload"])[:-1])  # a different vocabulary, consistently hashed
+    import hashlib
+
+    (other / "tokenizer.json").write_text(json.dumps({"kind": "word", "payload": payload,
+                                                      "sha256": hashlib.sha256(payload.encode()).hexdigest()}))
+    with pytest.raises(BundleError, match="not the one the model was trained with"):
+        load_bundle(other)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="missing bundle.json, weights.safetensors, tokenizer.json"):
+        load_bundle(tmp_path / "empty")
+
+
+@pytest.mark.spark
+def test_spark_udf_scores_like_the_bundle(spark, bundle, raw_data):
+    from dl.score import score_frame
+
+    rows = [json.loads(line) for line in (raw_data / "reviews" / "vader_movie.jsonl").read_text().splitlines()[:500]]
+    rows += [{"review_id": "empty", "text": ""}, {"review_id": "null", "text": None}]
+    df = spark.createDataFrame([(r["review_id"], r["text"]) for r in rows], "review_id string, text string")
+    scored = score_frame(df.repartition(3), bundle, batch_size=64).toPandas().set_index("review_id")
+    assert len(scored) == len(rows) and scored.index.is_unique  # every row scored, none twice
+    ids = [r["review_id"] for r in rows]
+    expected = load_bundle(bundle).predict([r["text"] or "" for r in rows])
+    np.testing.assert_allclose(scored.loc[ids, "p_positive"].to_numpy(), expected["p_positive"].to_numpy(), atol=1e-5)
+    assert scored.loc[ids, "label"].tolist() == expected["label"].tolist()
+    assert (scored["model_version"] == expected["model_version"].iloc[0]).all()
+
+
+@pytest.mark.spark
+def test_predictions_merge_is_idempotent(spark, bundle, raw_data, tmp_path):
+    from dl.score import score_into_table
+    from etl.tables import TableError, TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    df = spark.read.json(str(raw_data / "reviews" / "vader_movie.jsonl")).select("review_id", "text").limit(300)
+    first = score_into_table(store, df, bundle)
+    assert first["rows_scored"] == first["inserted"] == 300 == store.count("predictions")
+    again = score_into_table(store, df, bundle)  # the same rows, the same model version: nothing new
+    assert again["inserted"] == 0 and store.count("predictions") == 300
+    columns = set(store.schema("predictions").names)
+    assert {"review_id", "label", "p_negative", "p_positive", "model_version", "scored_at"} <= columns
+    with pytest.raises(TableError, match="not unique"):
+        score_into_table(store, df.unionAll(df.limit(2)), bundle)
+
+
+def test_cli_exports_and_refuses_before_spark(bundle, tmp_path):
+    import subprocess
+    import sys
+
+    lakedl = str(Path(sys.executable).parent / "lakedl")
+    run = load_bundle(bundle).meta["source_run"]
+    out = subprocess.run([lakedl, "bundle", "export", "--run", run, "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "rnn model, version b-" in out.stdout, out.stderr
+    assert load_bundle(tmp_path / "b").version == load_bundle(bundle).version  # same weights, same version
+    refused = subprocess.run([lakedl, "score", "--bundle", str(tmp_path), "--input", "x.jsonl"],
+                             capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "not an inference bundle" in refused.stderr
