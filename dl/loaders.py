@@ -16,6 +16,8 @@ with uneven ends (DDP ``join``, or stop on the smallest rank's count).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,9 +33,31 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 @dataclass(frozen=True)
 class RowGroup:
+    """A row group of a Parquet file, or the slice ``[start, stop)`` of its rows."""
     path: str
     index: int
     rows: int
+    start: int = 0
+    stop: int | None = None
+
+    def read(self, columns: Sequence[str]) -> pa.Table:
+        table = pq.ParquetFile(self.path).read_row_group(self.index, columns=list(columns))
+        return table if self.stop is None else table.slice(self.start, self.stop - self.start)
+
+
+def split_units(units: list[RowGroup], world_size: int) -> list[RowGroup]:
+    """Row groups cut into equal row slices when there are fewer than two per rank, so every rank gets
+    data (a small dataset written as one row group would otherwise leave all but one rank idle)."""
+    wanted = 2 * world_size
+    if len(units) >= wanted:
+        return units
+    pieces = math.ceil(wanted / len(units))
+    out = []
+    for u in units:
+        total = u.rows if u.stop is None else u.stop - u.start
+        bounds = [u.start + total * k // pieces for k in range(pieces + 1)]
+        out += [RowGroup(u.path, u.index, b - a, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return out
 
 
 def list_row_groups(root: str | os.PathLike) -> list[RowGroup]:
@@ -50,7 +74,7 @@ def list_row_groups(root: str | os.PathLike) -> list[RowGroup]:
 
 
 def _nonzero(unit: RowGroup, column: str) -> int:
-    values = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=[column]).column(column)
+    values = unit.read([column]).column(column)
     return int(pc.sum(pc.not_equal(values, 0)).as_py() or 0)
 
 
@@ -63,14 +87,14 @@ class ParquetShardDataset(IterableDataset):
                  keep_if: str | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        self.units = list_row_groups(root)
+        self.units = split_units(list_row_groups(root), world_size)
         self.columns = list(columns)
         missing = {*self.columns, *([keep_if] if keep_if else [])} - set(pq.read_schema(self.units[0].path).names)
         if missing:
             raise ValueError(f"columns {sorted(missing)} are not in the shards under {root}")
         self.keep_if = keep_if
         if keep_if:  # only rows whose ``keep_if`` column is non-zero (e.g. a task's label mask); counted once
-            self.units = [RowGroup(u.path, u.index, _nonzero(u, keep_if)) for u in self.units]
+            self.units = [dataclasses.replace(u, rows=_nonzero(u, keep_if)) for u in self.units]
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.seed, self.buffer_size = shuffle, seed, max(1, buffer_size)
         self.batch_size, self.ragged, self.pad_id, self.max_len = batch_size, tuple(ragged), pad_id, max_len
@@ -89,7 +113,7 @@ class ParquetShardDataset(IterableDataset):
 
     def _read(self, unit: RowGroup) -> pa.Table:
         columns = self.columns if not self.keep_if or self.keep_if in self.columns else [*self.columns, self.keep_if]
-        table = pq.ParquetFile(unit.path).read_row_group(unit.index, columns=columns)
+        table = unit.read(columns)
         if self.keep_if:
             table = table.filter(pc.not_equal(table.column(self.keep_if), 0)).select(self.columns)
         return table

@@ -157,3 +157,24 @@ def test_keep_if_trains_only_on_labelled_rows_and_counts_them(shards, batch_size
         assert len(rows) == ds.rows_this_epoch()
         seen.update(rows)
     assert sorted(seen) == list(range(1, N, 2)) and set(seen.values()) == {1}
+
+
+@pytest.mark.parametrize("keep_if", [None, "sentiment"])
+def test_a_single_row_group_is_split_so_every_rank_gets_data(tmp_path, keep_if):
+    """A small split written as one row group (SST's 8,540 training sentences are) must still feed every
+    rank: otherwise one process trains alone while the others wait."""
+    rows = 301
+    pq.write_table(pa.table({"review_id": [f"r{i}" for i in range(rows)], "sentiment": pa.array([i % 2 for i in range(rows)], pa.int8()),
+                             "ids": pa.array([[i % 50 + 4] for i in range(rows)], pa.list_(pa.int32()))}),
+                   tmp_path / "one.parquet")
+    assert len(list_row_groups(tmp_path)) == 1
+    seen, per_rank = Counter(), []
+    for rank in range(2):
+        ds = ParquetShardDataset(tmp_path, ["review_id", "sentiment"], rank, 2, seed=1, buffer_size=16, keep_if=keep_if)
+        got = ids_seen(DataLoader(ds, batch_size=16, collate_fn=lambda rs: {"review_id": [r["review_id"] for r in rs]}))
+        assert sum(got.values()) == ds.rows_this_epoch()
+        per_rank.append(sum(got.values()))
+        seen.update(got)
+    expected = {f"r{i}" for i in range(rows) if keep_if is None or i % 2}
+    assert set(seen) == expected and set(seen.values()) == {1}
+    assert min(per_rank) >= len(expected) // 2 - 1  # an even split, not 301 rows on one rank
