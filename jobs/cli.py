@@ -212,13 +212,20 @@ def bundle_export(run: Annotated[Path, typer.Option(help="a finished `lakedl tra
 
 @app.command("score")
 def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory (`lakedl bundle export`)")],
-          input: Annotated[str, typer.Option(help="JSON-lines file, directory or glob with the id and text columns")],
+          input: Annotated[Optional[str], typer.Option(help="JSON-lines file, directory or glob with the id and "
+                                                       "text columns (score all of it)")] = None,
+          source: Annotated[Optional[str], typer.Option(help="Delta table to score incrementally: only rows this "
+                                                        "model version has not scored yet, under a lease, "
+                                                        "recorded in table score_runs")] = None,
           table: Annotated[str, typer.Option(help="Delta table the predictions are merged into")] = "predictions",
           id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
           text_col: Annotated[str, typer.Option("--text-col")] = "text",
           batch_size: Annotated[int, typer.Option(min=1, help="texts per model call")] = 256,
           conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
     """Score texts with a bundle on Spark and MERGE the predictions into a Delta table (a re-run adds nothing)."""
+    if (input is None) == (source is None):
+        typer.echo("error: give exactly one of --input (files) or --source (a Delta table, incremental)", err=True)
+        raise typer.Exit(2)
     from dl.bundle import BundleError
     from dl.score import score_into_table
     from etl.spark import get_spark
@@ -232,12 +239,23 @@ def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory 
     except BundleError as exc:
         raise _Failure(str(exc)) from exc
     spark = get_spark(cfg.spark)
+    store = TableStore.from_config(cfg, spark)
+    if source is not None:
+        from dl.score import score_incremental
+        from etl.lease import LeaseHeld
+
+        try:
+            _echo_json(score_incremental(store, source, bundle, table, text_col=text_col, id_col=id_col,
+                                         batch_size=batch_size))
+        except (LeaseHeld, TableError) as exc:
+            raise _Failure(str(exc)) from exc
+        return
     try:
         df = spark.read.json(input)
         missing = [c for c in (id_col, text_col) if c not in df.columns]
         if missing:
             raise _Failure(f"{input}: no column(s) {', '.join(missing)}; pick them with --id-col / --text-col")
-        report = score_into_table(TableStore.from_config(cfg, spark), df.select(id_col, text_col), bundle, table,
+        report = score_into_table(store, df.select(id_col, text_col), bundle, table,
                                   text_col, id_col, batch_size)
     except (BundleError, TableError) as exc:
         raise _Failure(str(exc)) from exc

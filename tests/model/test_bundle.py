@@ -112,3 +112,36 @@ def test_cli_exports_and_refuses_before_spark(bundle, tmp_path):
     refused = subprocess.run([lakedl, "score", "--bundle", str(tmp_path), "--input", "x.jsonl"],
                              capture_output=True, text=True, check=False)
     assert refused.returncode == 1 and "not an inference bundle" in refused.stderr
+
+
+@pytest.mark.spark
+def test_incremental_scoring_scores_each_row_once_and_holds_a_lease(spark, bundle, raw_data, tmp_path):
+    from dl.score import score_incremental
+    from etl.lease import Lease, LeaseHeld
+    from etl.tables import TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    reviews = spark.read.json(str(raw_data / "reviews" / "vader_amazon.jsonl")).select("review_id", "text")
+    store.write("reviews", reviews.limit(200))
+    first = score_incremental(store, "reviews", bundle)
+    assert (first["rows_read"], first["rows_scored"], first["rows_skipped"]) == (200, 200, 0)
+    again = score_incremental(store, "reviews", bundle)
+    assert (again["rows_scored"], again["rows_skipped"], again["predictions_version"]) == (0, 200, None)
+    store.write("reviews", reviews.orderBy("review_id").limit(500).join(reviews.limit(200), "review_id", "left_anti"))
+    third = score_incremental(store, "reviews", bundle)  # only the rows new since the last run
+    assert third["rows_scored"] == third["rows_inserted"] == store.count("reviews") - 200
+    assert store.count("predictions") == store.count("reviews")
+    history = store.read_arrow("score_runs").to_pylist()
+    assert [r["rows_scored"] for r in sorted(history, key=lambda r: r["finished_at"] + r["run_id"])][0] == 200
+    assert sorted(r["watermark"] for r in history) == [0, 0, 1]
+
+    lease_file = tmp_path / "tables" / "_leases" / "predictions.json"
+    with Lease(lease_file, owner="other-scheduler"):  # a concurrent run holds the lease
+        before = store.version("predictions")
+        with pytest.raises(LeaseHeld, match="other-scheduler"):
+            score_incremental(store, "reviews", bundle)
+        assert store.version("predictions") == before
+    assert not lease_file.exists()
+    lease_file.write_text(json.dumps({"owner": "crashed", "host": __import__("socket").gethostname(),
+                                      "pid": 2**22 + 7, "expires": 4e9}))  # a dead process on this host
+    assert score_incremental(store, "reviews", bundle)["rows_scored"] == 0  # the stale lease is taken over
