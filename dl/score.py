@@ -118,9 +118,8 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
 
     from pyspark.sql import functions as F
 
-    from etl.lease import Lease
-
     from dl.bundle import load_bundle
+    from etl.lease import Lease
 
     started = time.perf_counter()
     version = load_bundle(bundle_path).version  # a broken or mismatched bundle is refused before any work

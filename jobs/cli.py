@@ -226,12 +226,10 @@ def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory 
     if (input is None) == (source is None):
         typer.echo("error: give exactly one of --input (files) or --source (a Delta table, incremental)", err=True)
         raise typer.Exit(2)
-    from dl.bundle import BundleError
+    from dl.bundle import BundleError, load_bundle
     from dl.score import score_into_table
     from etl.spark import get_spark
     from etl.tables import TableError, TableStore
-
-    from dl.bundle import load_bundle
 
     cfg = _load("common", conf_dir, conf, set_)
     try:
