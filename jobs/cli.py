@@ -264,6 +264,57 @@ def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory 
     _echo_json(report)
 
 
+def _minilm_dir(cfg, model_dir: Path | None) -> Path:
+    return model_dir or Path(cfg.paths.raw_dir) / "minilm" / "model"
+
+
+@app.command("embed")
+def embed(input: Annotated[Optional[str], typer.Option(help="JSON-lines file, directory or glob")] = None,
+          source: Annotated[Optional[str], typer.Option(help="Delta table to embed")] = None,
+          table: Annotated[str, typer.Option(help="Delta vector table")] = "review_vectors",
+          id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
+          text_col: Annotated[str, typer.Option("--text-col")] = "text",
+          model_dir: Annotated[Optional[Path], typer.Option(help="MiniLM directory (default "
+                                                            "<paths.raw_dir>/minilm/model)")] = None,
+          conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Embed reviews with MiniLM on Spark into a Delta vector table (rows already there are skipped)."""
+    from dl.embed import build_index
+    from etl.spark import get_spark
+    from etl.tables import TableError, TableStore
+
+    if (input is None) == (source is None):
+        typer.echo("error: give exactly one of --input (files) or --source (a Delta table)", err=True)
+        raise typer.Exit(2)
+    cfg = _load("common", conf_dir, conf, set_)
+    spark = get_spark(cfg.spark)
+    store = TableStore.from_config(cfg, spark)
+    try:
+        df = store.read(source) if source else spark.read.json(input)
+        _echo_json(build_index(store, df, _minilm_dir(cfg, model_dir), table, text_col, id_col))
+    except (TableError, FileNotFoundError) as exc:
+        raise _Failure(str(exc)) from exc
+
+
+@app.command("search")
+def search_reviews(query: Annotated[str, typer.Argument(help="what to look for, in plain words")],
+                   k: Annotated[int, typer.Option("-k", min=1, help="how many results")] = 10,
+                   table: Annotated[str, typer.Option(help="vector table written by `lakedl embed`")] = "review_vectors",
+                   model_dir: Annotated[Optional[Path], typer.Option(help="MiniLM directory (default "
+                                                                     "<paths.raw_dir>/minilm/model)")] = None,
+                   conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """The k reviews nearest to QUERY by cosine similarity of MiniLM embeddings (exact search)."""
+    from dl.embed import search
+    from etl.tables import TableError, TableStore
+
+    cfg = _load("common", conf_dir, conf, set_)
+    try:
+        hits = search(TableStore(cfg.paths.tables_dir, backend="delta-rs"), query, _minilm_dir(cfg, model_dir), k, table)
+    except (TableError, FileNotFoundError) as exc:
+        raise _Failure(str(exc)) from exc
+    for h in hits:
+        typer.echo(f"{h['rank']:3d}  {h['score']:.3f}  {h['review_id']}  {(h['text'] or '')[:100]}")
+
+
 @viz_app.command("lstm")
 def viz_lstm(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of a model.name=rnn run")],
              out: Annotated[Optional[Path], typer.Option(help="PNG path (default <run>/lstm_vis.png)")] = None,
