@@ -32,7 +32,10 @@ def bare_loop(files: list[str], scale: int, bundle_dir: str) -> int:
 
     torch.set_num_threads(1)  # as one Spark Python worker has one core
     bundle = load_bundle(bundle_dir)
-    texts = [json.loads(line)["text"] or "" for path in files for line in open(path, encoding="utf-8") if line.strip()]
+    texts = []
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            texts += [json.loads(line)["text"] or "" for line in fh if line.strip()]
     rows = 0
     for _ in range(scale):
         for start in range(0, len(texts), BATCH):
