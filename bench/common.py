@@ -103,3 +103,29 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
 
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+def _child(fn, args, queue) -> None:
+    start = time.perf_counter()
+    result = fn(*args)
+    queue.put((result, time.perf_counter() - start))
+
+
+def run_in_child(fn: Callable, args: tuple, repeats: int, warmup: int = 0) -> tuple[float, object, float]:
+    """Run ``fn(*args)`` in a fresh spawned process ``warmup + repeats`` times: median seconds of the
+    timed runs, the last result and the peak RSS (MB) of the timed runs. ``fn`` must be importable."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    times, peak, result = [], 0.0, None
+    for i in range(warmup + repeats):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(fn, args, queue))
+        proc.start()
+        with PeakRss(proc.pid) as rss:
+            result, seconds = queue.get()
+            proc.join()
+        if i >= warmup:
+            times.append(seconds)
+            peak = max(peak, rss.peak_mb)
+    return statistics.median(times), result, peak

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import sys
-import time
 from pathlib import Path
 
-from common import PeakRss, command_line, median_time, write_result  # bench/common.py, beside this script
+from common import PeakRss, command_line, median_time, run_in_child, write_result  # bench/common.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,28 +45,9 @@ def bare_loop(files: list[str], scale: int, payload: str, max_len: int, batch: i
     return rows
 
 
-def _bare_child(args, queue) -> None:
-    start = time.perf_counter()
-    rows = bare_loop(*args)
-    queue.put((rows, time.perf_counter() - start))
-
-
 def run_bare(files, scale, payload, max_len, repeats) -> tuple[float, int, float]:
-    """Median seconds, rows and peak RSS of the bare loop, each run in a fresh process."""
-    ctx = mp.get_context("spawn")
-    times, peak, rows = [], 0.0, 0
-    for i in range(repeats + 1):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_bare_child, args=((files, scale, payload, max_len), queue))
-        proc.start()
-        with PeakRss(proc.pid) as rss:
-            rows, seconds = queue.get()
-            proc.join()
-        if i:  # the first run is the warm-up
-            times.append(seconds)
-            peak = max(peak, rss.peak_mb)
-    times.sort()
-    return times[len(times) // 2], rows, peak
+    """Median seconds, rows and peak RSS of the bare loop, each run in a fresh process (after a warm-up)."""
+    return run_in_child(bare_loop, (files, scale, payload, max_len), repeats, warmup=1)
 
 
 def main() -> None:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import sys
-import time
 from pathlib import Path
 
-from common import PeakRss, command_line, median_time, write_result  # bench/common.py, beside this script
+from common import PeakRss, command_line, median_time, run_in_child, write_result  # bench/common.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 256
@@ -43,26 +41,8 @@ def bare_loop(files: list[str], scale: int, bundle_dir: str) -> int:
     return rows
 
 
-def _bare_child(args, queue) -> None:
-    start = time.perf_counter()
-    rows = bare_loop(*args)
-    queue.put((rows, time.perf_counter() - start))
-
-
 def run_bare(files, scale, bundle_dir, repeats) -> tuple[float, int, float]:
-    ctx = mp.get_context("spawn")
-    times, peak, rows = [], 0.0, 0
-    for _ in range(repeats):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_bare_child, args=((files, scale, bundle_dir), queue))
-        proc.start()
-        with PeakRss(proc.pid) as rss:
-            rows, seconds = queue.get()
-            proc.join()
-        times.append(seconds)
-        peak = max(peak, rss.peak_mb)
-    times.sort()
-    return times[len(times) // 2], rows, peak
+    return run_in_child(bare_loop, (files, scale, bundle_dir), repeats)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ normalizes, tokenizes and scores texts exactly as the ETL and training did."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,20 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from etl.fetch import sha256
+
 FORMAT = 1
 FILES = ("bundle.json", "weights.safetensors", "tokenizer.json")
 
 
 class BundleError(ValueError):
     """The bundle is incomplete, corrupt or does not match itself; the message says which."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, shards: str | os.PathLike | None = None) -> Path:
@@ -50,7 +43,7 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, shards: st
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(weights, str(out / "weights.safetensors"))
     tokenizer.save(out / "tokenizer.json")
-    weights_sha = _sha256(out / "weights.safetensors")
+    weights_sha = sha256(out / "weights.safetensors")
     meta = {
         "format": FORMAT, "config": state["config"], "label_map": state.get("label_map") or {},
         "tokenizer_sha256": tokenizer.sha256, "weights_sha256": weights_sha,
@@ -124,7 +117,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if tokenizer.sha256 != meta["tokenizer_sha256"]:
         raise BundleError(f"{path}: tokenizer {tokenizer.sha256[:12]} is not the one the model was trained with "
                           f"({meta['tokenizer_sha256'][:12]}); re-export the bundle from the run")
-    if _sha256(path / "weights.safetensors") != meta["weights_sha256"]:
+    if sha256(path / "weights.safetensors") != meta["weights_sha256"]:
         raise BundleError(f"{path / 'weights.safetensors'}: content does not match bundle.json (corrupt or "
                           "replaced); re-export the bundle from the run")
     model = rebuild(meta["config"])
