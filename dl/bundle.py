@@ -122,6 +122,4 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
                           "replaced); re-export the bundle from the run")
     model = rebuild(meta["config"])
     model.load_state_dict(load_file(str(path / "weights.safetensors")))
-    fields = Normalizer.__dataclass_fields__
-    normalizer = Normalizer(**{k: v for k, v in meta.get("normalize", {}).items() if k in fields})
-    return Bundle(path, meta, model.eval(), tokenizer, normalizer)
+    return Bundle(path, meta, model.eval(), tokenizer, Normalizer.from_dict(meta.get("normalize", {})))

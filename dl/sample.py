@@ -16,8 +16,7 @@ def load_lm(run_dir: str | os.PathLike, shards: str | os.PathLike | None = None)
 
     model, _, shards, tokenizer = load_run(run_dir, "gpt", shards, purpose="sampling")
     settings = json.loads((shards / "manifest.json").read_text()).get("config", {}).get("normalize", {})
-    normalizer = Normalizer(**{k: v for k, v in settings.items() if k in Normalizer.__dataclass_fields__})
-    return model, tokenizer, normalizer
+    return model, tokenizer, Normalizer.from_dict(settings)
 
 
 def sample(run_dir: str | os.PathLike, prompts: list[str], n: int = 1, max_new: int = 30, temperature: float = 0.8,

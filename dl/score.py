@@ -19,19 +19,25 @@ from pathlib import Path
 
 import pandas as pd
 
-_LOADED: dict[str, object] = {}  # bundle path -> Bundle, per Python worker
+_LOADED: dict[str, object] = {}  # bundle path + file times -> Bundle, per Python process
 RUNS_SCHEMA = ("run_id string, source string, model_version string, status string, rows_read long, rows_scored long, "
                "rows_inserted long, rows_skipped long, rows_failed long, watermark long, predictions_version long, "
                "seconds double, finished_at string")
 RUNS_COLUMNS = [c.split()[0] for c in RUNS_SCHEMA.split(", ")]
 
 
-def _bundle(path: str):
-    if path not in _LOADED:
+def loaded_bundle(path: str | os.PathLike):
+    """The bundle at ``path``, loaded (and hash-checked) once per process: each executor Python worker,
+    and the driver when it validates a bundle before a job. A re-exported bundle (new file times) loads anew."""
+    root = Path(path).absolute()
+    stamps = tuple((root / f).stat().st_mtime_ns if (root / f).exists() else None
+                   for f in ("bundle.json", "weights.safetensors", "tokenizer.json"))
+    key = f"{root}|{stamps}"
+    if key not in _LOADED:
         from dl.bundle import load_bundle
 
-        _LOADED[path] = load_bundle(path)
-    return _LOADED[path]
+        _LOADED[key] = load_bundle(root)
+    return _LOADED[key]
 
 
 def output_schema(bundle_path: str | os.PathLike):
@@ -61,7 +67,7 @@ def score_udf(bundle_path: str | os.PathLike, batch_size: int = 256):
     def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         import torch
 
-        bundle = _bundle(path)
+        bundle = loaded_bundle(path)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         for texts in batches:
             yield bundle.predict(texts.fillna("").astype(str).tolist(), batch_size, device)
@@ -113,17 +119,16 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
     once; a run that crashes commits nothing (Delta commits are atomic and the runs row is written
     last) and the next run picks its rows up."""
     import time
-    import uuid
     from datetime import datetime, timezone
 
     from pyspark.sql import functions as F
 
-    from dl.bundle import load_bundle
     from etl.lease import Lease
+    from etl.pipelines import new_run_id
 
     started = time.perf_counter()
-    version = load_bundle(bundle_path).version  # a broken or mismatched bundle is refused before any work
-    run_id = f"score-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    version = loaded_bundle(bundle_path).version  # a broken or mismatched bundle is refused before any work
+    run_id = new_run_id("score")
     with Lease(store.root / "_leases" / f"{predictions}.json", lease_seconds):
         watermark = store.version(source)
         src = store.read(source, version=watermark).select(id_col, text_col)

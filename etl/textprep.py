@@ -53,6 +53,11 @@ class Normalizer:
     def from_settings(cls, s) -> Normalizer:
         return cls(s.nfkc, s.html_unescape, s.lowercase, s.url_token, s.number_token)
 
+    @classmethod
+    def from_dict(cls, settings: dict) -> Normalizer:
+        """From the ``normalize`` section recorded in a shard manifest or bundle (other keys ignored)."""
+        return cls(**{k: v for k, v in settings.items() if k in cls.__dataclass_fields__})
+
     def __call__(self, text: str) -> str:
         if self.nfkc:
             text = unicodedata.normalize("NFKC", text)

@@ -226,14 +226,14 @@ def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory 
     if (input is None) == (source is None):
         typer.echo("error: give exactly one of --input (files) or --source (a Delta table, incremental)", err=True)
         raise typer.Exit(2)
-    from dl.bundle import BundleError, load_bundle
-    from dl.score import score_into_table
+    from dl.bundle import BundleError
+    from dl.score import loaded_bundle, score_into_table
     from etl.spark import get_spark
     from etl.tables import TableError, TableStore
 
     cfg = _load("common", conf_dir, conf, set_)
     try:
-        load_bundle(bundle)  # refuse a broken or mismatched bundle before any Spark work
+        loaded_bundle(bundle)  # refuse a broken or mismatched bundle before any Spark work (loaded once)
     except BundleError as exc:
         raise _Failure(str(exc)) from exc
     spark = get_spark(cfg.spark)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dl.embed import Encoder
 from dl.models import build_model, rebuild
 from dl.train import TrainError, run_train
 from etl.config import load_config
@@ -23,23 +24,10 @@ def minilm(raw_data) -> Path:
     return raw_data / "minilm" / "model"
 
 
-def embed(model, tokenizer, texts):
-    ids = tokenizer.encode(texts, 64)
-    lengths = torch.tensor([len(x) for x in ids])
-    padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-    for i, row in enumerate(ids):
-        padded[i, : len(row)] = torch.tensor(row)
-    with torch.no_grad():
-        h = model.encoder(input_ids=padded, attention_mask=(padded != 0).long()).last_hidden_state
-    mask = (padded != 0)[..., None].float()
-    return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
-
-
 def test_pretrained_minilm_loads_offline_and_knows_english(minilm):
-    tokenizer = load_minilm(minilm)
-    model = build_model("bert", tokenizer.vocab_size, {"pretrained": str(minilm)}).eval()
-    assert sum(p.numel() for p in model.encoder.parameters()) == 22_565_376  # MiniLM-L6-H384 without its pooler (147,840 more with it)
-    e = embed(model, tokenizer, ["a wonderful , moving film", "an excellent movie", "the bank raised interest rates"])
+    encoder = Encoder(minilm)  # build_model("bert", ...)'s encoder, mean-pooled as all-MiniLM-L6-v2 was trained
+    assert sum(p.numel() for p in encoder.model.parameters()) == 22_565_376  # MiniLM-L6-H384 without its pooler (147,840 more with it)
+    e = encoder.embed(["a wonderful , moving film", "an excellent movie", "the bank raised interest rates"])
     similar, unrelated = float(e[0] @ e[1]), float(e[0] @ e[2])
     assert similar > 0.5 > unrelated, (similar, unrelated)  # random weights would give neither
 
