@@ -13,16 +13,19 @@ in the config). A GPU is used when the worker has one."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
 _LOADED: dict[str, object] = {}  # bundle path + file times -> Bundle, per Python process
+MAX_CHARS = 20_000  # longer texts are quarantined (the text ETL's validation.max_chars default)
 RUNS_SCHEMA = ("run_id string, source string, model_version string, status string, rows_read long, rows_scored long, "
-               "rows_inserted long, rows_skipped long, rows_failed long, watermark long, predictions_version long, "
-               "seconds double, finished_at string")
+               "rows_inserted long, rows_skipped long, rows_failed long, reasons string, watermark long, "
+               "predictions_version long, seconds double, finished_at string, error string")
 RUNS_COLUMNS = [c.split()[0] for c in RUNS_SCHEMA.split(", ")]
 
 
@@ -84,42 +87,83 @@ def score_frame(df, bundle_path: str | os.PathLike, text_col: str = "text", id_c
     return df.select(F.col(id_col), udf(F.col(text_col)).alias("_score")).select(id_col, "_score.*")
 
 
+def checked_input(df, text_col: str = "text", id_col: str = "review_id", max_chars: int = MAX_CHARS):
+    """``df`` with ``reason`` (null = scoreable) and ``quarantine_key`` (sha256 of id and text, stable
+    across runs, defined for a null id too). The rules, first match wins, as in the text ETL:
+    ``missing_review_id``, ``missing_text`` (null), ``empty_text`` (blank), ``text_too_long`` (more than
+    ``max_chars`` characters). Texts longer than the model's max_len tokens are scored on their start,
+    as training saw them."""
+    from pyspark.sql import functions as F
+
+    from etl.validate import REASON, blank, first_reason
+
+    reason = first_reason((F.col(id_col).isNull() | blank(id_col), "missing_review_id"),
+                          (F.col(text_col).isNull(), "missing_text"),
+                          (blank(text_col), "empty_text"),
+                          (F.length(text_col) > max_chars, "text_too_long"))
+    key = F.sha2(F.concat_ws("\u0001", F.coalesce(F.col(id_col), F.lit("\u0000")),
+                             F.coalesce(F.col(text_col), F.lit("\u0000"))), 256)
+    return df.withColumn(REASON, reason).withColumn("quarantine_key", key)
+
+
 def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = "predictions", text_col: str = "text",
-                     id_col: str = "review_id", batch_size: int = 256) -> dict:
+                     id_col: str = "review_id", batch_size: int = 256, quarantine: str = "score_quarantine",
+                     max_chars: int = MAX_CHARS, run_id: str | None = None) -> dict:
     """Score ``df`` and MERGE the predictions into Delta table ``table`` keyed by (``id_col``,
     ``model_version``): rows already scored by this model version are left alone, so a re-run adds
-    nothing. Returns the counts and the table version."""
+    nothing. Rows that cannot be scored (see ``checked_input``) go to ``quarantine`` with their reason,
+    whole, keyed by (``quarantine_key``, ``model_version``). Returns the counts — rows_read =
+    rows_scored + rows_quarantined — and the table version."""
     from pyspark.sql import functions as F
 
     from etl.tables import TableError
+    from etl.validate import REASON
 
-    duplicates = df.groupBy(id_col).count().filter("count > 1").limit(3).collect()
+    version = loaded_bundle(bundle_path).version
+    ids = df.filter(F.col(id_col).isNotNull())
+    duplicates = ids.groupBy(id_col).count().filter("count > 1").limit(3).collect()
     if duplicates:
         raise TableError(f"{id_col} is not unique in the input (e.g. {[r[id_col] for r in duplicates]}); "
                          "predictions are keyed by it")
-    scored = score_frame(df, bundle_path, text_col, id_col, batch_size).withColumn("scored_at", F.current_timestamp())
-    scored = scored.persist()
+    checked = checked_input(df.select(id_col, text_col), text_col, id_col, max_chars).persist()
     try:
-        rows = scored.count()
-        version = scored.select("model_version").first()["model_version"] if rows else None
-        result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=False,
-                             commit_info={"lakedl.model_version": str(version)}) if rows else None
+        tally = {r[REASON]: r["count"] for r in checked.groupBy(REASON).count().collect()}
+        reasons = dict(sorted((k, v) for k, v in tally.items() if k is not None))
+        if reasons:
+            bad = checked.filter(F.col(REASON).isNotNull()).select(
+                "quarantine_key", F.lit(version).alias("model_version"), id_col, text_col, REASON,
+                F.lit(run_id).cast("string").alias("run_id"), F.current_timestamp().alias("quarantined_at"))
+            store.merge(quarantine, bad, keys=["quarantine_key", "model_version"], update_matched=False,
+                        commit_info={"lakedl.model_version": version})
+        good = checked.filter(F.col(REASON).isNull()).select(id_col, text_col)
+        scored = score_frame(good, bundle_path, text_col, id_col, batch_size).withColumn("scored_at",
+                                                                                          F.current_timestamp())
+        scored = scored.persist()
+        try:
+            rows = scored.count()
+            result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=False,
+                                 commit_info={"lakedl.model_version": version}) if rows else None
+        finally:
+            scored.unpersist()
     finally:
-        scored.unpersist()
-    return {"rows_scored": rows, "inserted": result.inserted if result else 0,
+        checked.unpersist()
+    return {"rows_read": sum(tally.values()), "rows_scored": rows, "rows_quarantined": sum(reasons.values()),
+            "reasons": reasons, "inserted": result.inserted if result else 0,
             "table_version": result.version if result else None, "model_version": version}
 
 
 def score_incremental(store, source: str, bundle_path: str | os.PathLike, predictions: str = "predictions",
                       runs: str = "score_runs", text_col: str = "text", id_col: str = "review_id",
-                      batch_size: int = 256, lease_seconds: float = 3600) -> dict:
-    """Score the rows of Delta table ``source`` this bundle's model version has not scored yet, MERGE them
-    into ``predictions`` and append a row to ``runs`` (counts, the source version scored up to as the
-    watermark, timings). Holds a lease on ``predictions`` meanwhile, so a second concurrent run stops at
-    once; a run that crashes commits nothing (Delta commits are atomic and the runs row is written
-    last) and the next run picks its rows up."""
+                      batch_size: int = 256, lease_seconds: float = 3600, quarantine: str = "score_quarantine",
+                      max_chars: int = MAX_CHARS) -> dict:
+    """Score the rows of Delta table ``source`` this bundle's model version has neither scored nor
+    quarantined yet, MERGE them into ``predictions`` (unscoreable rows into ``quarantine``) and append a
+    row to ``runs``: rows_read = rows_skipped (done before) + rows_scored + rows_failed (quarantined),
+    the source version scored up to as the watermark, timings. Holds a lease on ``predictions``
+    meanwhile, so a second concurrent run stops at once. A run that crashes commits nothing partial
+    (each Delta commit is atomic; the runs row is written last) and the next run picks its rows up; a
+    run that fails with an exception records a ``failed`` row with the error before re-raising."""
     import time
-    from datetime import datetime, timezone
 
     from pyspark.sql import functions as F
 
@@ -129,20 +173,44 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
     started = time.perf_counter()
     version = loaded_bundle(bundle_path).version  # a broken or mismatched bundle is refused before any work
     run_id = new_run_id("score")
+    record = {"run_id": run_id, "source": source, "model_version": version, "status": "running"}
     with Lease(store.root / "_leases" / f"{predictions}.json", lease_seconds):
-        watermark = store.version(source)
-        src = store.read(source, version=watermark).select(id_col, text_col)
-        todo = src
-        if store.exists(predictions):
-            done = store.read(predictions).filter(F.col("model_version") == version).select(id_col)
-            todo = src.join(done, id_col, "left_anti")
-        rows_read = src.count()
-        report = score_into_table(store, todo, bundle_path, predictions, text_col, id_col, batch_size)
-        record = {"run_id": run_id, "source": source, "model_version": version, "status": "succeeded",
-                  "rows_read": rows_read, "rows_scored": report["rows_scored"], "rows_inserted": report["inserted"],
-                  "rows_skipped": rows_read - report["rows_scored"], "rows_failed": 0, "watermark": watermark,
-                  "predictions_version": report["table_version"], "seconds": round(time.perf_counter() - started, 3),
-                  "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        store.write(runs, store._spark().createDataFrame([tuple(record[k] for k in RUNS_COLUMNS)], RUNS_SCHEMA),
-                    "append")
+        try:
+            record["watermark"] = watermark = store.version(source)
+            src = checked_input(store.read(source, version=watermark).select(id_col, text_col), text_col, id_col,
+                                max_chars)
+            todo = src
+            if store.exists(predictions):
+                done = store.read(predictions).filter(F.col("model_version") == version).select(id_col)
+                todo = todo.join(done, id_col, "left_anti")
+            if store.exists(quarantine):
+                refused = store.read(quarantine).filter(F.col("model_version") == version).select("quarantine_key")
+                todo = todo.join(refused, "quarantine_key", "left_anti")
+            record["rows_read"] = src.count()
+            report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col,
+                                      id_col, batch_size, quarantine, max_chars, run_id)
+            record.update(status="succeeded", rows_scored=report["rows_scored"], rows_inserted=report["inserted"],
+                          rows_failed=report["rows_quarantined"], reasons=json.dumps(report["reasons"]),
+                          rows_skipped=record["rows_read"] - report["rows_read"],
+                          predictions_version=report["table_version"])
+        except Exception as exc:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            _record_run(store, runs, record, started)
+            raise
+        _record_run(store, runs, record, started)
     return record
+
+
+def _record_run(store, runs: str, record: dict, started: float) -> None:
+    import time
+    from datetime import datetime, timezone
+
+    record.update(seconds=round(time.perf_counter() - started, 3),
+                  finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    row = tuple(record.get(k) for k in RUNS_COLUMNS)
+    try:
+        store.write(runs, store._spark().createDataFrame([row], RUNS_SCHEMA), "append")
+    except Exception:  # recording a failure must not hide it
+        if record["status"] == "succeeded":
+            raise
+        log.exception("could not record the failed run %s in %s", record["run_id"], runs)

@@ -29,7 +29,14 @@ REASON = "reason"
 SPLITS = ("train", "dev", "test")
 
 
-def _first(*rules: tuple[Column, str | Column]) -> Column:
+def blank(col: str) -> Column:
+    """Empty or only whitespace — any Unicode whitespace (tabs, newlines, NBSP), which Spark's ``trim``
+    (spaces only) misses."""
+    return F.col(col).rlike(r"(?U)^\s*$")
+
+
+def first_reason(*rules: tuple[Column, str | Column]) -> Column:
+    """The reason of the first rule whose condition holds (null when none does)."""
     expr = None
     for cond, reason in rules:
         value = reason if isinstance(reason, Column) else F.lit(reason)
@@ -46,19 +53,19 @@ def validate(df: DataFrame, max_chars: int, require_split: bool = False) -> Data
     rules = [
         (F.col(MALFORMED).isNotNull(), malformed_kind),
         (~F.is_valid_utf8("raw"), "invalid_utf8"),
-        (F.col("review_id").isNull() | (F.trim("review_id") == ""), "missing_review_id"),
+        (F.col("review_id").isNull() | blank("review_id"), "missing_review_id"),
         (F.col("text").isNull(), "missing_text"),
         (F.col("stars").isNotNull() & stars.isNull(), "wrong_type_stars"),
         (F.col("label").isNotNull() & label.isNull(), "wrong_type_label"),
         (F.col("score").isNotNull() & score.isNull(), "wrong_type_score"),
-        (F.trim("text") == "", "empty_text"),
+        (blank("text"), "empty_text"),
         (F.length("text") > max_chars, "text_too_long"),
         (stars.isNotNull() & ((stars < 1) | (stars > 5)), "stars_out_of_range"),
         (label.isNotNull() & ~label.isin(0.0, 1.0), "label_out_of_range"),
     ]
     if require_split:
         rules.append((~F.coalesce(F.col("split").isin(*SPLITS), F.lit(False)), "missing_split"))
-    checked = df.withColumn(REASON, _first(*rules))
+    checked = df.withColumn(REASON, first_reason(*rules))
     # duplicates among otherwise valid rows: keep the first in a deterministic order
     order = Window.partitionBy("review_id").orderBy(F.col(REASON).isNull().desc(), "source_file", "raw")
     rank = F.when(F.col(REASON).isNull(), F.row_number().over(order))

@@ -211,7 +211,8 @@ def bundle_export(run: Annotated[Path, typer.Option(help="a finished `lakedl tra
 
 
 @app.command("score")
-def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory (`lakedl bundle export`)")],
+def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
+                                               help="inference bundle directory (`lakedl bundle export`)")],
           input: Annotated[Optional[str], typer.Option(help="JSON-lines file, directory or glob with the id and "
                                                        "text columns (score all of it)")] = None,
           source: Annotated[Optional[str], typer.Option(help="Delta table to score incrementally: only rows this "
@@ -221,8 +222,12 @@ def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory 
           id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
           text_col: Annotated[str, typer.Option("--text-col")] = "text",
           batch_size: Annotated[int, typer.Option(min=1, help="texts per model call")] = 256,
+          max_chars: Annotated[int, typer.Option(min=1, help="longer texts are quarantined")] = 20_000,
+          quarantine: Annotated[str, typer.Option(help="Delta table for rows that cannot be scored (no id, "
+                                                  "null/blank/too long text), with the reason")] = "score_quarantine",
           conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
-    """Score texts with a bundle on Spark and MERGE the predictions into a Delta table (a re-run adds nothing)."""
+    """Score texts with a bundle on Spark and MERGE the predictions into a Delta table (a re-run adds nothing);
+    rows that cannot be scored are quarantined with a reason (rows read = scored + quarantined [+ skipped])."""
     if (input is None) == (source is None):
         typer.echo("error: give exactly one of --input (files) or --source (a Delta table, incremental)", err=True)
         raise typer.Exit(2)
@@ -244,7 +249,7 @@ def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory 
 
         try:
             _echo_json(score_incremental(store, source, bundle, table, text_col=text_col, id_col=id_col,
-                                         batch_size=batch_size))
+                                         batch_size=batch_size, quarantine=quarantine, max_chars=max_chars))
         except (LeaseHeld, TableError) as exc:
             raise _Failure(str(exc)) from exc
         return
@@ -253,8 +258,8 @@ def score(bundle: Annotated[Path, typer.Option(help="inference bundle directory 
         missing = [c for c in (id_col, text_col) if c not in df.columns]
         if missing:
             raise _Failure(f"{input}: no column(s) {', '.join(missing)}; pick them with --id-col / --text-col")
-        report = score_into_table(store, df.select(id_col, text_col), bundle, table,
-                                  text_col, id_col, batch_size)
+        report = score_into_table(store, df.select(id_col, text_col), bundle, table, text_col, id_col, batch_size,
+                                  quarantine, max_chars)
     except (BundleError, TableError) as exc:
         raise _Failure(str(exc)) from exc
     except Exception as exc:  # Spark's AnalysisException for a path that does not exist

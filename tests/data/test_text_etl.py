@@ -20,7 +20,8 @@ BAD = {
     "missing_text": [b'{"review_id": "m1", "stars": 3}'],
     "missing_review_id": [b'{"text": "who wrote this", "stars": 3}'],
     "wrong_type_stars": [b'{"review_id": "w1", "text": "typed", "stars": "five"}'],
-    "empty_text": [b'{"review_id": "e1", "text": "   "}'],
+    "empty_text": [b'{"review_id": "e1", "text": "   "}',
+                   b'{"review_id": "e2", "text": "\\t\\n \\u00a0\\u2003"}'],  # tabs, newline, NBSP, em space
     "text_too_long": [b'{"review_id": "h1", "text": "' + b"a" * 1001 + b'"}'],
     "invalid_utf8": [b'{"review_id": "u1", "text": "caf\xe9 \xff bytes"}'],
     "stars_out_of_range": [b'{"review_id": "r1", "text": "nine stars", "stars": 9}'],

@@ -134,6 +134,7 @@ def test_incremental_scoring_scores_each_row_once_and_holds_a_lease(spark, bundl
     history = store.read_arrow("score_runs").to_pylist()
     assert [r["rows_scored"] for r in sorted(history, key=lambda r: r["finished_at"] + r["run_id"])][0] == 200
     assert sorted(r["watermark"] for r in history) == [0, 0, 1]
+    assert {r["status"] for r in history} == {"succeeded"} and {r["rows_failed"] for r in history} == {0}
 
     lease_file = tmp_path / "tables" / "_leases" / "predictions.json"
     with Lease(lease_file, owner="other-scheduler"):  # a concurrent run holds the lease
@@ -145,3 +146,78 @@ def test_incremental_scoring_scores_each_row_once_and_holds_a_lease(spark, bundl
     lease_file.write_text(json.dumps({"owner": "crashed", "host": __import__("socket").gethostname(),
                                       "pid": 2**22 + 7, "expires": 4e9}))  # a dead process on this host
     assert score_incremental(store, "reviews", bundle)["rows_scored"] == 0  # the stale lease is taken over
+
+
+@pytest.mark.spark
+def test_unscoreable_rows_are_quarantined_and_counts_reconcile(spark, bundle, raw_data, tmp_path):
+    from dl.score import score_incremental, score_into_table
+    from etl.tables import TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    real = [(r["review_id"], r["text"]) for r in map(json.loads, (raw_data / "reviews" / "vader_nyt.jsonl")
+                                                      .read_text().splitlines()[:120])]
+    long_ok = " ".join(real[0][1] for _ in range(40))[:4_900]  # far beyond max_len tokens: scored on its start
+    edge = [(None, "an id-less review"), ("  ", "a blank id"), ("null-text", None), ("empty", ""),
+            ("spaces", " \t\n "), ("huge", "great " * 1_000), ("long-ok", long_ok), ("one-word", "awful")]
+    source = spark.createDataFrame(real + edge, "review_id string, text string")
+    store.write("reviews", source)
+    run = score_incremental(store, "reviews", bundle, max_chars=5_000)
+    assert json.loads(run["reasons"]) == {"empty_text": 2, "missing_review_id": 2, "missing_text": 1,
+                                          "text_too_long": 1}
+    assert (run["rows_read"], run["rows_scored"], run["rows_failed"], run["rows_skipped"]) == (128, 122, 6, 0)
+    assert run["rows_read"] == store.count("predictions") + store.count("score_quarantine")  # nothing lost
+    quarantined = store.read_arrow("score_quarantine").to_pylist()
+    assert {(r["review_id"], r["reason"]) for r in quarantined} == {
+        (None, "missing_review_id"), ("  ", "missing_review_id"), ("null-text", "missing_text"),
+        ("empty", "empty_text"), ("spaces", "empty_text"), ("huge", "text_too_long")}
+    assert next(r["text"] for r in quarantined if r["review_id"] == "huge") == "great " * 1_000  # kept whole
+    scored = {r["review_id"] for r in store.read_arrow("predictions").to_pylist()}
+    assert {"long-ok", "one-word"} <= scored and len(scored) == 122
+    again = score_incremental(store, "reviews", bundle, max_chars=5_000)  # refused rows are not refused anew
+    assert (again["rows_read"], again["rows_skipped"], again["rows_scored"], again["rows_failed"]) == (128, 128, 0, 0)
+    assert store.count("score_quarantine") == 6
+    # the same rules on the file path (score_into_table), into other tables
+    report = score_into_table(store, source, bundle, "predictions_files", quarantine="quarantine_files", max_chars=5_000)
+    assert (report["rows_read"], report["rows_scored"], report["rows_quarantined"]) == (128, 122, 6)
+
+
+@pytest.mark.spark
+def test_a_run_killed_mid_commit_changes_nothing_and_the_next_run_completes(spark, bundle, raw_data, tmp_path):
+    import subprocess
+    import sys
+
+    from dl.score import score_incremental
+    from etl.tables import TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    reviews = spark.read.json(str(raw_data / "reviews" / "vader_movie.jsonl")).select("review_id", "text")
+    store.write("reviews", reviews.limit(100))
+    score_incremental(store, "reviews", bundle)
+    store.write("reviews", reviews.orderBy("review_id").limit(300).join(reviews.limit(100), "review_id", "left_anti"))
+    before = (store.version("predictions"), store.count("predictions"), store.count("score_runs"))
+    crashed = subprocess.run([sys.executable, str(Path(__file__).with_name("crash_scoring.py")),
+                              str(tmp_path / "tables"), str(bundle)], capture_output=True, text=True, timeout=600)
+    assert crashed.returncode == 137 and "CRASHING AT COMMIT" in crashed.stdout, crashed.stderr[-2000:]
+    # the killed run's Parquet files are in the table directory, but no commit references them
+    assert (store.version("predictions"), store.count("predictions"), store.count("score_runs")) == before
+    lease = json.loads((tmp_path / "tables" / "_leases" / "predictions.json").read_text())
+    assert lease["pid"] != __import__("os").getpid()  # left behind by the dead process
+    after = score_incremental(store, "reviews", bundle)  # takes over the stale lease, scores the killed run's rows
+    assert after["status"] == "succeeded" and after["rows_scored"] == store.count("reviews") - 100
+    ids = [r["review_id"] for r in store.read_arrow("predictions", columns=["review_id"]).to_pylist()]
+    assert len(ids) == len(set(ids)) == store.count("reviews")
+    assert not (tmp_path / "tables" / "_leases" / "predictions.json").exists()
+
+
+@pytest.mark.spark
+def test_a_failing_run_is_recorded_as_failed(spark, bundle, tmp_path):
+    from dl.score import score_incremental
+    from etl.tables import TableError, TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    store.write("reviews", spark.createDataFrame([("a", "fine"), ("a", "twice")], "review_id string, text string"))
+    with pytest.raises(TableError, match="not unique"):
+        score_incremental(store, "reviews", bundle)
+    [row] = store.read_arrow("score_runs").to_pylist()
+    assert row["status"] == "failed" and "not unique" in row["error"] and row["rows_read"] == 2
+    assert not store.exists("predictions")
