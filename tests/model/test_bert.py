@@ -87,3 +87,18 @@ def test_minilm_fine_tunes_on_sst_through_the_launcher(spark, sst_dir, minilm, t
     lengths = torch.tensor([ids.shape[1]])
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(ids, lengths)["sentiment"], reference.eval()(ids, lengths)["sentiment"])
+    # the run as an inference bundle, scored on Spark from the silver table, reproduces the test accuracy
+    from pyspark.sql import functions as F
+
+    from dl.bundle import export_bundle, load_bundle
+    from dl.score import score_frame
+    from etl.tables import TableStore
+
+    bundle = export_bundle(tmp_path / "runs" / "train" / "ft", tmp_path / "bundle")
+    assert load_bundle(bundle).tokenizer.kind == "minilm"
+    silver = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs").read("silver_sst_minilm")
+    test = silver.filter("split = 'test' AND label IS NOT NULL").select("review_id", "text", F.col("label").alias("gold"))
+    scored = score_frame(test, bundle, batch_size=16).join(test, "review_id").toPandas()
+    assert len(scored) == summary["test"]["sentiment_examples"]
+    accuracy = ((scored["label"] == "positive") == (scored["gold"] == 1)).mean()
+    assert accuracy == pytest.approx(summary["test"]["sentiment_accuracy"], abs=1e-9)
