@@ -187,6 +187,15 @@ class TextEtlConfig(CommonConfig):
 
 class DemoSettings(Section):
     sst_dir: str | None = Field(None, description="SST trees to convert and load too (make demo passes ../shared/data/sst)")
+    train: bool = Field(True, description="after the ETL: train on the shards, export an inference bundle and "
+                                          "score silver_<output.name> into the predictions table")
+    model: Literal["bow", "rnn", "cnn", "transformer"] = Field("rnn", description="model.name of the demo run "
+                                                                                   "(the other train settings: train.yml)")
+    epochs: int = Field(2, ge=1)
+    processes: int = Field(2, ge=1, description="training processes (local launcher, gloo)")
+    retrain: bool = Field(False, description="train anew even if runs/train/demo finished before (a new model version "
+                                             "scores every row again)")
+    sample: int = Field(5, ge=0, description="predictions printed at the end")
 
 
 class DemoConfig(TextEtlConfig):

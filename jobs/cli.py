@@ -403,7 +403,8 @@ def tables_show(name: Annotated[str, typer.Argument(help="table name")],
 # -- demo ---------------------------------------------------------------------------------------
 @app.command("demo")
 def demo(conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
-    """End-to-end demo: fetch data → bronze Delta table → text ETL (silver table, shards) → counts."""
+    """End-to-end demo: fetch data → bronze Delta table → text ETL (silver table, shards) → train (2 processes)
+    → inference bundle → score the silver table into predictions → counts and a sample."""
     from etl.fetch import FetchError
     from etl.pipelines import run_demo
     from etl.text_etl import QuarantineRateError
@@ -427,6 +428,28 @@ def demo(conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) ->
     typer.echo(f"silver_{text['dataset']} version {text['silver_version']}, {text['tokenizer']} tokenizer "
                f"{text['tokenizer_sha256'][:12]}, shards in {text['shards_dir']}: "
                + ", ".join(f"{k} {v}" for k, v in text["rows_per_split"].items()))
+    if not cfg.demo.train:
+        return
+    from dl.bundle import BundleError
+    from dl.demo import train_and_score
+    from dl.train import TrainError
+
+    try:
+        model = train_and_score(cfg, text, conf_dir=conf_dir)
+    except (TrainError, BundleError) as exc:
+        raise _Failure(str(exc)) from exc
+    run, scored = model["train"], model["score"]
+    test = run.get("test") or {}
+    typer.echo(f"\ntraining run '{run['run']}' ({'reused' if run['reused'] else 'trained'}): {cfg.demo.model}, "
+               f"{run['processes']} processes, {run['epochs_run']} epochs, best epoch {run['best_epoch']}, test accuracy "
+               f"{test.get('sentiment_accuracy', float('nan')):.3f} on {test.get('sentiment_examples', 0)} reviews")
+    typer.echo(f"bundle {model['bundle']} (model version {scored['model_version']})")
+    typer.echo(f"scoring run {scored['run_id']}: read {scored['rows_read']}, scored {scored['rows_scored']}, "
+               f"already scored {scored['rows_skipped']}, quarantined {scored['rows_failed']}; predictions "
+               + (f"version {scored['predictions_version']}" if scored["predictions_version"] is not None
+                  else "unchanged"))
+    for row in model["sample"]:
+        typer.echo(f"  {row['label']:<9}{row['p_positive']:6.3f}  {(row['text'] or '')[:90]}")
 
 
 # -- cluster ------------------------------------------------------------------------------------

@@ -126,3 +126,17 @@ def test_dump_round_trips_through_a_conf_file(conf_dir, tmp_path):
     dumped.write_text(dump_config(cfg))
     again = load_config("demo", conf_dir, [dumped])
     assert again == cfg
+
+
+def test_demo_trains_with_train_yml_and_the_demo_settings(conf_dir):
+    from dl.demo import train_config
+
+    demo = load_config("demo", conf_dir, overrides=["paths.runs_dir=/tmp/demo-runs", "demo.model=cnn",
+                                                    "demo.epochs=3", "spark.shuffle_partitions=3"])
+    cfg = train_config(demo, "/data/shards/reviews", conf_dir)
+    assert (cfg.data.shards, cfg.model.name, cfg.train.epochs) == ("/data/shards/reviews", "cnn", 3)
+    assert (cfg.launcher.kind, cfg.launcher.num_processes, cfg.run.name) == ("local", 2, "demo")
+    assert cfg.paths.runs_dir == "/tmp/demo-runs" and cfg.spark.shuffle_partitions == 3  # the demo's common sections
+    assert cfg.optim == load_config("train", conf_dir).optim  # the rest from train.yml
+    with pytest.raises(ConfigError, match="demo.model"):
+        load_config("demo", conf_dir, overrides=["demo.model=gpt"])  # an LM has no sentiment to score

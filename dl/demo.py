@@ -1,0 +1,65 @@
+"""The model half of ``lakedl demo``: train on the text ETL's shards with the local launcher (gloo,
+``demo.processes`` processes), export the run as an inference bundle and score the silver table into
+the predictions table incrementally — the same job bodies as ``lakedl train``, ``lakedl bundle export``
+and ``lakedl score --source``.
+
+The run is named ``demo``; a second demo reuses it (same weights, same model version), so its scoring
+run adds nothing, like the rest of the demo. ``demo.retrain=true`` trains anew."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from etl.config import DemoConfig, load_config
+from etl.logs import get_logger
+
+log = get_logger(__name__)
+COMMON = ("spark", "paths", "tables", "tracking", "logging")
+RUN_NAME = "demo"
+
+
+def train_config(cfg: DemoConfig, shards: str | os.PathLike, conf_dir: str | os.PathLike | None = None):
+    """train.yml (from ``conf_dir``) with the demo's data, model, epochs and processes, and the demo's
+    common sections (spark, paths, tables, tracking, logging)."""
+    train = load_config("train", conf_dir, overrides=[
+        f"data.shards={json.dumps(str(shards))}", f"model.name={cfg.demo.model}", f"train.epochs={cfg.demo.epochs}",
+        "launcher.kind=local", f"launcher.num_processes={cfg.demo.processes}", f"run.name={RUN_NAME}"])
+    return train.model_copy(update={k: getattr(cfg, k) for k in COMMON})
+
+
+def train_and_score(cfg: DemoConfig, etl_text: dict, spark=None, conf_dir: str | os.PathLike | None = None) -> dict:
+    from pyspark.sql import functions as F
+
+    from dl.bundle import export_bundle
+    from dl.score import score_incremental
+    from dl.train import run_dir, run_train
+    from etl.spark import get_spark
+    from etl.tables import TableStore
+
+    tcfg = train_config(cfg, etl_text["shards_dir"], conf_dir)
+    directory = run_dir(tcfg, RUN_NAME)
+    if cfg.demo.retrain and directory.exists():
+        shutil.rmtree(directory)
+    if (directory / "result.json").is_file():
+        log.info("demo: reusing the finished run %s (demo.retrain=true trains anew)", directory)
+        summary = json.loads((directory / "result.json").read_text())
+        summary["reused"] = True
+    else:
+        summary = run_train(tcfg)
+        summary["reused"] = False
+    bundle = export_bundle(directory, Path(cfg.paths.runs_dir) / "bundles" / RUN_NAME)
+    spark = spark or get_spark(cfg.spark)
+    store = TableStore.from_config(cfg, spark)
+    silver = f"silver_{cfg.output.name}"
+    scoring = score_incremental(store, silver, bundle)
+    sample = []
+    if cfg.demo.sample:
+        texts = store.read(silver).select("review_id", "text")
+        sample = [r.asDict() for r in (store.read("predictions")
+                                       .filter(F.col("model_version") == scoring["model_version"])
+                                       .join(texts, "review_id").orderBy(F.xxhash64("review_id"))
+                                       .limit(cfg.demo.sample).collect())]
+    return {"train": summary, "bundle": str(bundle), "score": scoring, "sample": sample}
