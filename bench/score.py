@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 BATCH = 256
 
 
-def bare_loop(files: list[str], scale: int, bundle_dir: str) -> int:
+def bare_loop(files: list[str], scale: int, bundle_dir: str, threads: int) -> int:
     import torch
 
     from dl.bundle import load_bundle
 
-    torch.set_num_threads(1)  # as one Spark Python worker has one core
+    torch.set_num_threads(threads)  # 1: as one Spark Python worker has one core; 2: the whole machine
     bundle = load_bundle(bundle_dir)
     texts = []
     for path in files:
@@ -41,8 +41,8 @@ def bare_loop(files: list[str], scale: int, bundle_dir: str) -> int:
     return rows
 
 
-def run_bare(files, scale, bundle_dir, repeats) -> tuple[float, int, float]:
-    return run_in_child(bare_loop, (files, scale, bundle_dir), repeats)
+def run_bare(files, scale, bundle_dir, repeats, threads) -> tuple[float, int, float]:
+    return run_in_child(bare_loop, (files, scale, bundle_dir, threads), repeats)
 
 
 def main() -> None:
@@ -82,13 +82,16 @@ def main() -> None:
 
         with PeakRss() as rss:
             spark_s = median_time(spark_run, args.repeats)
-        bare_s, bare_rows, bare_peak = run_bare(files, scale, bundle, args.repeats)
-        if bare_rows != n_base * scale:
-            raise SystemExit(f"row counts differ: spark {n_base * scale}, bare {bare_rows}")
+        bare_s, bare_rows, bare_peak = run_bare(files, scale, bundle, args.repeats, 2)
+        bare1_s, bare1_rows, _ = run_bare(files, scale, bundle, args.repeats, 1)
+        if bare_rows != n_base * scale or bare1_rows != n_base * scale:
+            raise SystemExit(f"row counts differ: spark {n_base * scale}, bare {bare_rows} / {bare1_rows}")
         result = {"case": f"udf_vs_bare_loop_{scale}x", "scale": scale, "rows": n_base * scale,
                   "ratio": round(bare_s / spark_s, 3),
-                  "baseline": "bare single-process PyTorch loop (1 thread) calling the same Bundle.predict",
+                  "baseline": "bare single-process PyTorch loop (2 threads: both cores) calling the same Bundle.predict",
+                  "ratio_vs_1_thread": round(bare1_s / spark_s, 3),
                   "rows_per_s": round(n_base * scale / spark_s), "baseline_rows_per_s": round(bare_rows / bare_s),
+                  "baseline_1_thread_rows_per_s": round(bare1_rows / bare1_s),
                   "peak_rss_mb": rss.peak_mb, "peak_rss_scope": "driver JVM + Python driver + Python workers",
                   "baseline_peak_rss_mb": bare_peak, "spark": "local[2], iterator pandas UDF, noop sink",
                   "model": json.loads((Path(bundle) / "bundle.json").read_text())["config"]["model"]}
