@@ -195,8 +195,9 @@ def test_a_run_killed_mid_commit_changes_nothing_and_the_next_run_completes(spar
     score_incremental(store, "reviews", bundle)
     store.write("reviews", reviews.orderBy("review_id").limit(300).join(reviews.limit(100), "review_id", "left_anti"))
     before = (store.version("predictions"), store.count("predictions"), store.count("score_runs"))
-    crashed = subprocess.run([sys.executable, str(Path(__file__).with_name("crash_scoring.py")),
-                              str(tmp_path / "tables"), str(bundle)], capture_output=True, text=True, timeout=600)
+    crashed = subprocess.run([sys.executable, str(Path(__file__).with_name("score_child.py")),
+                              str(tmp_path / "tables"), str(bundle), "crash"], capture_output=True, text=True,
+                             timeout=600)
     assert crashed.returncode == 137 and "CRASHING AT COMMIT" in crashed.stdout, crashed.stderr[-2000:]
     # the killed run's Parquet files are in the table directory, but no commit references them
     assert (store.version("predictions"), store.count("predictions"), store.count("score_runs")) == before
@@ -221,3 +222,38 @@ def test_a_failing_run_is_recorded_as_failed(spark, bundle, tmp_path):
     [row] = store.read_arrow("score_runs").to_pylist()
     assert row["status"] == "failed" and "not unique" in row["error"] and row["rows_read"] == 2
     assert not store.exists("predictions")
+
+
+@pytest.mark.spark
+def test_two_concurrent_runs_never_duplicate(spark, bundle, raw_data, tmp_path):
+    """A second process runs at the same time as this one; whichever way the race goes — one run stops
+    at the other's lease, or the runs happen one after the other — every row is scored exactly once."""
+    import subprocess
+    import sys
+    import time
+
+    from dl.score import score_incremental
+    from etl.lease import LeaseHeld
+    from etl.tables import TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    reviews = spark.read.json(str(raw_data / "reviews" / "vader_tweets.jsonl")).select("review_id", "text")
+    store.write("reviews", reviews.limit(2000))
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("score_child.py")),
+                              str(tmp_path / "tables"), str(bundle), "run"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "STARTED"  # its Spark session is up: it is about to run
+    time.sleep(1)
+    try:
+        mine = score_incremental(store, "reviews", bundle)
+    except LeaseHeld:
+        mine = None
+    out = child.communicate(timeout=600)[0]
+    assert child.returncode == 0, out
+    theirs = json.loads(out.split("RESULT ", 1)[1]) if "RESULT " in out else None
+    assert mine is not None or theirs is not None, out  # at most one of the two stopped at the lease
+    ids = [r["review_id"] for r in store.read_arrow("predictions", columns=["review_id"]).to_pylist()]
+    assert len(ids) == len(set(ids)) == 2000  # every row once
+    scored = [r["rows_scored"] for r in (mine, theirs) if r]
+    print("concurrent runs:", "this one stopped at the lease" if mine is None else
+          "the other stopped at the lease" if theirs is None else f"one after the other, scored {scored}")
+    assert sum(scored) == 2000, (mine, theirs, out)
