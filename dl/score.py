@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from etl.config import MAX_CHARS
+
 log = logging.getLogger(__name__)
 _LOADED: dict[str, object] = {}  # bundle path + file times -> Bundle, per Python process
-MAX_CHARS = 20_000  # longer texts are quarantined (the text ETL's validation.max_chars default)
 RUNS_SCHEMA = ("run_id string, source string, model_version string, status string, rows_read long, rows_scored long, "
                "rows_inserted long, rows_skipped long, rows_failed long, reasons string, watermark long, "
                "predictions_version long, seconds double, finished_at string, error string")

@@ -124,8 +124,11 @@ class InputSettings(Section):
     sst_phrases: bool = Field(False, description="SST: also emit every labelled subtree of train")
 
 
+MAX_CHARS = 20_000  # longer texts are quarantined: the text ETL's and batch scoring's default
+
+
 class ValidateSettings(Section):
-    max_chars: int = Field(20_000, ge=1, description="longer texts are quarantined")
+    max_chars: int = Field(MAX_CHARS, ge=1, description="longer texts are quarantined")
     max_quarantine_rate: float = Field(0.05, ge=0.0, le=1.0, description="fail the run above this share")
 
 

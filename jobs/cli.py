@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from etl.config import ConfigError, dump_config, load_config
+from etl.config import MAX_CHARS, ConfigError, dump_config, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="lakedl: Spark ETL, distributed PyTorch training and batch scoring.")
@@ -222,7 +222,7 @@ def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
           id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
           text_col: Annotated[str, typer.Option("--text-col")] = "text",
           batch_size: Annotated[int, typer.Option(min=1, help="texts per model call")] = 256,
-          max_chars: Annotated[int, typer.Option(min=1, help="longer texts are quarantined")] = 20_000,
+          max_chars: Annotated[int, typer.Option(min=1, help="longer texts are quarantined")] = MAX_CHARS,
           quarantine: Annotated[str, typer.Option(help="Delta table for rows that cannot be scored (no id, "
                                                   "null/blank/too long text), with the reason")] = "score_quarantine",
           conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
