@@ -50,6 +50,10 @@ class NoDist:
         """Every rank's ``value``, in rank order, on every rank."""
         return [value]
 
+    def average_(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        """Replace ``tensor`` in place by its mean over ranks (model averaging, e.g. word2vec's matrices)."""
+        return tensor
+
     def join(self, model):
         return contextlib.nullcontext()
 
@@ -86,6 +90,10 @@ class TorchDist(NoDist):
         out: list = [None] * self.world_size
         self.dist.all_gather_object(out, value)
         return out
+
+    def average_(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        self.dist.all_reduce(tensor)
+        return tensor.div_(self.world_size)
 
     def join(self, model):
         return model.join()  # ranks with fewer batches shadow the others' all-reduces
@@ -138,6 +146,9 @@ class HorovodDist(NoDist):
 
     def gather(self, value: str) -> list[str]:
         return list(self.hvd.allgather_object(value))
+
+    def average_(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        return self.hvd.allreduce_(tensor, op=self.hvd.Average, name=name or None)
 
     def close(self) -> None:
         self.hvd.shutdown()

@@ -1,4 +1,5 @@
-"""Launchers: start ``train_worker`` on N processes. They differ only in how processes are started.
+"""Launchers: start a worker function (``train_worker`` unless told otherwise, e.g. word2vec's) on N
+processes. They differ only in how processes are started.
 
 * ``local``             one process, or N processes on this machine (torch.multiprocessing, gloo/NCCL)
 * ``torch_distributor`` PySpark's TorchDistributor (DDP; ``local_mode`` on the driver's machine when the
@@ -68,17 +69,19 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _local_entry(rank: int, world: int, port: int, settings: WorkerSettings, out_dir: str) -> None:
+def _local_entry(rank: int, world: int, port: int, settings, out_dir: str, worker=None) -> None:
     _die_with_parent()
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
-    result = train_worker(settings, "torch")
+    result = (worker or train_worker)(settings, "torch")
     torch.save({k: v for k, v in result.items() if k != "model"}, Path(out_dir) / f"rank{rank}.pt")
 
 
-def _td_entry(settings: WorkerSettings) -> dict:
+def _td_entry(settings, worker=None) -> dict:
     torch.set_num_threads(1)
+    if worker is not None:  # other workers return what every rank agrees on
+        return {k: v for k, v in worker(settings, "torch").items() if k != "model"}
     result = train_worker(settings, "torch")
     # TorchDistributor's local mode has every rank write the same return file: return what all ranks agree on
     agreed = {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank",
@@ -87,15 +90,17 @@ def _td_entry(settings: WorkerSettings) -> dict:
             **{k: result.get(k) for k in ("diagnosis", "best_epoch", "test")}}
 
 
-def _hvd_entry(settings: WorkerSettings) -> dict:
+def _hvd_entry(settings, worker=None) -> dict:
     torch.set_num_threads(1)
-    result = train_worker(settings, "horovod")
+    result = (worker or train_worker)(settings, "horovod")
     return {k: v for k, v in result.items() if k != "model"}
 
 
 def launch(settings: WorkerSettings, kind: str = "local", num_processes: int = 1, use_gpu: bool = False,
-           spark=None) -> dict:
-    """Run the worker; returns rank 0's result (``weights_sha256_by_rank`` shows every rank's weights)."""
+           spark=None, worker=None) -> dict:
+    """Run ``worker(settings, backend)`` (default ``train_worker``; a module-level function, so that it
+    pickles) on every process; returns rank 0's result (``weights_sha256_by_rank`` shows every rank's
+    weights)."""
     slots = None
     if kind != "local":
         if spark is None:
@@ -103,20 +108,20 @@ def launch(settings: WorkerSettings, kind: str = "local", num_processes: int = 1
         slots = spark.sparkContext.defaultParallelism
     check_launch(kind, num_processes, use_gpu, slots)
     if kind == "local" and num_processes == 1:
-        return train_worker(settings, "none")
+        return (worker or train_worker)(settings, "none")
     try:
         if kind == "local":
-            return _spawn_local(settings, num_processes)
+            return _spawn_local(settings, num_processes, worker)
         if kind == "horovod":
             import horovod.spark
 
-            return horovod.spark.run(_hvd_entry, args=(settings,), num_proc=num_processes, use_gloo=True,
+            return horovod.spark.run(_hvd_entry, args=(settings, worker), num_proc=num_processes, use_gloo=True,
                                      verbose=0, start_timeout=120)[0]
         from pyspark.ml.torch.distributor import TorchDistributor
 
         local_mode = spark.sparkContext.master.startswith("local")
         return TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu).run(
-            _td_entry, settings)
+            _td_entry, settings, worker)
     except LaunchError:
         raise
     except Exception as exc:  # a worker failed: keep the tail of what it said
@@ -124,10 +129,10 @@ def launch(settings: WorkerSettings, kind: str = "local", num_processes: int = 1
         raise LaunchError(f"{kind} launch with {num_processes} processes failed:\n{tail}") from exc
 
 
-def _spawn_local(settings: WorkerSettings, n: int) -> dict:
+def _spawn_local(settings, n: int, worker=None) -> dict:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="lakedl-launch-") as out:
-        mp.start_processes(_local_entry, args=(n, _free_port(), settings, out), nprocs=n, join=True,
+        mp.start_processes(_local_entry, args=(n, _free_port(), settings, out, worker), nprocs=n, join=True,
                            start_method="spawn")
         return torch.load(Path(out) / "rank0.pt", weights_only=False)
