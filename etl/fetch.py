@@ -18,6 +18,7 @@ import sys
 import tarfile
 import tempfile
 import uuid
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 
 MANIFEST = ".lakedl-fetch.json"
 REVIEWS_DIR = "reviews"
+TEXT_DIR = "text"  # unlabelled text corpora (GCIDE) as canonical JSON lines
 CANONICAL_FIELDS = ("review_id", "business_id", "user_id", "stars", "text", "date", "source", "label",
                     "score", "split")
 
@@ -392,6 +394,88 @@ def convert_vader(vader_dir: Path, reviews_dir: Path) -> dict[str, int]:
             for corpus, fname in VADER_FILES.items()}
 
 
+# GCIDE (dictd text): an entry starts at a line in column 0; its paragraphs are separated by blank lines
+_GCIDE_PRON = re.compile(r"\\[^\\\n]*\\(?:\s*\([^()]*\))?")  # \Ca*lor"ic\ and a respelling (k[.a]*l...)
+_GCIDE_CODE = re.compile(r"\[([^\[\]\s]{1,6})\]")                # [=a] [e^] [imac] [ae] [deg] [Obs.]
+_GCIDE_ACCENTED = re.compile(r"[`'^=.~\"\-,*]([A-Za-z]{1,2})|([A-Za-z]{1,2})\^|([a-z])mac")
+_GCIDE_LETTERS = {"ae": "ae", "oe": "oe", "AE": "AE", "OE": "OE", "eth": "th", "thorn": "th", "th": "th",
+                  "ng": "ng"}
+_GCIDE_BRACKET = re.compile(r"\[[^\[\]]*\]")                     # [1913 Webster], [L. calor heat ...]
+_GCIDE_TAG = re.compile(r"<[^<>]*>")
+_GCIDE_ATTRIB = re.compile(r"--\s*[A-Z][\w.' ]*$", re.MULTILINE)     # --Nichol.  (quotation author)
+_GCIDE_STRAY = re.compile(r"[{}*`\"|]")
+
+
+def _gcide_code(m: re.Match) -> str:
+    """An accent code as its plain letters (``[=a]``, ``[e^]``, ``[imac]`` → a, e, i; ``[ae]`` → ae); other
+    codes (``[deg]``, ``[root]``) are dropped, and tags such as ``[Obs.]`` are left for the bracket rule."""
+    code = m.group(1)
+    if code in _GCIDE_LETTERS:
+        return _GCIDE_LETTERS[code]
+    accented = _GCIDE_ACCENTED.fullmatch(code)
+    if accented:
+        return next(g for g in accented.groups() if g)
+    return m.group(0) if "." in code or code[:1].isupper() else ""
+
+
+def gcide_text(paragraph: str) -> str:
+    """One GCIDE paragraph without its markup: pronunciations and respellings, accent codes (kept as plain
+    letters), bracketed etymologies and source tags, author attributions, braces; whitespace collapsed."""
+    text = _GCIDE_PRON.sub(" ", paragraph)
+    text = _GCIDE_CODE.sub(_gcide_code, text)
+    while True:  # innermost brackets first: etymologies nest
+        stripped = _GCIDE_BRACKET.sub(" ", text)
+        if stripped == text:
+            break
+        text = stripped
+    text = _GCIDE_TAG.sub(" ", text)
+    text = _GCIDE_ATTRIB.sub(" ", text)
+    text = _GCIDE_STRAY.sub("", text)
+    return " ".join(text.split())
+
+
+def gcide_records(path: Path) -> Iterator[dict]:
+    """Canonical text records (no labels) of ``gcide.dict.dz``: one per paragraph of each entry, skipping
+    the header (``00-database-*`` entries and the licence) and paragraphs that are markup only."""
+    import gzip
+
+    entry, para, lines = 0, 0, []
+
+    def flush():
+        nonlocal lines
+        text = gcide_text("\n".join(lines)) if lines else ""
+        lines = []
+        if text and any(c.isalpha() for c in text):
+            return {"review_id": f"gcide-{entry}-{para}", "business_id": None, "user_id": None, "stars": None,
+                    "text": text, "date": None, "source": "gcide", "label": None, "score": None, "split": None}
+        return None
+
+    in_header = True
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:  # dictzip is gzip-compatible
+        for line in fh:
+            line = line.rstrip("\n")
+            if line and not line[0].isspace():  # a new entry's headword line
+                if (rec := flush()) is not None and not in_header:
+                    yield rec
+                # the 00-database-* entries and the licence text: until the first headword with a pronunciation
+                in_header = in_header and (line.startswith("00-database") or not _GCIDE_PRON.search(line))
+                entry, para = entry + 1, 0
+                lines = [line]
+            elif not line.strip():
+                if (rec := flush()) is not None and not in_header:
+                    yield rec
+                para += 1
+            else:
+                lines.append(line)
+        if (rec := flush()) is not None and not in_header:
+            yield rec
+
+
+def convert_gcide(gcide_dir: Path, text_dir: Path) -> dict[str, int]:
+    """Write ``text_dir/gcide.jsonl`` (canonical records, text only) from the fetched dictionary."""
+    return {"gcide": write_jsonl_atomic(gcide_records(gcide_dir / "gcide.dict.dz"), text_dir / "gcide.jsonl")}
+
+
 def fetch_all(names: Iterable[str], cache_dir: str | os.PathLike) -> dict[str, dict]:
     """Fetch the named sources into ``cache_dir``; reviews are also converted to canonical JSON lines.
 
@@ -407,6 +491,8 @@ def fetch_all(names: Iterable[str], cache_dir: str | os.PathLike) -> dict[str, d
             report[name] = {"dir": str(out), "fetched": fetched}
             if name == "vader":
                 report[name]["reviews"] = convert_vader(out, cache / REVIEWS_DIR)
+            if name == "gcide" and (fetched or not (cache / TEXT_DIR / "gcide.jsonl").is_file()):
+                report[name]["text"] = convert_gcide(out, cache / TEXT_DIR)  # ~6 s: only when (re)fetched
         except FetchError as exc:
             failures.append(str(exc))
     if failures:
