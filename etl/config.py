@@ -217,6 +217,7 @@ JOBS: dict[str, type[CommonConfig] | str] = {
     "demo": DemoConfig,
     "etl_text": TextEtlConfig,
     "train": "dl.config:TrainConfig",
+    "w2v": "dl.w2v.train:W2vConfig",
 }
 
 

@@ -22,6 +22,7 @@ cluster_app = typer.Typer(no_args_is_help=True, help="A Spark standalone cluster
 etl_app = typer.Typer(no_args_is_help=True, help="Spark ETL into Delta tables and Parquet shards.")
 viz_app = typer.Typer(no_args_is_help=True, help="Pictures of trained models.")
 bundle_app = typer.Typer(no_args_is_help=True, help="Inference bundles (weights, tokenizer, config; no pickle).")
+w2v_app = typer.Typer(no_args_is_help=True, help="Distributed word2vec: corpus, training, queries, evaluation.")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(bronze_app, name="bronze")
@@ -30,6 +31,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(etl_app, name="etl")
 app.add_typer(viz_app, name="viz")
 app.add_typer(bundle_app, name="bundle")
+app.add_typer(w2v_app, name="w2v")
 
 ConfDir = Annotated[Optional[Path], typer.Option("--conf-dir", help="config root holding base/ and local/ "
                                                  "(default: $LAKEDL_CONF_DIR or ./conf)")]
@@ -360,6 +362,110 @@ def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run dir
         raise _Failure(str(exc)) from exc
     for row in rows:
         typer.echo(row["text"])
+
+
+# -- w2v ----------------------------------------------------------------------------------------
+W2vRunDir = Annotated[Path, typer.Option("--run", help="a finished `lakedl w2v train` run directory "
+                                          "(runs/w2v/<name>)")]
+
+
+@w2v_app.command("corpus")
+def w2v_corpus(input: Annotated[Optional[list[str]], typer.Option(
+                   help="canonical JSON-lines file or directory, repeatable (default: corpus.inputs)")] = None,
+               conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Tokenize the word2vec corpus (GCIDE text + reviews by default) with the text ETL into sentence shards."""
+    from dl.w2v.train import build_corpus, corpus_dir
+
+    cfg = _load("w2v", conf_dir, conf, set_, _option_overrides({"corpus.inputs": input or None}))
+    try:
+        report = build_corpus(cfg)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise _Failure(str(exc)) from exc
+    typer.echo(f"corpus {corpus_dir(cfg)}: {report['rows_kept']} texts kept, {report['rows_quarantined']} quarantined "
+               f"{report['reasons'] or ''}, {report['rows_already_present']} already present")
+
+
+@w2v_app.command("train")
+def w2v_train(processes: Annotated[Optional[int], typer.Option(help="training processes "
+                                                               "(default: launcher.num_processes)")] = None,
+              run_name: Annotated[Optional[str], typer.Option("--run-name", help="run name (default: generated)")] = None,
+              conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Train word2vec on the corpus shards with the configured launcher; export and evaluate the vectors."""
+    from dl.launch import LaunchError
+    from dl.w2v.train import run_w2v
+
+    cfg = _load("w2v", conf_dir, conf, set_, _option_overrides({"launcher.num_processes": processes,
+                                                                 "run.name": run_name}))
+    try:
+        s = run_w2v(cfg)
+    except (FileNotFoundError, LaunchError, ValueError) as exc:
+        raise _Failure(str(exc)) from exc
+    e = s["eval"]
+    typer.echo(f"\nrun {s['run']}: {s['mode']}, {s['vocab']:,} words, {s['corpus_words']:,} corpus words x {s['epochs']} "
+               f"epochs on {s['processes']} process(es): {s['words_per_second']:,} words/s")
+    typer.echo(f"  WordSim-353 rho {e['ws353_spearman']}, SimLex-999 rho {e['simlex_spearman']}, "
+               f"analogies {e['analogy_accuracy']} ({e['analogy_questions']} questions)")
+    typer.echo(f"  run dir {s['run_dir']} (vectors.bin, vectors.txt, result.json); MLflow run {s['mlflow_run_id']}")
+
+
+def _w2v_model(run: Path):
+    from dl.w2v.train import load_model
+
+    try:
+        return load_model(run)
+    except FileNotFoundError as exc:
+        raise _Failure(str(exc)) from exc
+
+
+@w2v_app.command("neighbors")
+def w2v_neighbors(word: Annotated[str, typer.Argument(help="a word of the vocabulary")], run: W2vRunDir,
+                  k: Annotated[int, typer.Option("-k", min=1, help="how many neighbours")] = 10) -> None:
+    """The words nearest WORD (cosine similarity)."""
+    from dl.w2v.evaluate import neighbors
+
+    words, vectors, _ = _w2v_model(run)
+    try:
+        rows = neighbors(words, vectors, word, k)
+    except KeyError as exc:
+        raise _Failure(exc.args[0]) from exc
+    for w, score in rows:
+        typer.echo(f"{score:7.4f}  {w}")
+
+
+@w2v_app.command("analogy")
+def w2v_analogy(a: Annotated[str, typer.Argument(help="A is to B ...")], b: Annotated[str, typer.Argument()],
+                c: Annotated[str, typer.Argument(help="... as C is to ?")], run: W2vRunDir,
+                k: Annotated[int, typer.Option("-k", min=1, help="how many answers")] = 5) -> None:
+    """A is to B as C is to ?: the words nearest B - A + C."""
+    from dl.w2v.evaluate import analogy
+
+    words, vectors, _ = _w2v_model(run)
+    try:
+        rows = analogy(words, vectors, a, b, c, k)
+    except KeyError as exc:
+        raise _Failure(exc.args[0]) from exc
+    for w, score in rows:
+        typer.echo(f"{score:7.4f}  {w}")
+
+
+@w2v_app.command("eval")
+def w2v_eval(vectors: Annotated[Path, typer.Argument(help="a `lakedl w2v train` run directory, or any word2vec "
+                                                      "text/binary file (e.g. data/raw/glove100/vectors.bin)")],
+             eval_dir: Annotated[Path, typer.Option(help="gensim's test files")] = Path("data/raw/gensim_eval"),
+             restrict_vocab: Annotated[int, typer.Option(min=1)] = 30_000) -> None:
+    """WordSim-353 and SimLex-999 Spearman rho and Google analogy accuracy of a set of vectors."""
+    from dl.embeddings import read_word2vec
+    from dl.w2v.evaluate import evaluate
+
+    if vectors.is_dir():
+        words, vecs, counts = _w2v_model(vectors)
+    else:  # a file's order is its frequency order (word2vec/gensim write most frequent first)
+        words, vecs = read_word2vec(vectors)
+        counts = None
+    try:
+        _echo_json(evaluate(words, vecs, eval_dir, restrict_vocab, counts))
+    except FileNotFoundError as exc:
+        raise _Failure(str(exc)) from exc
 
 
 # -- tables -------------------------------------------------------------------------------------
