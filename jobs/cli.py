@@ -448,6 +448,27 @@ def w2v_analogy(a: Annotated[str, typer.Argument(help="A is to B ...")], b: Anno
         typer.echo(f"{score:7.4f}  {w}")
 
 
+@w2v_app.command("plot")
+def w2v_plot(run: W2vRunDir,
+             method: Annotated[Optional[list[str]], typer.Option(help="tsne and/or umap (default: both)")] = None,
+             words: Annotated[int, typer.Option(min=10, help="the N most frequent words on the maps")] = 400,
+             projector_words: Annotated[int, typer.Option(min=10, help="words in the TensorBoard projector export")]
+             = 10_000) -> None:
+    """Labelled t-SNE / UMAP maps (PNG) of the most frequent words and a TensorBoard projector export."""
+    from dl.w2v.plots import METHODS, plot_run
+
+    bad = [m for m in method or [] if m not in METHODS]
+    if bad:
+        raise _Failure(f"--method {bad[0]!r}: one of {', '.join(METHODS)}")
+    try:
+        made = plot_run(run, tuple(method or METHODS), words, projector_words)
+    except FileNotFoundError as exc:
+        raise _Failure(str(exc)) from exc
+    for kind, path in made.items():
+        typer.echo(f"{kind}: {path}")
+    typer.echo(f"projector: tensorboard --logdir {made['projector']}  (Projector tab)")
+
+
 @w2v_app.command("eval")
 def w2v_eval(vectors: Annotated[Path, typer.Argument(help="a `lakedl w2v train` run directory, or any word2vec "
                                                       "text/binary file (e.g. data/raw/glove100/vectors.bin)")],

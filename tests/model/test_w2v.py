@@ -135,3 +135,18 @@ def test_cli_queries_answer_and_name_unknown_words(w2v_run):
     bad = subprocess.run([*cli, "analogy", "man", "king", "womman", "--run", summary["run_dir"]],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "'womman' is not in the vocabulary" in bad.stderr and "woman" in bad.stderr
+
+
+def test_maps_and_projector_export(w2v_run):
+    from dl.w2v.plots import plot_run
+
+    summary, _ = w2v_run
+    made = plot_run(summary["run_dir"], ("tsne", "umap"), n=60, projector_words=500)
+    for method in ("tsne", "umap"):
+        png = Path(made[method])
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    config = (Path(made["projector"]) / "projector_config.pbtxt").read_text()
+    tensors = next(Path(made["projector"]).rglob("tensors.tsv")).read_text().splitlines()
+    metadata = next(Path(made["projector"]).rglob("metadata.tsv")).read_text().splitlines()
+    assert "tensor_path" in config and len(tensors) == len(metadata) == 500
+    assert len(tensors[0].split("\t")) == 100
