@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score quality quality-lm package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v quality quality-lm package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | quality | quality-lm | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | quality | quality-lm | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -55,6 +55,10 @@ bench-scaling: demo
 # Spark scoring UDF vs a bare PyTorch loop (bench/results/score.json); exports a bundle from the SST BiLSTM run
 bench-score: data
 	$(BIN)/python bench/score.py
+
+# word2vec: lakedl (2 processes) vs gensim (workers=2) vs Spark MLlib on the GCIDE + reviews corpus (~15 min)
+bench-w2v: data
+	$(BIN)/python bench/w2v.py
 
 # SST quality runs (long: ~15-40 min per row on 2 cores); QUALITY_ROWS picks rows (default: all)
 quality: data

@@ -28,7 +28,7 @@ from common import command_line, write_result  # bench/common.py, beside this sc
 
 from dl.w2v.corpus import load_corpus
 from dl.w2v.evaluate import evaluate
-from dl.w2v.train import build_corpus, corpus_dir, load_model, run_w2v
+from dl.w2v.train import build_corpus, corpus_dir, run_w2v
 from etl.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2, help="alternating lakedl/gensim runs (speed: median)")
-    ap.add_argument("--mllib-epochs", type=int, default=1, help="MLlib is slow: its epochs (its words/s is per epoch)")
+    ap.add_argument("--mllib-epochs", type=int, default=None, help="MLlib's epochs (default: --epochs)")
     args = ap.parse_args(argv)
     cfg = load_config("w2v", REPO / "conf", overrides=["spark.master=local[2]"])
     if not (corpus_dir(cfg) / "manifest.json").is_file():
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     print("lakedl 2 processes, average merge", averaged, flush=True)
     work = REPO / "data" / "work" / "bench_w2v"
     work.mkdir(parents=True, exist_ok=True)
-    mllib = mllib_run(corpus, args.mllib_epochs, work)
+    mllib = mllib_run(corpus, args.mllib_epochs or args.epochs, work)
     print("Spark MLlib", mllib, flush=True)
 
     def med(rows, key):
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         {"case": "gensim_2workers", "system": "gensim 4.4.0 Word2Vec (workers=2)", **common, "words_per_s": g_speed,
          **{k: theirs[-1][k] for k in QUALITY}, "runs": theirs},
         {"case": "spark_mllib", "system": "Spark MLlib Word2Vec (2 partitions, hierarchical softmax)", **common,
-         "epochs": args.mllib_epochs, **mllib,
+         "epochs": args.mllib_epochs or args.epochs, **mllib,
          "lakedl_speed_ratio": round(med(ours, "words_per_s") / mllib["words_per_s"], 2)},
         {"case": "lakedl_1proc", "system": "lakedl (1 process): the distribution's quality reference", **common, **one},
         {"case": "lakedl_2proc_average", "system": "lakedl (2 processes, average merge every 200k words)", **common,

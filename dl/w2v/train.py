@@ -134,8 +134,14 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
     import torch
 
     from dl.distributed import make_dist
-    from dl.w2v.corpus import (keep_probabilities, keep_thresholds, load_corpus, noise_table, rank_sentences,
-                               split_chunks)
+    from dl.w2v.corpus import (
+        keep_probabilities,
+        keep_thresholds,
+        load_corpus,
+        noise_table,
+        rank_sentences,
+        split_chunks,
+    )
     from dl.w2v.kernels import train_chunk
 
     dist = make_dist(backend)
