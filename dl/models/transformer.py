@@ -64,7 +64,9 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         ids, lengths = ids[:, : self.cfg.max_len], lengths.clamp(max=self.cfg.max_len)
-        x = self.embed(ids) * math.sqrt(self.cfg.d_model)  # (B, T, D)
+        # no sqrt(d_model) scaling: that suits embeddings initialised with std d^-0.5, while these start at
+        # N(0, 1) or pretrained vectors, and scaling them would drown the positions (std 0.02)
+        x = self.embed(ids)  # (B, T, D)
         x = torch.cat([self.cls.expand(len(ids), -1, -1), x], 1)  # (B, 1 + T, D), [CLS] first
         x = self.drop(x + self.pos[: x.shape[1]])
         mask = torch.cat([torch.ones_like(ids[:, :1], dtype=torch.bool), length_mask(ids, lengths)], 1)  # (B, 1+T)
