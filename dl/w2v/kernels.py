@@ -59,7 +59,7 @@ def _predict(inp, syn1, word, cum, negative, alpha, work, state):
         if d == 0:
             target, label = word, 1.0
         else:
-            target = np.searchsorted(cum, _rand32(state) % np.uint64(cum[-1]), side="right")
+            target = np.searchsorted(cum, np.int64(_rand32(state) % np.uint64(cum[-1])), side="right")
             if target == word:
                 continue
             label = 0.0
@@ -146,7 +146,7 @@ def draw_noise(cum, n, seed):
     state = np.full(1, np.uint64(seed) & _MASK48, np.uint64)
     out = np.empty(n, np.int64)
     for i in range(n):
-        out[i] = np.searchsorted(cum, _rand32(state) % np.uint64(cum[-1]), side="right")
+        out[i] = np.searchsorted(cum, np.int64(_rand32(state) % np.uint64(cum[-1])), side="right")
     return out
 
 
