@@ -2,7 +2,7 @@
 `lakedl train` on 2 processes) against an interpolated Kneser–Ney trigram (dl/ngram.py) fitted on the
 same training shards, both scored on the same dev and test events (every token of a text and its end).
 
-    python bench/quality_lm.py [--epochs 6]        (make quality-lm)
+    python bench/quality_lm.py [--epochs 6] [--dropout 0.2] [--patience 1]        (make quality-lm)
 
 Corpus: the VADER review/tweet/editorial snippets through the text ETL (word tokens, hash split) — the
 shards bench/quality_sst.py builds for its VADER rows. Writes bench/results/quality_lm.json (perplexities,
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(REPO / "data" / "work" / "quality_sst"))
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--patience", type=int, default=1, help="early stopping: epochs without a better dev perplexity")
     ap.add_argument("--sst", default=str(REPO.parent / "shared" / "data" / "sst"), help="unused; as quality_sst.py")
     args = ap.parse_args(argv)
     work = Path(args.work)
@@ -56,9 +58,9 @@ def main(argv: list[str] | None = None) -> None:
           f"({kn_fit:.1f} s fit)", flush=True)
 
     overrides = ["model.name=gpt", "train.task=lm", "model.gpt.d_model=128", "model.gpt.heads=4", "model.gpt.layers=2",
-                 "model.gpt.ff=512", "model.gpt.dropout=0.2", "optim.name=adamw", "optim.lr=0.001",
+                 "model.gpt.ff=512", f"model.gpt.dropout={args.dropout}", "optim.name=adamw", "optim.lr=0.001",
                  "optim.weight_decay=0.1", "schedule.name=cosine", "schedule.warmup_steps=200", "train.clip_norm=1.0",
-                 f"train.epochs={args.epochs}", "train.patience=1", "train.batch_size=64", "train.seed=0",
+                 f"train.epochs={args.epochs}", f"train.patience={args.patience}", "train.batch_size=64", "train.seed=0",
                  "train.progress=false", "train.log_every=200", "launcher.kind=local", "launcher.num_processes=2"]
     run_dir = work / "runs" / "train" / "gpt_vader"
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -4,7 +4,8 @@ They follow word2vec.c and gensim's Cython (``word2vec_inner.pyx``) step by step
 comparable: frequent words are subsampled as the sentence is read, each position draws a reduced window
 ``b`` in ``[0, window)`` and uses the ``window - b`` words on each side, negatives are drawn from the
 unigram^0.75 table (``cum``, cumulative integer weights) and skipped when they hit the target, dot
-products outside ±6 are skipped (gensim's MAX_EXP), and the learning rate decays linearly with the
+products outside ±6 are skipped (gensim's MAX_EXP), the sigmoid and the log loss come from 1000-entry
+tables over [-6, 6] (gensim's EXP_TABLE and LOG_TABLE), and the learning rate decays linearly with the
 words processed. Updates are written straight into ``syn0``/``syn1`` (Hogwild, like both originals).
 
 ``syn0`` (input vectors) and ``syn1`` (output vectors) are float32 ``(V, D)`` arrays — the memory of the
@@ -13,12 +14,15 @@ model's torch tensors, so torch.distributed can average them in place between ca
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit
 
 MAX_EXP = 6.0
+TABLE_SIZE = 1000
+_X = (np.arange(TABLE_SIZE, dtype=np.float64) / TABLE_SIZE * 2 - 1) * MAX_EXP
+SIGMOID_TABLE = (1.0 / (1.0 + np.exp(-_X))).astype(np.float32)
+LOG_SIGMOID_TABLE = np.log(SIGMOID_TABLE.astype(np.float64))  # log σ(x); log(1 - σ(x)) = log σ(-x)
 _MUL, _ADD, _MASK48 = np.uint64(25214903917), np.uint64(11), np.uint64(2**48 - 1)
 
 
@@ -68,12 +72,12 @@ def _predict(inp, syn1, word, cum, negative, alpha, work, state):
             f += inp[k] * syn1[target, k]
         if f <= -MAX_EXP or f >= MAX_EXP:
             continue
-        sig = 1.0 / (1.0 + math.exp(-f))
-        g = np.float32((label - sig) * alpha)
+        at = int((f + MAX_EXP) * (TABLE_SIZE / MAX_EXP / 2))
+        g = np.float32((label - SIGMOID_TABLE[at]) * alpha)
         for k in range(dim):
             work[k] += g * syn1[target, k]
             syn1[target, k] += g * inp[k]
-        loss += -math.log(sig) if label > 0.5 else -math.log(1.0 - sig)
+        loss -= LOG_SIGMOID_TABLE[at] if label > 0.5 else LOG_SIGMOID_TABLE[TABLE_SIZE - 1 - at]
         terms += 1
     return loss, terms
 

@@ -150,3 +150,26 @@ def test_maps_and_projector_export(w2v_run):
     metadata = next(Path(made["projector"]).rglob("metadata.tsv")).read_text().splitlines()
     assert "tensor_path" in config and len(tensors) == len(metadata) == 500
     assert len(tensors[0].split("\t")) == 100
+
+
+def test_cbow_in_one_process_learns(w2v_run, tmp_path):
+    from dl.w2v.train import W2vSettings, w2v_worker
+
+    _, root = w2v_run
+    result = w2v_worker(W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), mode="cbow", epochs=2,
+                                    progress=False), "none")
+    losses = [h["loss"] for h in result["history"]]
+    assert result["world_size"] == 1 and result["chunks_per_epoch"] == 1
+    assert losses[1] < losses[0] < 0.7 and (tmp_path / "model.npz").is_file()
+
+
+@pytest.mark.parametrize("kind", ["torch_distributor", "horovod"])
+def test_the_spark_launchers_run_the_w2v_worker(w2v_run, spark, tmp_path, kind):
+    from dl.launch import launch
+    from dl.w2v.train import W2vSettings, w2v_worker
+
+    _, root = w2v_run
+    settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), epochs=1, sync_words=50_000)
+    result = launch(settings, kind, 2, spark=spark, worker=w2v_worker)
+    assert result["world_size"] == 2 and result["chunks_per_epoch"] > 1
+    assert len(set(result["weights_sha256_by_rank"])) == 1 and (tmp_path / "model.npz").is_file()
