@@ -13,7 +13,8 @@ and merge time, as `result.json` reports it, plus the end-to-end time including 
 load and JIT compilation; MLlib: ``fit()``). Speed ratios are medians over ``--repeats`` alternating runs.
 Quality: WordSim-353 / SimLex-999 Spearman ρ and Google analogy accuracy (top 30k words), all computed by
 ``dl/w2v/evaluate.py`` (checked against gensim's own evaluators in tests/model/test_w2v.py).
-Also measured: 1 process, and the ``average`` merge scheme, to show what distribution costs in quality.
+Also measured: the ``shared`` scheme (one model in shared memory, processes on one machine), 1 process,
+and the ``average`` merge scheme, to show what each way of distributing costs in quality.
 """
 
 from __future__ import annotations
@@ -104,10 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     corpus = load_corpus(corpus_dir(cfg))
     sentences = corpus.sentence_words(np.arange(corpus.sentences))
     print(f"corpus: {corpus.total_words:,} words, {corpus.sentences:,} sentences, vocabulary {len(corpus.words):,}")
-    ours, theirs = [], []
+    ours, shared, theirs = [], [], []
     for r in range(args.repeats):
         ours.append(lakedl(args.epochs, 2, f"bench-2proc-{r}"))
         print("lakedl 2 processes", ours[-1], flush=True)
+        shared.append(lakedl(args.epochs, 2, f"bench-2proc-shared-{r}", ["train.sync=shared"]))
+        print("lakedl 2 processes, shared memory", shared[-1], flush=True)
         theirs.append(gensim_run(sentences, corpus.total_words, args.epochs, 2))
         print("gensim workers=2", theirs[-1], flush=True)
     one = lakedl(args.epochs, 1, "bench-1proc")
@@ -132,6 +135,14 @@ def main(argv: list[str] | None = None) -> None:
          **{k: ours[-1][k] for k in QUALITY}, **{f"{k}_minus_gensim": round(ours[-1][k] - theirs[-1][k], 4)
                                                 for k in QUALITY},
          "runs": ours},
+        {"case": "lakedl_2proc_shared", "system": "lakedl (2 processes on one machine, one model in shared memory)",
+         **common, "words_per_s": med(shared, "words_per_s"),
+         "end_to_end_words_per_s": med(shared, "end_to_end_words_per_s"),
+         "ratio": round(med(shared, "words_per_s") / g_speed, 3), "baseline": "gensim Word2Vec workers=2, same run",
+         "ratio_end_to_end": round(med(shared, "end_to_end_words_per_s") / g_speed, 3),
+         **{k: shared[-1][k] for k in QUALITY}, **{f"{k}_minus_gensim": round(shared[-1][k] - theirs[-1][k], 4)
+                                                  for k in QUALITY},
+         "runs": shared},
         {"case": "gensim_2workers", "system": "gensim 4.4.0 Word2Vec (workers=2)", **common, "words_per_s": g_speed,
          **{k: theirs[-1][k] for k in QUALITY}, "runs": theirs},
         {"case": "spark_mllib", "system": "Spark MLlib Word2Vec (2 partitions, hierarchical softmax)", **common,

@@ -9,7 +9,10 @@ all-reduce per matrix (gloo on CPU, NCCL on GPU, or Horovod):
   what the processes would have written into one shared model (as gensim's threads do), so the run makes
   the same number of updates as one process over the whole corpus;
 * ``average``: the models are averaged (classic periodic model averaging / local SGD, as Spark MLlib's
-  word2vec); each process's updates count 1/world, which slows learning at a fixed learning rate.
+  word2vec); each process's updates count 1/world, which slows learning at a fixed learning rate;
+* ``shared`` (processes on one machine only): there is one pair of matrices, in shared memory, that
+  every process updates directly (Hogwild across processes, as gensim's and word2vec.c's threads do);
+  nothing to merge, and one copy of the model in the caches instead of one per process.
 
 Every process cuts each epoch into the same number of chunks, so the all-reduces line up; after the last
 merge every rank holds the same model. ``bench/w2v.py`` measures how the scheme and the interval change
@@ -63,7 +66,7 @@ class W2vTrain(Section):
     min_alpha: float = Field(0.0001, ge=0)
     seed: int = 1
     sync_words: int = Field(200_000, ge=0, description="words per process between merges (0: at epoch ends)")
-    sync: Literal["sum_deltas", "average"] = "sum_deltas"
+    sync: Literal["sum_deltas", "average", "shared"] = "sum_deltas"
     progress: bool = True
 
 
@@ -109,7 +112,7 @@ class W2vSettings:
     min_alpha: float = 0.0001
     seed: int = 1
     sync_words: int = 200_000
-    sync: str = "sum_deltas"  # sum_deltas | average
+    sync: str = "sum_deltas"  # sum_deltas | average | shared (one machine)
     progress: bool = False
 
 
@@ -149,6 +152,9 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
         rank, world = dist.rank, dist.world_size
         corpus = load_corpus(s.shards)
         syn0, syn1 = initial_vectors(len(corpus.words), s.dim, s.seed)
+        shared = s.sync == "shared" and world > 1
+        if shared:
+            syn0, syn1 = shared_matrices(dist, syn0, syn1, s.out_dir)
         t0, t1 = torch.from_numpy(syn0), torch.from_numpy(syn1)  # the same memory: merged in place
         base = [t0.clone(), t1.clone()] if world > 1 and s.sync == "sum_deltas" else None
         cum = noise_table(corpus.counts, s.ns_exponent)
@@ -157,7 +163,7 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
         # every rank cuts each epoch into the same number of chunks (from the largest share), so the
         # averaging all-reduces line up
         largest = max(int(np.sum(np.diff(corpus.offsets)[rank_sentences(corpus, r, world)])) for r in range(world))
-        n_chunks = max(1, math.ceil(largest / s.sync_words)) if s.sync_words and world > 1 else 1
+        n_chunks = max(1, math.ceil(largest / s.sync_words)) if s.sync_words and world > 1 and not shared else 1
         chunks = split_chunks(mine, corpus.offsets, n_chunks)
         my_words = int(np.sum(np.diff(corpus.offsets)[mine]))
         total = max(1, my_words * s.epochs)
@@ -176,7 +182,7 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
                     s.negative, s.alpha, s.min_alpha, done, total, s.seed + 1_000_003 * rank + 7919 * (epoch * n_chunks + c))
                 train_seconds += time.perf_counter() - started
                 done, loss, terms, trained = done + read, loss + chunk_loss, terms + chunk_terms, trained + kept
-                if world > 1:
+                if world > 1 and not shared:
                     started = time.perf_counter()
                     merge(dist, [t0, t1], base)
                     sync_seconds += time.perf_counter() - started
@@ -200,6 +206,38 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
                 "weights_sha256_by_rank": dist.gather(digest(syn0, syn1)), "tokenizer_sha256": corpus.tokenizer_sha256}
     finally:
         dist.close()
+
+
+def shared_matrices(dist, syn0: np.ndarray, syn1: np.ndarray, out_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """``syn0``/``syn1`` moved into one memory-mapped file that every rank maps (``/dev/shm`` when it has
+    room, else ``out_dir``): rank 0 writes the initial vectors, and the file is unlinked as soon as every
+    rank has mapped it, so the mappings live on and nothing is left behind if a process dies."""
+    import shutil
+    import socket
+    import uuid
+
+    hosts = sorted(set(dist.gather(socket.gethostname())))
+    if len(hosts) > 1:
+        raise ValueError(f"train.sync=shared needs every process on one machine, got {hosts}: use "
+                         "train.sync=sum_deltas (or average) across machines")
+    token = dist.gather(uuid.uuid4().hex)[0]  # rank 0's
+    shm = Path("/dev/shm")
+    folder = shm if shm.is_dir() and shutil.disk_usage(shm).free > 4 * syn0.nbytes else Path(out_dir)
+    path = folder / f"lakedl-w2v-{token}.f32"
+    shape = (2, *syn0.shape)
+    if dist.rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        mm = np.memmap(path, np.float32, "w+", shape=shape)
+        mm[0], mm[1] = syn0, syn1
+        mm.flush()
+    dist.mean(0.0)  # barrier: the file is complete
+    if dist.rank != 0:
+        mm = np.memmap(path, np.float32, "r+", shape=shape)
+    dist.mean(0.0)  # barrier: every rank has mapped it
+    if dist.rank == 0:
+        path.unlink()
+    both = mm.view(np.ndarray)  # a plain array over the mapping (what numba takes)
+    return both[0], both[1]
 
 
 def merge(dist, tensors: list, base: list | None) -> None:

@@ -173,3 +173,17 @@ def test_the_spark_launchers_run_the_w2v_worker(w2v_run, spark, tmp_path, kind):
     result = launch(settings, kind, 2, spark=spark, worker=w2v_worker)
     assert result["world_size"] == 2 and result["chunks_per_epoch"] > 1
     assert len(set(result["weights_sha256_by_rank"])) == 1 and (tmp_path / "model.npz").is_file()
+
+
+def test_shared_memory_mode_trains_one_model_and_leaves_no_file(w2v_run, tmp_path):
+    from dl.launch import launch
+    from dl.w2v.train import W2vSettings, w2v_worker
+
+    _, root = w2v_run
+    before = set(Path("/dev/shm").glob("lakedl-w2v-*"))
+    settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), epochs=2, sync="shared")
+    result = launch(settings, "local", 2, worker=w2v_worker)
+    losses = [h["loss"] for h in result["history"]]
+    assert result["chunks_per_epoch"] == 1 and result["sync_seconds"] == 0  # nothing to merge
+    assert len(set(result["weights_sha256_by_rank"])) == 1 and losses[1] < losses[0] < 0.7
+    assert set(Path("/dev/shm").glob("lakedl-w2v-*")) == before and not list(tmp_path.glob("*.f32"))
