@@ -84,6 +84,17 @@ def run_etl_text(cfg, spark=None) -> dict:
         return asdict(run_text_etl(cfg, spark, run_id))
 
 
+def run_etl_images(cfg, spark=None) -> dict:
+    """The image ETL (etl.images) as a job: one run id, a Spark job description, a plain-dict report."""
+    from etl.images import run_image_etl
+    from etl.spark import get_spark, job_description
+
+    spark = spark or get_spark(cfg.spark)
+    run_id = new_run_id("etl-images")
+    with job_description(spark, f"lakedl etl images {run_id}"):
+        return asdict(run_image_etl(cfg, spark, run_id))
+
+
 def run_demo(cfg: DemoConfig, spark=None) -> dict:
     """fetch → (SST conversion) → bronze table → text ETL → counts."""
     from etl.fetch import REVIEWS_DIR

@@ -69,7 +69,7 @@ def _echo_json(obj) -> None:
 # -- config -------------------------------------------------------------------------------------
 @config_app.command("show")
 def config_show(job: Annotated[str, typer.Argument(help="job name: common, data_fetch, data_sst, load_bronze, "
-                                                     "etl_text, train, demo")],
+                                                     "etl_text, etl_images, train, w2v, demo")],
                 conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
     """Print the merged configuration of JOB (base → local → --conf → --set)."""
     typer.echo(dump_config(_load(job, conf_dir, conf, set_)), nl=False)
@@ -159,6 +159,27 @@ def etl_text(input: Annotated[Optional[list[str]], typer.Option(
     try:
         _echo_json(run_etl_text(cfg))
     except (QuarantineRateError, FileNotFoundError, ValueError) as exc:
+        raise _Failure(str(exc)) from exc
+
+
+@etl_app.command("images")
+def etl_images(input: Annotated[Optional[list[str]], typer.Option(
+                   "--input", help="idx folder, class-per-folder root(s) or manifest file(s); repeatable "
+                                   "(default: input.paths)")] = None,
+               format: Annotated[Optional[str], typer.Option(help="idx, folder or manifest (default: input.format)")]
+               = None,
+               name: Annotated[Optional[str], typer.Option(help="dataset name (default: output.name)")] = None,
+               conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Decode and validate images in Spark (bad ones quarantined) into Petastorm datasets, one per split."""
+    from etl.images import ImageEtlError
+    from etl.pipelines import run_etl_images
+
+    extra = [f"input.paths={json.dumps(input)}"] if input else []
+    extra += _option_overrides({"input.format": format, "output.name": name})
+    cfg = _load("etl_images", conf_dir, conf, set_, extra)
+    try:
+        _echo_json(run_etl_images(cfg))
+    except (ImageEtlError, FileNotFoundError, ValueError) as exc:
         raise _Failure(str(exc)) from exc
 
 
