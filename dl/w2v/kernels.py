@@ -14,7 +14,6 @@ model's torch tensors, so torch.distributed can average them in place between ca
 
 from __future__ import annotations
 
-
 import numpy as np
 from numba import njit
 
