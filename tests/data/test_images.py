@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from etl.images import ImageEtlError, decode_one, idx_array, ImageRules
+from etl.images import ImageEtlError, ImageRules, decode_one, idx_array
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -125,7 +125,7 @@ def test_every_bad_image_is_quarantined_with_its_reason(spark, tmp_path, fashion
 def test_too_many_bad_images_refuses_the_run_and_writes_no_dataset(spark, tmp_path, fashion):
     from etl.images import run_image_etl
 
-    x, y, _, _ = fashion
+    x, _, _, _ = fashion
     root = tmp_path / "tree"
     (root / "a").mkdir(parents=True)
     (root / "a" / "ok.png").write_bytes(png(x[0]))
