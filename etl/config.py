@@ -224,6 +224,7 @@ class ImageOutputSettings(Section):
     name: str = Field("fashion_mnist", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     shards_dir: str = "data/shards"
     row_group_mb: int = Field(4, ge=1)
+    rows_per_file: int = Field(10_000, ge=1, description="images per Parquet file (a rank reads whole row groups)")
 
 
 class ImageEtlConfig(CommonConfig):

@@ -276,14 +276,18 @@ def image_schema(height: int | None, width: int | None, mode: str):
     ])
 
 
-def write_petastorm(spark: SparkSession, rows: DataFrame, url: str, schema, row_group_mb: int) -> None:
+def write_petastorm(spark: SparkSession, rows: DataFrame, url: str, schema, row_group_mb: int,
+                    rows_per_file: int | None = None) -> None:
     """Write ``rows`` (image_id, image = PNG bytes, label) as a Petastorm dataset at ``url``. The PNG bytes
     are already what ``CompressedImageCodec('png')`` stores (cv2 and Pillow write the same standard PNG),
     so they are not decoded and re-encoded on the way."""
     from petastorm.etl.dataset_metadata import materialize_dataset
 
     with materialize_dataset(spark, url, schema, row_group_mb):
-        rows.select("image_id", "image", F.col("label").cast("int")).write.mode("overwrite").parquet(url)
+        writer = rows.select("image_id", "image", F.col("label").cast("int")).write.mode("overwrite")
+        if rows_per_file:
+            writer = writer.option("maxRecordsPerFile", rows_per_file)
+        writer.parquet(url)
 
 
 @dataclass
@@ -384,7 +388,7 @@ def run_image_etl(cfg, spark: SparkSession, run_id: str) -> ImageEtlReport:
         for split in ("train", "dev", "test"):
             if counts.get(split):
                 write_petastorm(spark, good.filter(F.col("split") == split).orderBy("image_id"),
-                                (out_dir / split).as_uri(), schema, cfg.output.row_group_mb)
+                                (out_dir / split).as_uri(), schema, cfg.output.row_group_mb, cfg.output.rows_per_file)
         report.rows_per_split = {s: counts.get(s, 0) for s in ("train", "dev", "test")}
         report.classes, report.shape = classes, [height, width] + ([] if img.mode == "L" else [3])
         report.shards_dir, report.status = str(out_dir), "succeeded"

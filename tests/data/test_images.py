@@ -52,18 +52,28 @@ def cmyk_jpeg() -> bytes:
     return buf.getvalue()
 
 
-def test_idx_files_round_trip_bit_exact_through_petastorm(spark, tmp_path, fashion):
-    from petastorm import make_reader
+@pytest.fixture(scope="module")
+def idx_shards(spark, tmp_path_factory, fashion):
+    """The image ETL over 400 train + 100 test real Fashion-MNIST images written as idx files."""
+    from etl.images import run_image_etl
 
-    from etl.images import FASHION_CLASSES, run_image_etl
-
+    tmp = tmp_path_factory.mktemp("idx")
     x_train, y_train, x_test, y_test = fashion
-    src = tmp_path / "idx"
+    src = tmp / "idx"
     src.mkdir()
     for name, arr in {"train-images-idx3-ubyte.gz": x_train, "train-labels-idx1-ubyte.gz": y_train,
                       "t10k-images-idx3-ubyte.gz": x_test, "t10k-labels-idx1-ubyte.gz": y_test}.items():
         write_idx(src / name, arr)
-    report = run_image_etl(config(tmp_path, "idx", [str(src)]), spark, "t-idx")
+    return tmp, run_image_etl(config(tmp, "idx", [str(src)], "output.rows_per_file=25"), spark, "t-idx")
+
+
+def test_idx_files_round_trip_bit_exact_through_petastorm(idx_shards, fashion):
+    from petastorm import make_reader
+
+    from etl.images import FASHION_CLASSES
+
+    tmp_path, report = idx_shards
+    x_train, y_train, x_test, y_test = fashion
     assert report.rows_read == 500 == report.rows_kept and report.rows_quarantined == 0
     assert report.rows_per_split["test"] == 100 and report.rows_per_split["train"] + report.rows_per_split["dev"] == 400
     assert 20 <= report.rows_per_split["dev"] <= 70  # dev_from_train 0.1 of the given train split
@@ -79,6 +89,37 @@ def test_idx_files_round_trip_bit_exact_through_petastorm(spark, tmp_path, fashi
     assert seen == 500
     manifest = json.loads((tmp_path / "shards" / "imgs" / "manifest.json").read_text())
     assert manifest["rows_per_split"] == report.rows_per_split and "CompressedImageCodec" in " ".join(manifest["schema"])
+
+
+def test_loader_augments_without_touching_labels_and_shards_by_rank(idx_shards, fashion):
+    from dl.image_loader import Augment, image_loader
+
+    tmp_path, _ = idx_shards
+    _, _, x_test, y_test = fashion
+    url = (tmp_path / "shards" / "imgs" / "test").as_uri()
+    aug = Augment(crop_padding=2, flip=True, mean=0.5, std=0.25)
+    ids_by_rank = []
+    for rank in (0, 1):
+        with image_loader(url, 16, rank, 2, aug, train=True, seed=3, workers=1) as loader:
+            ids = []
+            for batch in loader:
+                assert batch["image"].shape[1:] == (1, 28, 28) and batch["image"].dtype.is_floating_point
+                for image_id, image, label in zip(batch["image_id"], batch["image"], batch["label"], strict=True):
+                    i = int(image_id.split("-")[1])
+                    assert int(label) == y_test[i]  # augmentation keeps the label
+                    pixels = np.rint((image[0].numpy() * 0.25 + 0.5) * 255).astype(np.uint8)
+                    padded = np.pad(x_test[i], 2)
+                    candidates = [c for dy in range(5) for dx in range(5)
+                                  for c in (padded[dy:dy + 28, dx:dx + 28], padded[dy:dy + 28, dx:dx + 28][:, ::-1])]
+                    assert any(np.array_equal(pixels, c) for c in candidates)  # a shifted (flipped) original
+                    ids.append(i)
+        ids_by_rank.append(set(ids))
+    assert not ids_by_rank[0] & ids_by_rank[1] and ids_by_rank[0] | ids_by_rank[1] == set(range(100))
+    with image_loader(url, 50, aug=aug) as loader:  # evaluation: no augmentation, every image as stored
+        for batch in loader:
+            for image_id, image in zip(batch["image_id"], batch["image"], strict=True):
+                i = int(image_id.split("-")[1])
+                assert np.allclose(image[0].numpy(), (x_test[i] / 255.0 - 0.5) / 0.25, atol=1e-6)
 
 
 def test_every_bad_image_is_quarantined_with_its_reason(spark, tmp_path, fashion):
