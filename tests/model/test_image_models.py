@@ -76,3 +76,21 @@ def test_unknown_model_or_option_is_refused():
         build_image_model("vgg")
     with pytest.raises(ValueError, match="has no option.*depth"):
         build_image_model("resnet_small", {"depth": 50})
+
+
+def test_kernel_feature_map_and_reconstruction_pictures(batch, tmp_path):
+    from PIL import Image
+
+    from dl.vision_plots import feature_maps, kernel_grid, reconstruction_grid
+
+    x, _ = batch
+    lenet = build_image_model("lenet5")
+    for png in (kernel_grid(lenet, tmp_path / "k.png"), feature_maps(lenet, x[0], tmp_path / "f.png")):
+        with Image.open(png) as img:
+            assert img.format == "PNG" and img.width > 200
+    ae = build_image_model("autoencoder", {"width": 8, "code": 16})
+    noisy = (x[:6] + 0.3 * torch.randn_like(x[:6])).clamp(0, 1)
+    with Image.open(reconstruction_grid(ae, x[:6], tmp_path / "r.png", noisy)) as img:
+        assert img.height > img.width / 6 * 2  # three rows of six
+    with pytest.raises(ValueError, match="has no Conv2d"):
+        kernel_grid(torch.nn.Linear(2, 2), tmp_path / "none.png")
