@@ -9,17 +9,10 @@ import numpy as np
 import torch
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _grid(tiles: list[np.ndarray], out: str | Path, title: str, cols: int, cmap: str = "gray") -> Path:
-    plt = _plt()
+    from dl.plots import _pyplot, _save
+
+    plt = _pyplot()
     rows = (len(tiles) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.5), squeeze=False)
     for ax in axes.flat:
@@ -27,12 +20,7 @@ def _grid(tiles: list[np.ndarray], out: str | Path, title: str, cols: int, cmap:
     for ax, tile in zip(axes.flat, tiles, strict=False):
         ax.imshow(tile, cmap=cmap if tile.ndim == 2 else None, interpolation="nearest")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:

@@ -439,35 +439,35 @@ def gcide_records(path: Path) -> Iterator[dict]:
     the header (``00-database-*`` entries and the licence) and paragraphs that are markup only."""
     import gzip
 
-    entry, para, lines = 0, 0, []
+    entry, para, lines, in_header = 0, 0, [], True
 
     def flush():
+        """The record of the paragraph collected so far (None in the header or for markup only)."""
         nonlocal lines
-        text = gcide_text("\n".join(lines)) if lines else ""
+        text = gcide_text("\n".join(lines)) if lines and not in_header else ""
         lines = []
         if text and any(c.isalpha() for c in text):
             return {"review_id": f"gcide-{entry}-{para}", "business_id": None, "user_id": None, "stars": None,
                     "text": text, "date": None, "source": "gcide", "label": None, "score": None, "split": None}
         return None
 
-    in_header = True
     with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:  # dictzip is gzip-compatible
         for line in fh:
             line = line.rstrip("\n")
             if line and not line[0].isspace():  # a new entry's headword line
-                if (rec := flush()) is not None and not in_header:
+                if (rec := flush()) is not None:
                     yield rec
                 # the 00-database-* entries and the licence text: until the first headword with a pronunciation
                 in_header = in_header and (line.startswith("00-database") or not _GCIDE_PRON.search(line))
                 entry, para = entry + 1, 0
                 lines = [line]
             elif not line.strip():
-                if (rec := flush()) is not None and not in_header:
+                if (rec := flush()) is not None:
                     yield rec
                 para += 1
             else:
                 lines.append(line)
-        if (rec := flush()) is not None and not in_header:
+        if (rec := flush()) is not None:
             yield rec
 
 

@@ -148,7 +148,7 @@ def read_folder(spark: SparkSession, root: str) -> DataFrame:
     if empty:
         df = df.select("path", "content").unionByName(
             spark.createDataFrame([(p, bytearray()) for p in empty], "path string, content binary"))
-    rel = F.regexp_replace(F.col("path"), f"^file:(//)?{base}/", "")
+    rel = F.regexp_replace(F.col("path"), f"^file:(//)?\\Q{base}\\E/", "")  # the root taken literally
     return df.select(rel.alias("image_id"), "content", F.element_at(F.split(rel, "/"), -2).alias("label"),
                      F.lit(None).cast("string").alias("split"), F.col("path").alias("source_file"))
 
@@ -310,8 +310,10 @@ def image_split(df: DataFrame, split) -> DataFrame:
     """A row's own split when it has one (idx files: train/test), with ``split.dev_from_train`` of the given
     train rows moved to dev; rows without one by a hash of ``image_id`` (``split.train``/``split.dev``/rest
     test). Deterministic: the same image always lands in the same split."""
-    bucket = (F.xxhash64(F.col("image_id"), F.lit(split.seed)) % 10_000 + 10_000) % 10_000 / 10_000.0
-    hashed = F.when(bucket < split.train, "train").when(bucket < split.train + split.dev, "dev").otherwise("test")
+    from etl.text_etl import hashed_split, split_bucket
+
+    bucket = split_bucket("image_id", split.seed)
+    hashed = hashed_split(bucket, split.train, split.dev)
     given = F.col("split").isin("train", "dev", "test")
     return df.withColumn("split", F.when(given & (F.col("split") == "train") & (bucket < split.dev_from_train), "dev")
                                    .when(given, F.col("split")).otherwise(hashed))
@@ -372,24 +374,24 @@ def run_image_etl(cfg, spark: SparkSession, run_id: str) -> ImageEtlReport:
             raise ImageEtlError(f"{quarantined} of {read} images ({rate:.1%}) were quarantined, above "
                                 f"validation.max_quarantine_rate={cfg.validation.max_quarantine_rate:.1%}; reasons: "
                                 f"{reasons}. Nothing was written; see `lakedl tables show quarantine_{name}`")
-        good = decoded.filter(F.col("reason").isNull())
-        labels = [r["label"] for r in good.select("label").distinct().collect()]
-        classes = class_names(labels, i.format)
+        good = image_split(decoded.filter(F.col("reason").isNull()), cfg.split)
+        # one pass for the class names, the image sizes and the split counts (a few rows)
+        stats = good.groupBy("split", "label", "height", "width").count().collect()
+        classes = class_names(sorted({r["label"] for r in stats}), i.format)
+        shapes = {(r["height"], r["width"]) for r in stats}
+        height, width = next(iter(shapes)) if len(shapes) == 1 else (None, None)
+        counts = {s: sum(r["count"] for r in stats if r["split"] == s) for s in ("train", "dev", "test")}
         # idx labels are the indices themselves; other labels index into the class list
         index = {str(k): k for k in range(len(classes))} if i.format == "idx" else {c: k for k, c in enumerate(classes)}
         mapping = F.create_map(*[x for k, v in index.items() for x in (F.lit(k), F.lit(v))])
-        good = (image_split(good, cfg.split).withColumn("label", mapping[F.col("label")])
-                .withColumnRenamed("png", "image"))
-        shapes = good.select("height", "width").distinct().collect()
-        height, width = (shapes[0]["height"], shapes[0]["width"]) if len(shapes) == 1 else (None, None)
+        good = good.withColumn("label", mapping[F.col("label")]).withColumnRenamed("png", "image")
         schema = image_schema(height, width, img.mode)
         out_dir = Path(cfg.output.shards_dir).absolute() / name
-        counts = {r["split"]: r["count"] for r in good.groupBy("split").count().collect()}
         for split in ("train", "dev", "test"):
-            if counts.get(split):
+            if counts[split]:
                 write_petastorm(spark, good.filter(F.col("split") == split).orderBy("image_id"),
                                 (out_dir / split).as_uri(), schema, cfg.output.row_group_mb, cfg.output.rows_per_file)
-        report.rows_per_split = {s: counts.get(s, 0) for s in ("train", "dev", "test")}
+        report.rows_per_split = counts
         report.classes, report.shape = classes, [height, width] + ([] if img.mode == "L" else [3])
         report.shards_dir, report.status = str(out_dir), "succeeded"
         manifest = {**asdict(report), "mode": img.mode, "format": i.format, "inputs": list(i.paths),

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
@@ -55,13 +55,22 @@ class TextEtlReport:
     seconds: float = 0.0
 
 
+def split_bucket(id_col: str, seed: int) -> Column:
+    """A row's place in [0, 1) from a seeded hash of its id: the same id always lands in the same place."""
+    return (F.xxhash64(F.col(id_col), F.lit(seed)) % 10_000 + 10_000) % 10_000 / 10_000.0
+
+
+def hashed_split(bucket: Column, train: float, dev: float) -> Column:
+    """train below ``train``, dev in the next ``dev``, test for the rest."""
+    return F.when(bucket < train, "train").when(bucket < train + dev, "dev").otherwise("test")
+
+
 def assign_split(df: DataFrame, mode: str, train: float, dev: float, seed: int) -> DataFrame:
     """Deterministic split by a hash of review_id (``hash``), the dataset's own ``split`` (``given``),
     or the row's own split when it has a valid one and the hash otherwise (``auto``)."""
     if mode == "given":
         return df
-    bucket = (F.xxhash64(F.col("review_id"), F.lit(seed)) % 10_000 + 10_000) % 10_000 / 10_000.0
-    hashed = F.when(bucket < train, "train").when(bucket < train + dev, "dev").otherwise("test")
+    hashed = hashed_split(split_bucket("review_id", seed), train, dev)
     if mode == "auto":
         hashed = F.when(F.col("split").isin("train", "dev", "test"), F.col("split")).otherwise(hashed)
     return df.withColumn("split", hashed)

@@ -41,13 +41,9 @@ def project(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 
 def word_map(words: list[str], coords: np.ndarray, out: str | Path, title: str) -> Path:
     """A scatter of the words at ``coords``, each labelled."""
-    import matplotlib
+    from dl.plots import _pyplot, _save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     side = 8 + len(words) / 60
     fig, ax = plt.subplots(figsize=(side, side))
     ax.scatter(coords[:, 0], coords[:, 1], s=4, alpha=0.5)
@@ -56,10 +52,7 @@ def word_map(words: list[str], coords: np.ndarray, out: str | Path, title: str) 
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def projector(words: list[str], vectors: np.ndarray, out_dir: str | Path) -> Path:

@@ -161,11 +161,13 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
         keep = keep_thresholds(keep_probabilities(corpus.counts, s.sample))
         mine = rank_sentences(corpus, rank, world)
         # every rank cuts each epoch into the same number of chunks (from the largest share), so the
-        # averaging all-reduces line up
-        largest = max(int(np.sum(np.diff(corpus.offsets)[rank_sentences(corpus, r, world)])) for r in range(world))
-        n_chunks = max(1, math.ceil(largest / s.sync_words)) if s.sync_words and world > 1 and not shared else 1
+        # merging all-reduces line up
+        lengths = np.diff(corpus.offsets)
+        words_by_rank = [int(lengths[rank_sentences(corpus, r, world)].sum()) for r in range(world)]
+        n_chunks = (max(1, math.ceil(max(words_by_rank) / s.sync_words)) if s.sync_words and world > 1 and not shared
+                    else 1)
         chunks = split_chunks(mine, corpus.offsets, n_chunks)
-        my_words = int(np.sum(np.diff(corpus.offsets)[mine]))
+        my_words = words_by_rank[rank]
         total = max(1, my_words * s.epochs)
         done, history, train_seconds, sync_seconds = 0, [], 0.0, 0.0
         bar = None
