@@ -187,3 +187,19 @@ def test_shared_memory_mode_trains_one_model_and_leaves_no_file(w2v_run, tmp_pat
     assert result["chunks_per_epoch"] == 1 and result["sync_seconds"] == 0  # nothing to merge
     assert len(set(result["weights_sha256_by_rank"])) == 1 and losses[1] < losses[0] < 0.7
     assert set(Path("/dev/shm").glob("lakedl-w2v-*")) == before and not list(tmp_path.glob("*.f32"))
+
+
+def test_missing_inputs_are_named_with_what_to_run(tmp_path):
+    from dl.w2v.corpus import load_corpus
+    from dl.w2v.evaluate import evaluate
+    from dl.w2v.train import load_model
+
+    with pytest.raises(FileNotFoundError, match=r"manifest.json not found: build the corpus first \(`lakedl w2v corpus`\)"):
+        load_corpus(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"lacks wordsim353.tsv, simlex999.txt, questions-words.txt: run "
+                                                r"`lakedl data fetch --source gensim_eval`"):
+        evaluate(["a"], np.zeros((1, 2), np.float32), tmp_path)
+    with pytest.raises(FileNotFoundError, match="model.npz not found: is it a finished `lakedl w2v train` run"):
+        load_model(tmp_path)
+    with pytest.raises(ValueError, match="the vocabulary has no counts"):
+        noise_table(np.zeros(3, np.int64))
