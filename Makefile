@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v quality quality-lm package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v bench-images quality quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | quality | quality-lm | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | bench-images | quality | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -60,6 +60,11 @@ bench-score: data
 bench-w2v: data
 	$(BIN)/python bench/w2v.py
 
+# Image loaders: petastorm make_reader and the native loader vs a bare PNG decoding loop (bench/results/image_loaders.json)
+bench-images: data
+	$(BIN)/lakedl etl images >/dev/null
+	$(BIN)/python bench/image_loaders.py
+
 # SST quality runs (long: ~15-40 min per row on 2 cores); QUALITY_ROWS picks rows (default: all)
 quality: data
 	$(BIN)/python bench/quality_sst.py --sst $(SST_DIR) $(if $(QUALITY_ROWS),--rows $(QUALITY_ROWS))
@@ -67,6 +72,10 @@ quality: data
 # nanoGPT-style LM vs an interpolated Kneser-Ney trigram on the VADER snippets (~25 min; LM_ARGS="--epochs 8 --dropout 0.3")
 quality-lm: data
 	$(BIN)/python bench/quality_lm.py --sst $(SST_DIR) $(LM_ARGS)
+
+# Fashion-MNIST through `lakedl etl images` + `lakedl train` (2 processes): ResNet/LeNet/AlexNet/autoencoders (~70 min)
+quality-images: data
+	$(BIN)/python bench/quality_images.py $(if $(IMAGE_ROWS),--rows $(IMAGE_ROWS))
 
 # What a cluster needs: the wheel (pip install on every node) or a --py-files zip, plus conf/.
 package: setup

@@ -14,8 +14,23 @@ from etl.config import CommonConfig, Section
 Task = Literal["sentiment", "rating", "rating_reg"]
 
 
+class AugmentSettings(Section):
+    """Image datasets: load-time augmentation of training images and normalisation of all of them."""
+    crop_padding: int = Field(0, ge=0, description="pad by N zero pixels, crop back at a random offset")
+    flip: bool = Field(False, description="horizontal flip with probability 1/2")
+    mean: float = Field(0.0, description="after scaling pixels to [0, 1]: (x - mean) / std")
+    std: float = Field(1.0, gt=0)
+
+
 class DataSettings(Section):
-    shards: str = Field("data/shards/reviews", description="the text ETL's output: manifest.json, train/, dev/")
+    shards: str = Field("data/shards/reviews", description="the text or image ETL's output: manifest.json, "
+                        "train/, dev/ (and test/)")
+    eval_train_rows: int | None = Field(None, ge=1, description="the per-epoch train-set evaluation (the "
+                                        "bias/variance verdict) reads only the first N rows; default all")
+    augment: AugmentSettings = AugmentSettings()
+    loader_workers: int = Field(2, ge=1, description="image datasets: petastorm decode threads per process")
+    image_loader: Literal["petastorm", "native"] = Field("petastorm", description="image datasets: petastorm "
+                                                         "make_reader, or pyarrow + OpenCV (dl/image_loader.py)")
 
 
 class BowOptions(Section):
@@ -74,14 +89,47 @@ class GptOptions(Section):
     tie_weights: bool = True
 
 
+class LeNetOptions(Section):
+    activation: Literal["relu", "tanh"] = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class AlexNetOptions(Section):
+    width: int = Field(32, ge=1, description="channels of the first convolution (then 2x, 4x, 4x, 2x)")
+    hidden: int = Field(512, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class ResNetOptions(Section):
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1,
+                              description="channels per stage; stride 2 after the first")
+    blocks: int = Field(2, ge=1, description="residual blocks per stage")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class AutoencoderOptions(Section):
+    width: int = Field(32, ge=1)
+    code: int = Field(64, ge=1, description="the code (feature) vector's size")
+    noise_std: float = Field(0.0, ge=0, description="> 0: denoising (Gaussian noise on training inputs)")
+
+
+TEXT_MODELS = ("bow", "rnn", "cnn", "transformer", "bert", "gpt")
+IMAGE_MODELS = ("lenet5", "alexnet_small", "resnet_small", "autoencoder")
+
+
 class ModelSettings(Section):
-    name: Literal["bow", "rnn", "cnn", "transformer", "bert", "gpt"] = "bow"
+    name: Literal["bow", "rnn", "cnn", "transformer", "bert", "gpt",
+                  "lenet5", "alexnet_small", "resnet_small", "autoencoder"] = "bow"
     bow: BowOptions = BowOptions()
     rnn: RnnOptions = RnnOptions()
     cnn: CnnOptions = CnnOptions()
     transformer: TransformerOptions = TransformerOptions()
     bert: BertOptions = BertOptions()
     gpt: GptOptions = GptOptions()
+    lenet5: LeNetOptions = LeNetOptions()
+    alexnet_small: AlexNetOptions = AlexNetOptions()
+    resnet_small: ResNetOptions = ResNetOptions()
+    autoencoder: AutoencoderOptions = AutoencoderOptions()
     embeddings: str | None = Field(None, description="word2vec text/binary vectors for the embedding table, "
                                    "e.g. data/raw/glove100/vectors.bin (`lakedl data fetch --source glove100`)")
 
@@ -95,7 +143,9 @@ class ModelSettings(Section):
 
 
 class TrainSettings(Section):
-    task: Literal["sentiment", "rating", "rating_reg", "multitask", "lm"] = "sentiment"
+    task: Literal["sentiment", "rating", "rating_reg", "multitask", "lm", "class", "reconstruct"] = Field(
+        "sentiment", description="text: sentiment | rating | rating_reg | multitask | lm (gpt); images: class | "
+        "reconstruct (autoencoder)")
     task_weights: dict[Task, float] = Field(default_factory=lambda: {"sentiment": 1.0, "rating": 1.0,
                                                                      "rating_reg": 1.0})
     epochs: int = Field(5, ge=1)
@@ -142,7 +192,17 @@ class TrainConfig(CommonConfig):
         if (self.model.name == "gpt") != (self.train.task == "lm"):
             raise ValueError("train.task=lm (language modelling) goes with model.name=gpt and only with it; "
                              f"got model.name={self.model.name}, train.task={self.train.task}")
-        if self.model.embeddings and self.model.name in ("bow", "bert", "gpt"):
+        name, task = self.model.name, self.train.task
+        image_task = {"autoencoder": "reconstruct"}.get(name, "class") if name in IMAGE_MODELS else None
+        if image_task and task != image_task:
+            raise ValueError(f"model.name={name} is an image model: set train.task={image_task} (got {task}); "
+                             "data.shards must be `lakedl etl images` output")
+        if not image_task and task in ("class", "reconstruct"):
+            raise ValueError(f"train.task={task} is for image models ({', '.join(IMAGE_MODELS)}), not {name}")
+        if name == "autoencoder" and (self.data.augment.mean, self.data.augment.std) != (0.0, 1.0):
+            raise ValueError("the autoencoder reconstructs pixels in [0, 1]: set data.augment.mean=0 and "
+                             "data.augment.std=1")
+        if self.model.embeddings and self.model.name in ("bow", "bert", "gpt", *IMAGE_MODELS):
             raise ValueError(f"model.embeddings initializes rnn, cnn or transformer embeddings, not {self.model.name}")
         for family in ("transformer", "gpt"):
             t = getattr(self.model, family)

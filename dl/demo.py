@@ -1,7 +1,8 @@
 """The model half of ``lakedl demo``: train on the text ETL's shards with the local launcher (gloo,
 ``demo.processes`` processes), export the run as an inference bundle and score the silver table into
 the predictions table incrementally — the same job bodies as ``lakedl train``, ``lakedl bundle export``
-and ``lakedl score --source``.
+and ``lakedl score --source``. With ``demo.images`` also the image pipeline: ``lakedl etl images`` on
+Fashion-MNIST and a short ``lakedl train`` of ``demo.image_model`` (run ``demo_images``).
 
 The run is named ``demo``; a second demo reuses it (same weights, same model version), so its scoring
 run adds nothing, like the rest of the demo. ``demo.retrain=true`` trains anew."""
@@ -19,6 +20,7 @@ from etl.logs import get_logger
 log = get_logger(__name__)
 COMMON = ("spark", "paths", "tables", "tracking", "logging")
 RUN_NAME = "demo"
+IMAGE_RUN = "demo_images"
 
 
 def train_config(cfg: DemoConfig, shards: str | os.PathLike, conf_dir: str | os.PathLike | None = None):
@@ -63,3 +65,29 @@ def train_and_score(cfg: DemoConfig, etl_text: dict, spark=None, conf_dir: str |
                                        .join(texts, "review_id").orderBy(F.xxhash64("review_id"))
                                        .limit(cfg.demo.sample).collect())]
     return {"train": summary, "bundle": str(bundle), "score": scoring, "sample": sample}
+
+
+def images(cfg: DemoConfig, spark=None, conf_dir: str | os.PathLike | None = None) -> dict:
+    """Fashion-MNIST (fetched by the demo) through the image ETL, then ``demo.image_epochs`` of
+    ``demo.image_model`` on ``demo.processes`` processes; a finished run is reused like the text run."""
+    from dl.train import run_dir, run_train
+    from etl.pipelines import run_etl_images
+
+    fashion = Path(cfg.paths.raw_dir) / "fashion_mnist"  # where the demo's fetch put it
+    ecfg = load_config("etl_images", conf_dir, overrides=[f"input.paths={json.dumps([str(fashion)])}",
+                                                          "input.format=idx"])
+    ecfg = ecfg.model_copy(update={k: getattr(cfg, k) for k in COMMON})
+    etl = run_etl_images(ecfg, spark)
+    tcfg = load_config("train", conf_dir, overrides=[
+        f"data.shards={json.dumps(etl['shards_dir'])}", f"model.name={cfg.demo.image_model}", "train.task=class",
+        f"train.epochs={cfg.demo.image_epochs}", "data.augment.mean=0.286", "data.augment.std=0.353",
+        "data.eval_train_rows=6000", "launcher.kind=local", f"launcher.num_processes={cfg.demo.processes}",
+        f"run.name={IMAGE_RUN}"])
+    tcfg = tcfg.model_copy(update={k: getattr(cfg, k) for k in COMMON})
+    directory = run_dir(tcfg, IMAGE_RUN)
+    if cfg.demo.retrain and directory.exists():
+        shutil.rmtree(directory)
+    if (directory / "result.json").is_file():
+        log.info("demo: reusing the finished image run %s (demo.retrain=true trains anew)", directory)
+        return {"etl": etl, "train": {**json.loads((directory / "result.json").read_text()), "reused": True}}
+    return {"etl": etl, "train": {**run_train(tcfg), "reused": False}}

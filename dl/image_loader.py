@@ -1,13 +1,22 @@
 """Loading the image ETL's Petastorm datasets for training: ``petastorm.make_reader`` sharded by rank, with
 load-time augmentation (random crop after zero padding, horizontal flip) and normalisation applied in
-petastorm's workers through a ``TransformSpec``; batches are ``(B, C, H, W)`` float tensors and int64
-labels."""
+petastorm's workers through a ``TransformSpec``; batches are ``(B, C, H, W)`` float tensors and labels.
+``NativeImageDataset`` reads the same files with pyarrow and OpenCV instead (``data.image_loader=native``;
+bench/image_loaders.py compares the two with a bare decoding loop)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+# petastorm 0.12 on pyarrow 14 (the pins petastorm forces, STACK.md): its legacy-dataset calls warn on every
+# row group, and its reader threads leave files to the garbage collector; neither is actionable for a user
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
+warnings.filterwarnings("ignore", category=ResourceWarning, message=r"unclosed file <_io\.BufferedReader name='[^']*\.parquet'>")
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,10 @@ def transform_spec(aug: Augment, train: bool, seed: int, channels: int, height: 
 
 
 def image_loader(url: str, batch_size: int, rank: int = 0, world_size: int = 1, aug: Augment = Augment(),
-                 train: bool = False, seed: int = 0, epochs: int = 1, workers: int = 2):
+                 train: bool = False, seed: int = 0, epochs: int | None = 1, workers: int = 2, shuffle_queue: int = 0):
     """A ``petastorm.pytorch.DataLoader`` over this rank's row groups of the dataset at ``url``; use it as
-    a context manager. Shapes come from the dataset's Unischema (fixed size required)."""
+    a context manager. Shapes come from the dataset's Unischema (fixed size required). ``epochs=None``
+    reads for ever; ``shuffle_queue`` > 0 shuffles rows in a queue of that many (across row groups)."""
     from petastorm import make_reader
     from petastorm.etl.dataset_metadata import get_schema_from_dataset_url
     from petastorm.pytorch import DataLoader
@@ -69,4 +79,50 @@ def image_loader(url: str, batch_size: int, rank: int = 0, world_size: int = 1, 
                          shard_count=world_size if world_size > 1 else None, shuffle_row_groups=train,
                          seed=seed, transform_spec=spec, workers_count=workers,
                          schema_fields=["image_id", "image", "label"])
-    return DataLoader(reader, batch_size=batch_size)
+    return DataLoader(reader, batch_size=batch_size, shuffling_queue_capacity=shuffle_queue)
+
+
+class NativeImageDataset(IterableDataset):
+    """The same datasets without petastorm: a ``torch`` ``IterableDataset`` over this rank's row groups
+    (dl/loaders.py's units: permuted per epoch with ``seed``, dealt out by rank then DataLoader worker),
+    PNGs decoded with OpenCV as petastorm's codec does, the same augmentation and normalisation, rows
+    shuffled within each row group when training; yields ready batches (``DataLoader(ds, batch_size=None)``)."""
+
+    def __init__(self, root: str, batch_size: int, rank: int = 0, world_size: int = 1, aug: Augment = Augment(),
+                 train: bool = False, seed: int = 0) -> None:
+        from dl.loaders import list_row_groups, split_units
+
+        self.units = split_units(list_row_groups(root), world_size)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.aug, self.train, self.seed, self.epoch = aug, train, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        import cv2
+
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        order = np.arange(len(self.units))
+        if self.train:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        images, labels = [], []
+        for i in order[self.rank::self.world_size][worker::workers]:
+            table = self.units[i].read(["image", "label"])
+            raw, label = table.column("image").to_pylist(), table.column("label").to_numpy()
+            rows = rng.permutation(len(raw)) if self.train else range(len(raw))
+            for r in rows:
+                image = cv2.imdecode(np.frombuffer(raw[r], dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+                if image.ndim == 3:
+                    image = image[:, :, ::-1]  # OpenCV decodes BGR
+                if self.train:
+                    image = augment_image(image, self.aug, rng)
+                images.append(to_chw(image, self.aug))
+                labels.append(label[r])
+                if len(images) == self.batch_size:
+                    yield {"image": torch.from_numpy(np.stack(images)), "label": torch.from_numpy(np.asarray(labels))}
+                    images, labels = [], []
+        if images:
+            yield {"image": torch.from_numpy(np.stack(images)), "label": torch.from_numpy(np.asarray(labels))}

@@ -69,17 +69,26 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
         clip_norm=t.clip_norm, clip_value=t.clip_value, patience=t.patience, optimal_error=t.optimal_error,
         checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
         amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
-        tensorboard_dir=tensorboard_dir, log_every=t.log_every)
+        tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,
+        augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
+        image_loader=cfg.data.image_loader)
 
 
 def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
+    from dl.config import IMAGE_MODELS
+
     shards = Path(cfg.data.shards)
+    etl = "images" if cfg.model.name in IMAGE_MODELS else "text"
     if not (shards / "manifest.json").is_file():
-        raise TrainError(f"data.shards={shards}: no manifest.json there; run `lakedl etl text` first or point "
+        raise TrainError(f"data.shards={shards}: no manifest.json there; run `lakedl etl {etl}` first or point "
                          "data.shards at its output (<output.shards_dir>/<output.name>)")
     for split in ("train", "dev"):
         if not any((shards / split).glob("*.parquet")):
             raise TrainError(f"{shards / split}: no Parquet shards; the {split} split is empty")
+    is_images = "classes" in json.loads((shards / "manifest.json").read_text())
+    if is_images != (etl == "images"):
+        raise TrainError(f"model.name={cfg.model.name} trains on `lakedl etl {etl}` output, but data.shards={shards} "
+                         f"is a{'n image' if is_images else ' text'} dataset: point data.shards at the other ETL's output")
     if cfg.model.embeddings and not Path(cfg.model.embeddings).is_file():
         raise TrainError(f"model.embeddings={cfg.model.embeddings}: no such file; `lakedl data fetch --source "
                          "glove100` writes data/raw/glove100/vectors.bin")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from dl.checkpoint import read_checkpoint, restore, save_checkpoint
 from dl.distributed import make_dist
 from dl.embeddings import init_from_vectors
+from dl.image_data import ImageData, is_image_model
 from dl.loaders import ParquetShardDataset
 from dl.metrics import bias_variance, classification_report, rating_errors
 from dl.models import build_model, describe
@@ -46,12 +47,12 @@ MASK = {"sentiment": "sentiment_mask", "rating": "rating_mask", "rating_reg": "r
 @dataclass
 class WorkerSettings:
     shards: str
-    task: str = "sentiment"  # sentiment | rating | rating_reg | multitask
+    task: str = "sentiment"  # sentiment | rating | rating_reg | multitask | lm; images: class | reconstruct
     task_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in TASKS})
     batch_size: int = 64
     epochs: int = 5
     seed: int = 0
-    model: str = "bow"  # bow | rnn | cnn | transformer (dl/models)
+    model: str = "bow"  # a text family (dl/models) or an image family (dl/models/vision.py)
     model_options: dict = field(default_factory=dict)  # fields of that family's config dataclass
     embeddings: str | None = None  # word2vec text/binary vectors to initialize the embedding table
     optim: OptimSettings = field(default_factory=OptimSettings)
@@ -74,6 +75,10 @@ class WorkerSettings:
     run_id: str | None = None
     tensorboard_dir: str | None = None  # rank 0 writes TensorBoard scalars here
     log_every: int = 50  # steps between step-level scalars (loss, lr)
+    eval_train_rows: int | None = None  # the per-epoch train-set evaluation stops after N rows (whole batches)
+    augment: dict = field(default_factory=dict)  # image datasets: dl.image_loader.Augment fields
+    loader_workers: int = 2  # image datasets: petastorm decode threads per process
+    image_loader: str = "petastorm"  # image datasets: petastorm | native (dl/image_loader.py)
 
 
 def _tasks(task: str) -> list[str]:
@@ -112,15 +117,19 @@ def task_loss(out: dict, batch: dict, tasks: list[str], weights: dict[str, float
     return total
 
 
-def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu", detail: bool = False) -> dict:
-    """Metrics per task over ``loader`` (examples with that task's label only); ``detail`` adds the
-    confusion matrix, per-class precision/recall/F1 and the example count."""
+def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu", detail: bool = False,
+             limit: int | None = None) -> dict:
+    """Metrics per task over ``loader`` (examples with that task's label only; the first ``limit`` rows
+    when given); ``detail`` adds the confusion matrix, per-class precision/recall/F1 and the example count."""
     model.eval()
     preds: dict[str, list] = {t: [] for t in tasks}
     gold: dict[str, list] = {t: [] for t in tasks}
-    nll, tokens = 0.0, 0  # the language model's summed negative log-likelihood (nats) and target count
+    nll, tokens, seen = 0.0, 0, 0  # the language model's summed negative log-likelihood (nats) and target count
     with torch.no_grad():
         for batch in loader:
+            if limit is not None and seen >= limit:
+                break
+            seen += len(batch["ids"])
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(batch["ids"], batch["ids_lengths"])
             if "lm" in tasks:
@@ -164,15 +173,14 @@ def _score(metrics: dict, task: str) -> float:
     return -metrics[f"{first}_mae"] if first == "rating_reg" else metrics[f"{first}_accuracy"]
 
 
-def _step(net, model, optimizer, scheduler, batch, tasks, s: WorkerSettings, dist, amp: "Amp") -> float:
+def _step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings, dist, amp: Amp) -> float:
     """One optimizer step. ``batch=None`` is a shadow step (this rank is out of data while others are
     not): a zero loss over every parameter, so the all-reduce sees a zero gradient from this rank."""
     with amp.autocast():
         if batch is None:
             loss = sum((p * 0.0).sum() for p in model.parameters())
         else:
-            out = net(batch["ids"], batch["ids_lengths"])
-            loss = task_loss(out, batch, tasks, s.task_weights) + penalty(model, s.l1, s.l2)
+            loss = data.loss(net, batch) + penalty(model, s.l1, s.l2)
     optimizer.zero_grad()
     amp.backward(loss)
     dist.synchronize(optimizer)  # averaged gradients before clipping
@@ -248,6 +256,63 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+class TextData:
+    """The text ETL's shards (dl/loaders.py) for the worker: padded ids and masked labels per task. The
+    image counterpart is dl/image_data.py; the worker loop only calls these methods."""
+
+    def __init__(self, s: WorkerSettings, rank: int, world_size: int) -> None:
+        self.s, self.root = s, Path(s.shards)
+        self.tasks = _tasks(s.task)
+        self.tokenizer = shard_tokenizer(self.root)
+        self.fingerprint = self.tokenizer.sha256  # resuming checks the shards use the checkpoint's vocabulary
+        self.fingerprint_of = "tokenizer"
+        self.label_map = LABEL_MAP
+        self.columns = ["ids", "sentiment", "sentiment_mask", "rating", "rating_mask"]
+        # one task: train only on rows that carry its label (e.g. SST-2 skips neutral phrases); multitask: all rows
+        self.keep_if = MASK.get(s.task)
+        self.train_ds = ParquetShardDataset(self.root / "train", self.columns, rank, world_size, seed=s.seed,
+                                            batch_size=s.batch_size, keep_if=self.keep_if)
+
+    def build_model(self):
+        model = build_model(self.s.model, self.tokenizer.vocab_size, self.s.model_options)
+        if self.s.embeddings:  # pretrained vectors for the tokenizer's words (the same on every rank)
+            coverage = init_from_vectors(model.embed, self.tokenizer.vocabulary(), self.s.embeddings)
+            print(f"embeddings from {self.s.embeddings}: {coverage['found']} of {coverage['vocab']} words", flush=True)
+        return model
+
+    def planned_steps(self) -> int:
+        """This rank's batches per epoch (before the first epoch: sizes the LR schedule)."""
+        return _batches_this_epoch(self.train_ds, self.s.batch_size)
+
+    def epoch(self, epoch: int):
+        """This rank's batch count and batches for ``epoch``."""
+        self.train_ds.set_epoch(epoch)
+        return _batches_this_epoch(self.train_ds, self.s.batch_size), iter(_loader(self.train_ds))
+
+    def loss(self, net, batch: dict) -> torch.Tensor:
+        return task_loss(net(batch["ids"], batch["ids_lengths"]), batch, self.tasks, self.s.task_weights)
+
+    @staticmethod
+    def batch_len(batch: dict) -> int:
+        return len(batch["ids"])
+
+    def has_test(self) -> bool:
+        return any((self.root / "test").glob("*.parquet"))
+
+    def evaluate(self, model, split: str, device, detail: bool = False) -> dict:
+        """``split`` dev, test or train (the rows of this task, all ranks' shards, ``eval_train_rows`` at most)."""
+        ds = ParquetShardDataset(self.root / split, self.columns, shuffle=False, batch_size=256,
+                                 keep_if=self.keep_if if split == "train" else None)
+        limit = self.s.eval_train_rows if split == "train" else None
+        return evaluate(model, _loader(ds), self.tasks, device, detail, limit)
+
+    def score(self, metrics: dict) -> float:
+        return _score(metrics, self.s.task)
+
+    def close(self) -> None:
+        pass
+
+
 def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
     """Train on ``<shards>/train`` (this rank's row groups) and evaluate on all of ``<shards>/dev``;
     returns the history, the step count, a digest of the final weights and (one process) the model."""
@@ -259,31 +324,25 @@ def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
 
 
 def _train(s: WorkerSettings, dist) -> dict:
-    rank, world_size = dist.rank, dist.world_size
     device = pick_device(s.device, dist.local_rank)
     amp = Amp(s.amp, device)
-    shards = Path(s.shards)
-    tasks = _tasks(s.task)
-    tokenizer = shard_tokenizer(shards)
-    vocab, tok_hash = tokenizer.vocab_size, tokenizer.sha256
     _seed(s.seed)
-    columns = ["ids", "sentiment", "sentiment_mask", "rating", "rating_mask"]
-    # one task: train only on rows that carry its label (e.g. SST-2 skips neutral phrases); multitask: all rows
-    keep_if = MASK[s.task] if s.task in MASK else None
-    train_ds = ParquetShardDataset(shards / "train", columns, rank, world_size, seed=s.seed, batch_size=s.batch_size,
-                                   keep_if=keep_if)
-    dev_ds = ParquetShardDataset(shards / "dev", columns, shuffle=False, batch_size=256)
-    train_eval_ds = ParquetShardDataset(shards / "train", columns, shuffle=False, batch_size=256, keep_if=keep_if)
-    model = build_model(s.model, vocab, s.model_options)
-    if s.embeddings:  # pretrained vectors for the tokenizer's words (the same on every rank)
-        coverage = init_from_vectors(model.embed, tokenizer.vocabulary(), s.embeddings)
-        if rank == 0:
-            print(f"embeddings from {s.embeddings}: {coverage['found']} of {coverage['vocab']} words", flush=True)
-    model = model.to(device)
+    data = (ImageData if is_image_model(s.model) else TextData)(s, dist.rank, dist.world_size)
+    try:
+        return _train_on(s, dist, device, amp, data)
+    finally:
+        data.close()
+
+
+def _train_on(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
+    """The loop over ``data`` (TextData or dl.image_data.ImageData)."""
+    rank, world_size = dist.rank, dist.world_size
+    tasks, tok_hash, label_map = data.tasks, data.fingerprint, data.label_map
+    model = data.build_model().to(device)
     model_desc = describe(s.model, model)
     net, optimizer = dist.wrap(model, build_optimizer(model.parameters(), s.optim))  # same start on every rank
     # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
-    steps_per_epoch = dist.max_int(_batches_this_epoch(train_ds, s.batch_size))
+    steps_per_epoch = dist.max_int(data.planned_steps())
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
     ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
     best_path = ckpt.with_name("best.pt") if ckpt is not None else None
@@ -292,8 +351,8 @@ def _train(s: WorkerSettings, dist) -> dict:
     if s.resume and ckpt is not None and ckpt.is_file():  # every rank loads the same file
         state = read_checkpoint(ckpt)
         if state["tokenizer_sha256"] != tok_hash:
-            raise ValueError(f"{ckpt} was trained with tokenizer {state['tokenizer_sha256'][:12]}, the shards use "
-                             f"{tok_hash[:12]}: resume with the same shards or start a new run")
+            raise ValueError(f"{ckpt} was trained with {data.fingerprint_of} {state['tokenizer_sha256'][:12]}, "
+                             f"{s.shards} has {tok_hash[:12]}: resume with the same shards or start a new run")
         restore(state, model=model, optimizer=optimizer, scheduler=scheduler)
         dist.broadcast_state(model, optimizer)
         progress = state["metrics"]
@@ -309,7 +368,7 @@ def _train(s: WorkerSettings, dist) -> dict:
         if ckpt is not None and rank == 0:
             save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step,
                             config=model_desc, tokenizer_sha256=tok_hash,
-                            label_map=LABEL_MAP,
+                            label_map=label_map,
                             metrics={"history": history, "best": best, "stale": stale,
                                      "batches_done": batches_done})
 
@@ -317,11 +376,9 @@ def _train(s: WorkerSettings, dist) -> dict:
     for epoch in range(start_epoch, s.epochs):
         if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
             break
-        train_ds.set_epoch(epoch)
-        mine = _batches_this_epoch(train_ds, s.batch_size)
+        mine, batches = data.epoch(epoch)
         n_steps = dist.max_int(mine) if dist.even_steps else mine
         done = skip if epoch == start_epoch else 0
-        batches = iter(_loader(train_ds))
         losses, samples, started = [], 0, time.perf_counter()
         bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
                    disable=rank != 0 or not s.progress, leave=False)
@@ -335,13 +392,13 @@ def _train(s: WorkerSettings, dist) -> dict:
                 if s.stop_after_steps is not None and steps_this_call >= s.stop_after_steps:
                     interrupted = True
                     break
-                loss = _step(net, model, optimizer, scheduler, batch, tasks, s, dist, amp)
+                loss = _step(net, model, optimizer, scheduler, batch, data, s, dist, amp)
                 step += 1
                 steps_this_call += 1
                 bar.update()
                 if batch is not None:
                     losses.append(loss)
-                    samples += len(batch["ids"])
+                    samples += data.batch_len(batch)
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if rank == 0 and step % s.log_every == 0:
                     sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
@@ -351,9 +408,9 @@ def _train(s: WorkerSettings, dist) -> dict:
         bar.close()
         if interrupted:
             break
-        dev = evaluate(model, _loader(dev_ds), tasks, device)
-        train_eval = evaluate(model, _loader(train_eval_ds), tasks, device)
-        score = _score(dev, s.task)
+        dev = data.evaluate(model, "dev", device)
+        train_eval = data.evaluate(model, "train", device)
+        score = data.score(dev)
         if s.schedule.name == "plateau":
             scheduler.step(score)
         history.append({"epoch": epoch, "loss": dist.mean(float(np.mean(losses)) if losses else 0.0),
@@ -366,7 +423,7 @@ def _train(s: WorkerSettings, dist) -> dict:
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if best_path is not None and rank == 0:
                 save_checkpoint(best_path, model=model, epoch=epoch, step=step, config=model_desc,
-                                tokenizer_sha256=tok_hash, label_map=LABEL_MAP,
+                                tokenizer_sha256=tok_hash, label_map=label_map,
                                 metrics={"dev": dev, "epoch": epoch})
         else:
             stale += 1
@@ -382,13 +439,12 @@ def _train(s: WorkerSettings, dist) -> dict:
     if best_weights is not None:
         model.load_state_dict(best_weights)  # what the run selected on dev
     if history:
-        chosen = max(history, key=lambda h: _score({k[4:]: v for k, v in h.items() if k.startswith("dev_")}, s.task))
+        chosen = max(history, key=lambda h: data.score({k[4:]: v for k, v in h.items() if k.startswith("dev_")}))
         result["best_epoch"] = chosen["epoch"]
-        if not interrupted and any((shards / "test").glob("*.parquet")):
-            test_ds = ParquetShardDataset(shards / "test", columns, shuffle=False, batch_size=256)
-            result["test"] = evaluate(model, _loader(test_ds), tasks, device, detail=True)
+        if not interrupted and data.has_test():
+            result["test"] = data.evaluate(model, "test", device, detail=True)
         first = tasks[0]
-        if first not in ("rating_reg", "lm"):
+        if f"train_{first}_accuracy" in chosen:
             d = bias_variance(1 - chosen[f"train_{first}_accuracy"], 1 - chosen[f"dev_{first}_accuracy"],
                               s.optimal_error)
             result["diagnosis"] = {"verdict": d.verdict, "advice": d.advice}

@@ -246,6 +246,10 @@ class DemoSettings(Section):
     retrain: bool = Field(False, description="train anew even if runs/train/demo finished before (a new model version "
                                              "scores every row again)")
     sample: int = Field(5, ge=0, description="predictions printed at the end")
+    images: bool = Field(True, description="also the image pipeline: `lakedl etl images` on Fashion-MNIST, then "
+                                           "a short image-model run on the same processes")
+    image_model: Literal["lenet5", "alexnet_small", "resnet_small"] = "lenet5"
+    image_epochs: int = Field(1, ge=1)
 
 
 class DemoConfig(TextEtlConfig):

@@ -185,7 +185,7 @@ def etl_images(input: Annotated[Optional[list[str]], typer.Option(
 
 # -- train --------------------------------------------------------------------------------------
 @app.command("train")
-def train(shards: Annotated[Optional[str], typer.Option(help="the text ETL's shard directory "
+def train(shards: Annotated[Optional[str], typer.Option(help="the text or image ETL's output directory "
                                                         "(default: data.shards)")] = None,
           launcher: Annotated[Optional[str], typer.Option(help="local, torch_distributor or horovod "
                                                           "(default: launcher.kind)")] = None,
@@ -212,6 +212,9 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text ETL's sha
     typer.echo(f"\nrun {summary['run']}: {summary['epochs_run']} epochs, {summary['steps']} steps on "
                f"{summary['processes']} process(es) ({summary['launcher']}) in {summary['seconds']} s")
     typer.echo("  " + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("dev_")))
+    test = {k: v for k, v in (summary.get("test") or {}).items() if isinstance(v, float)}
+    if test:
+        typer.echo("  test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     if summary.get("diagnosis"):
         typer.echo(f"  diagnosis: {summary['diagnosis']['verdict']} — {summary['diagnosis']['advice']}")
     typer.echo(f"  run dir {summary['run_dir']} (last.pt, curves.png, history.json); MLflow run "
@@ -598,6 +601,23 @@ def demo(conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) ->
                   else "unchanged"))
     for row in model["sample"]:
         typer.echo(f"  {row['label']:<9}{row['p_positive']:6.3f}  {(row['text'] or '')[:90]}")
+    if not cfg.demo.images:
+        return
+    from dl.demo import images
+    from etl.images import ImageEtlError
+
+    try:
+        image = images(cfg, conf_dir=conf_dir)
+    except (TrainError, ImageEtlError, ValueError) as exc:
+        raise _Failure(str(exc)) from exc
+    etl, run = image["etl"], image["train"]
+    typer.echo(f"\nimage ETL {etl['run_id']}: read {etl['rows_read']}, kept {etl['rows_kept']}, quarantined "
+               f"{etl['rows_quarantined']}; Petastorm datasets in {etl['shards_dir']}: "
+               + ", ".join(f"{k} {v}" for k, v in etl["rows_per_split"].items()))
+    test = run.get("test") or {}
+    typer.echo(f"image run '{run['run']}' ({'reused' if run['reused'] else 'trained'}): {cfg.demo.image_model}, "
+               f"{run['processes']} processes, {run['epochs_run']} epoch(s), test accuracy "
+               f"{test.get('class_accuracy', float('nan')):.3f} on {test.get('class_examples', 0)} images")
 
 
 # -- cluster ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Model families by name. Each is a config dataclass (stored in the checkpoint) and a module mapping
 ``(ids, lengths)`` to the task heads' outputs (dl/models/base.py), or for the language model (gpt) to
-next-token logits."""
+next-token logits. The image families are in dl/models/vision.py; ``rebuild`` serves both."""
 
 from __future__ import annotations
 
@@ -50,5 +50,9 @@ def describe(name: str, model: nn.Module) -> dict[str, Any]:
 
 def rebuild(config: dict[str, Any]) -> nn.Module:
     """The model a checkpoint's ``config`` describes (weights not loaded)."""
+    from dl.models.vision import IMAGE_MODELS, rebuild_image_model
+
+    if config["model"] in IMAGE_MODELS:
+        return rebuild_image_model(config)
     options = {k: v for k, v in config.items() if k not in ("model", "vocab_size")}
     return build_model(config["model"], config["vocab_size"], options)

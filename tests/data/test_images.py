@@ -188,3 +188,31 @@ def test_bad_image_config_is_refused():
 
     with pytest.raises(ConfigError, match="image.height and image.width go together"):
         load_config("etl_images", REPO / "conf", overrides=["image.height=32"])
+
+
+def test_native_loader_reads_what_petastorm_reads_and_shards_by_rank(idx_shards, fashion):
+    from torch.utils.data import DataLoader
+
+    from dl.image_loader import Augment, NativeImageDataset, image_loader
+
+    tmp_path, _ = idx_shards
+    root = tmp_path / "shards" / "imgs" / "test"
+    aug = Augment(crop_padding=2, flip=True, mean=0.5, std=0.25)
+
+    def rows(batches):
+        return sorted((int(label), image.numpy().tobytes()) for b in batches
+                      for image, label in zip(b["image"], b["label"], strict=True))
+
+    native = rows(NativeImageDataset(str(root), 32, aug=aug))  # evaluation: normalised, not augmented
+    with image_loader(root.as_uri(), 32, aug=aug, workers=1) as loader:
+        assert native == rows(loader) and len(native) == 100
+    counts = []
+    for rank in (0, 1):  # training: augmented, each rank its own row groups, labels kept
+        ds = NativeImageDataset(str(root), 16, rank, 2, aug, train=True, seed=3)
+        ds.set_epoch(1)
+        batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+        assert all(b["image"].shape[1:] == (1, 28, 28) for b in batches)
+        counts.append(np.bincount(np.concatenate([b["label"].numpy() for b in batches]), minlength=10))
+    _, _, _, y_test = fashion
+    assert (counts[0] + counts[1]).tolist() == np.bincount(y_test[:100], minlength=10).tolist()
+    assert counts[0].sum() > 0 and counts[1].sum() > 0

@@ -1,0 +1,160 @@
+"""Fashion-MNIST quality runs through our own pipeline: `lakedl etl images` (the idx files from `lakedl data
+fetch`) → `lakedl train` (2 processes, local launcher, Petastorm readers sharded by rank) → test-set
+figures of the epoch selected on dev (6,053 images held out of the official training set; test = the
+official 10,000).
+
+    python bench/quality_images.py [--rows resnet_small lenet5 ...]   (make quality-images)
+
+Writes bench/results/quality_images.json and, per row, PNGs under bench/results/quality_images/: training
+curves, the confusion matrix (classifiers), first-layer kernels and feature maps, the reconstruction grid
+(autoencoders). The autoencoder rows also report a linear probe: logistic regression on the encoder's
+codes of 10,000 training images, scored on the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from common import command_line, write_result  # bench/common.py, beside this script
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "results" / "quality_images"
+MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel mean / std (of [0, 1] pixels)
+COMMON = ["train.task=class", "train.batch_size=64", "train.progress=false", "train.log_every=200",
+          "data.eval_train_rows=6053", "launcher.kind=local", "launcher.num_processes=2", "train.seed=0",
+          f"data.augment.mean={MEAN}", f"data.augment.std={STD}"]
+AE = ["model.name=autoencoder", "train.task=reconstruct", "data.augment.mean=0.0", "data.augment.std=1.0",
+      "optim.name=adam", "optim.lr=0.002", "schedule.name=cosine", "train.epochs=10"]
+ROWS = {  # name: (bar on test accuracy or None, overrides)
+    "resnet_small": (0.92, ["model.name=resnet_small", "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.9",
+                            "optim.nesterov=true", "optim.weight_decay=0.0005", "schedule.name=cosine",
+                            "schedule.warmup_steps=200", "train.epochs=12", "data.augment.crop_padding=2",
+                            "data.augment.flip=true"]),
+    "lenet5": (None, ["model.name=lenet5", "optim.name=adam", "optim.lr=0.002", "schedule.name=cosine",
+                      "train.epochs=12", "data.augment.flip=true"]),
+    "alexnet_small": (None, ["model.name=alexnet_small", "optim.name=adam", "optim.lr=0.001", "schedule.name=cosine",
+                             "train.epochs=10", "data.augment.crop_padding=2", "data.augment.flip=true"]),
+    "autoencoder": (None, AE),
+    "autoencoder_denoise": (None, [*AE, "model.autoencoder.noise_std=0.3"]),
+}
+
+
+def dataset(work: Path) -> Path:
+    """Fashion-MNIST as Petastorm shards (built once; `lakedl etl images` on the fetched idx files)."""
+    from etl.config import load_config
+    from etl.images import run_image_etl
+    from etl.pipelines import new_run_id
+    from etl.spark import get_spark
+
+    out = work / "shards" / "fashion_mnist"
+    if not (out / "manifest.json").is_file():
+        cfg = load_config("etl_images", REPO / "conf", overrides=[f"output.shards_dir={work / 'shards'}",
+                                                                  f"paths.tables_dir={work / 'tables'}"])
+        report = run_image_etl(cfg, get_spark(cfg.spark), new_run_id("etl-images"))
+        print(f"ETL: kept {report.rows_kept} of {report.rows_read}, {report.rows_per_split}", flush=True)
+    return out
+
+
+def pictures(name: str, run_dir: Path, shards: Path, test: dict, classes: list[str]) -> dict:
+    """The row's PNGs; for the autoencoders also the linear probe and the reconstruction grid."""
+    import numpy as np
+    import torch
+
+    from dl.image_loader import Augment, image_loader
+    from dl.models import rebuild
+    from dl.plots import confusion_matrix
+    from dl.vision_plots import feature_maps, kernel_grid, reconstruction_grid
+
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    model = rebuild(state["config"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    OUT.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / "curves.png", OUT / f"{name}_curves.png")
+    autoencoder = state["config"]["model"] == "autoencoder"
+    aug = Augment() if autoencoder else Augment(mean=MEAN, std=STD)
+
+    def images(split: str, n: int):
+        xs, ys = [], []
+        with image_loader((shards / split).as_uri(), 500, aug=aug, workers=1) as loader:
+            for batch in loader:
+                xs.append(batch["image"])
+                ys.append(batch["label"])
+                if sum(len(x) for x in xs) >= n:
+                    break
+        return torch.cat(xs)[:n], torch.cat(ys)[:n].numpy()
+
+    kernel_grid(model, OUT / f"{name}_kernels.png", title=f"{name}: first-layer kernels")
+    x_test, y_test = images("test", 10_000)
+    if not autoencoder:
+        confusion_matrix(test["class_confusion"], classes, OUT / f"{name}_confusion.png",
+                         title=f"{name}: Fashion-MNIST test accuracy {test['class_accuracy']:.4f}")
+        if hasattr(model, "features"):
+            feature_maps(model, x_test[0], OUT / f"{name}_feature_maps.png", title=f"{name}: first-layer maps")
+        return {}
+    noise = model.cfg.noise_std
+    noisy = None
+    if noise > 0:
+        noisy = (x_test[:16] + noise * torch.randn(x_test[:16].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    reconstruction_grid(model, x_test[:16], OUT / f"{name}_reconstructions.png", noisy=noisy)
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, y_train = images("train", 10_000)
+    with torch.no_grad():
+        codes_train, codes_test = model.encode(x_train).numpy(), model.encode(x_test).numpy()
+    mu, sd = codes_train.mean(0), codes_train.std(0) + 1e-6
+    probe = LogisticRegression(max_iter=2000).fit((codes_train - mu) / sd, y_train)
+    return {"linear_probe_test_accuracy": round(float(np.mean(probe.predict((codes_test - mu) / sd) == y_test)), 4),
+            "linear_probe_train_images": len(y_train)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from dl.train import run_train
+    from etl.config import load_config
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(REPO / "data" / "work" / "quality_images"))
+    ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    shards = dataset(work)
+    classes = json.loads((shards / "manifest.json").read_text())["classes"]
+    previous = OUT.parent / "quality_images.json"
+    results = {r["case"]: r for r in json.loads(previous.read_text())["results"]} if previous.is_file() else {}
+    for name in args.rows:
+        bar, overrides = ROWS[name]
+        run_dir = work / "runs" / "train" / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cfg = load_config("train", REPO / "conf", overrides=[
+            f"data.shards={shards}", f"paths.runs_dir={work / 'runs'}", f"run.name={name}", *COMMON, *overrides])
+        started = time.perf_counter()
+        summary = run_train(cfg)
+        wall = time.perf_counter() - started
+        test, best = summary["test"], summary["best_epoch"]
+        dev = json.loads((run_dir / "history.json").read_text())[best]
+        row = {"command": command_line(), "case": name, "dataset": "fashion_mnist", "model": cfg.model.name,
+               "best_epoch": best + 1, "epochs_run": summary["epochs_run"], "wall_s": round(wall),
+               "processes": summary["processes"], "overrides": overrides}
+        if cfg.train.task == "class":
+            row.update({"test_accuracy": round(test["class_accuracy"], 4), "test_f1_macro": round(test["class_f1_macro"], 4),
+                        "dev_accuracy": round(dev["dev_class_accuracy"], 4),
+                        "train_accuracy": round(dev["train_class_accuracy"], 4), "test_examples": test["class_examples"]})
+        else:
+            row.update({k: round(v, 5) for k, v in test.items() if k.endswith("_mse")})
+            row["test_examples"] = test["reconstruct_examples"]
+            if "denoise_mse" in test:
+                row["denoise_beats_noisy_input"] = test["denoise_mse"] < test["noisy_input_mse"]
+        row.update(pictures(name, run_dir, shards, test, classes))
+        if bar is not None:
+            row.update(bar=bar, meets_bar=row["test_accuracy"] >= bar)
+        results[name] = row
+        print(json.dumps(row), flush=True)
+        write_result("quality_images", command_line(), list(results.values()))
+
+
+if __name__ == "__main__":
+    main()
