@@ -59,57 +59,35 @@ def dataset(work: Path) -> Path:
     return out
 
 
-def pictures(name: str, run_dir: Path, shards: Path, test: dict, classes: list[str]) -> dict:
-    """The row's PNGs; for the autoencoders also the linear probe and the reconstruction grid."""
+def pictures(name: str, run_dir: Path, shards: Path) -> dict:
+    """The row's PNGs (dl.vision_plots.run_pictures, renamed <row>_<picture>.png); for the autoencoders also
+    the linear probe on the encoder's codes."""
     import numpy as np
     import torch
 
-    from dl.image_loader import Augment, image_loader
     from dl.models import rebuild
-    from dl.plots import confusion_matrix
-    from dl.vision_plots import feature_maps, kernel_grid, reconstruction_grid
+    from dl.vision_plots import first_images, run_pictures
 
+    OUT.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / "curves.png", OUT / f"{name}_curves.png")
+    for kind, path in run_pictures(run_dir, OUT / name).items():
+        shutil.move(path, OUT / f"{name}_{kind}.png")
+    (OUT / name).rmdir()
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    if state["config"]["model"] != "autoencoder":
+        return {}
+    from sklearn.linear_model import LogisticRegression
+
     model = rebuild(state["config"])
     model.load_state_dict(state["model"])
     model.eval()
-    OUT.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run_dir / "curves.png", OUT / f"{name}_curves.png")
-    autoencoder = state["config"]["model"] == "autoencoder"
-    aug = Augment() if autoencoder else Augment(mean=MEAN, std=STD)
-
-    def images(split: str, n: int):
-        xs, ys = [], []
-        with image_loader((shards / split).as_uri(), 500, aug=aug, workers=1) as loader:
-            for batch in loader:
-                xs.append(batch["image"])
-                ys.append(batch["label"])
-                if sum(len(x) for x in xs) >= n:
-                    break
-        return torch.cat(xs)[:n], torch.cat(ys)[:n].numpy()
-
-    kernel_grid(model, OUT / f"{name}_kernels.png", title=f"{name}: first-layer kernels")
-    x_test, y_test = images("test", 10_000)
-    if not autoencoder:
-        confusion_matrix(test["class_confusion"], classes, OUT / f"{name}_confusion.png",
-                         title=f"{name}: Fashion-MNIST test accuracy {test['class_accuracy']:.4f}")
-        if hasattr(model, "features"):
-            feature_maps(model, x_test[0], OUT / f"{name}_feature_maps.png", title=f"{name}: first-layer maps")
-        return {}
-    noise = model.cfg.noise_std
-    noisy = None
-    if noise > 0:
-        noisy = (x_test[:16] + noise * torch.randn(x_test[:16].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    reconstruction_grid(model, x_test[:16], OUT / f"{name}_reconstructions.png", noisy=noisy)
-    from sklearn.linear_model import LogisticRegression
-
-    x_train, y_train = images("train", 10_000)
+    (x_train, y_train), (x_test, y_test) = first_images(shards, "train", 10_000), first_images(shards, "test", 10_000)
     with torch.no_grad():
         codes_train, codes_test = model.encode(x_train).numpy(), model.encode(x_test).numpy()
     mu, sd = codes_train.mean(0), codes_train.std(0) + 1e-6
-    probe = LogisticRegression(max_iter=2000).fit((codes_train - mu) / sd, y_train)
-    return {"linear_probe_test_accuracy": round(float(np.mean(probe.predict((codes_test - mu) / sd) == y_test)), 4),
-            "linear_probe_train_images": len(y_train)}
+    probe = LogisticRegression(max_iter=2000).fit((codes_train - mu) / sd, y_train.numpy())
+    accuracy = float(np.mean(probe.predict((codes_test - mu) / sd) == y_test.numpy()))
+    return {"linear_probe_test_accuracy": round(accuracy, 4), "linear_probe_train_images": len(y_train)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     work = Path(args.work)
     shards = dataset(work)
-    classes = json.loads((shards / "manifest.json").read_text())["classes"]
     previous = OUT.parent / "quality_images.json"
     results = {r["case"]: r for r in json.loads(previous.read_text())["results"]} if previous.is_file() else {}
     for name in args.rows:
@@ -148,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             row["test_examples"] = test["reconstruct_examples"]
             if "denoise_mse" in test:
                 row["denoise_beats_noisy_input"] = test["denoise_mse"] < test["noisy_input_mse"]
-        row.update(pictures(name, run_dir, shards, test, classes))
+        row.update(pictures(name, run_dir, shards))
         if bar is not None:
             row.update(bar=bar, meets_bar=row["test_accuracy"] >= bar)
         results[name] = row

@@ -70,3 +70,68 @@ def reconstruction_grid(model: torch.nn.Module, images: torch.Tensor, out: str |
     tiles = [(t[0] if t.shape[0] == 1 else t.permute(1, 2, 0)).cpu().numpy() for row in rows for t in row]
     label = "noisy input / reconstruction / clean" if noisy is not None else "input / reconstruction"
     return _grid(tiles, out, f"{label} — MSE {mse:.4f}", cols=len(images))
+
+
+def first_images(shards: str | Path, split: str, n: int, mean: float = 0.0, std: float = 1.0):
+    """The first ``n`` images of a split (row-group order) as normalised ``(n, C, H, W)`` floats, and labels."""
+    from dl.image_loader import Augment, image_loader
+
+    xs, ys = [], []
+    with image_loader((Path(shards) / split).absolute().as_uri(), min(n, 500), aug=Augment(mean=mean, std=std),
+                      workers=1) as loader:
+        for batch in loader:
+            xs.append(batch["image"])
+            ys.append(batch["label"])
+            if sum(len(x) for x in xs) >= n:
+                break
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def run_pictures(run_dir: str | Path, out: str | Path | None = None, split: str = "test", n: int = 16) -> dict:
+    """The pictures of a finished image run (``best.pt``, else ``last.pt``) in ``out`` (default the run
+    directory): ``kernels.png``; for classifiers ``feature_maps.png`` of the split's first image and
+    ``confusion.png`` from the run's test figures; for the autoencoder ``reconstructions.png`` of ``n``
+    images (noised first when the run was a denoising one). Returns the paths written."""
+    import json
+
+    from dl.models import rebuild
+    from dl.models.vision import IMAGE_MODELS
+    from etl.config import read_yaml
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir
+    weights = next((run_dir / f for f in ("best.pt", "last.pt") if (run_dir / f).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"{run_dir}: no best.pt or last.pt; point --run at a finished `lakedl train` run")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    name = state["config"]["model"]
+    if name not in IMAGE_MODELS:
+        raise ValueError(f"{weights} holds a {name!r} model; these pictures are for image models "
+                         f"({', '.join(IMAGE_MODELS)})")
+    model = rebuild(state["config"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    data = read_yaml(run_dir / "config.yml")["data"]
+    images, _ = first_images(data["shards"], split, n, data["augment"]["mean"], data["augment"]["std"])
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"kernels": kernel_grid(model, out / "kernels.png", title=f"{run_dir.name}: first-layer kernels")}
+    if name == "autoencoder":
+        noisy = None
+        if model.cfg.noise_std > 0:
+            noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+            noisy = (images + model.cfg.noise_std * noise).clamp(0, 1)
+        with torch.no_grad():
+            written["reconstructions"] = reconstruction_grid(model, images, out / "reconstructions.png", noisy=noisy)
+        return {k: str(v) for k, v in written.items()}
+    with torch.no_grad():
+        written["feature_maps"] = feature_maps(model, images[0], out / "feature_maps.png",
+                                               title=f"{run_dir.name}: first-layer feature maps")
+    result = run_dir / "result.json"
+    test = json.loads(result.read_text()).get("test") if result.is_file() else None
+    if test and "class_confusion" in test:
+        from dl.plots import confusion_matrix
+
+        classes = state.get("label_map", {}).get("class") or [str(i) for i in range(len(test["class_confusion"]))]
+        written["confusion"] = confusion_matrix(test["class_confusion"], classes, out / "confusion.png",
+                                                title=f"{run_dir.name}: test accuracy {test['class_accuracy']:.4f}")
+    return {k: str(v) for k, v in written.items()}

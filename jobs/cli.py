@@ -367,6 +367,23 @@ def viz_lstm(run: Annotated[Path, typer.Option(help="a `lakedl train` run direct
                f"{Path(summary['png']).with_suffix('.json')})")
 
 
+@viz_app.command("images")
+def viz_images(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of an image model")],
+               out: Annotated[Optional[Path], typer.Option(help="directory for the PNGs (default: the run's)")] = None,
+               split: Annotated[str, typer.Option(help="split the pictured images come from")] = "test",
+               n: Annotated[int, typer.Option(min=1, help="images in the autoencoder's reconstruction grid")] = 16) -> None:
+    """First-layer kernels, feature maps and the confusion matrix of an image classifier run, or an
+    autoencoder's reconstructions (of noised inputs for a denoising run)."""
+    from dl.vision_plots import run_pictures
+
+    try:
+        written = run_pictures(run, out, split=split, n=n)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _Failure(str(exc)) from exc
+    for kind, path in written.items():
+        typer.echo(f"{kind:<16}{path}")
+
+
 @app.command("sample")
 def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of a model.name=gpt run")],
                 prompt: Annotated[Optional[list[str]], typer.Option(help="text to continue (repeatable; "

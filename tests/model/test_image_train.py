@@ -5,16 +5,24 @@ exactly, resume, the autoencoder's reconstruction and denoising figures, and ref
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dl.train import TrainError, run_train
+from dl.vision_plots import run_pictures
 from etl.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("lakedl")), *args], capture_output=True, text=True, cwd=REPO)
 MEAN, STD = "data.augment.mean=0.286", "data.augment.std=0.353"
 
 
@@ -80,6 +88,11 @@ def test_lenet_trains_on_two_processes_and_its_checkpoint_rebuilds_it(images, tm
     resumed = run_train(train_config(images, tmp_path, "lenet", "train.epochs=4", "run.resume=true", *extra))
     assert resumed["epochs_run"] == 4 and resumed["steps"] == 4 * per_rank
 
+    out = run(["viz", "images", "--run", str(tmp_path / "train" / "lenet"), "--out", str(tmp_path / "viz")])
+    assert out.returncode == 0, out.stderr
+    for kind in ("kernels", "feature_maps", "confusion"):
+        assert Image.open(tmp_path / "viz" / f"{kind}.png").size[0] > 200 and kind in out.stdout
+
 
 def test_denoising_autoencoder_on_the_native_loader_beats_the_noisy_input(images, tmp_path):
     summary = run_train(train_config(images, tmp_path, "ae", "model.name=autoencoder", "train.task=reconstruct",
@@ -92,6 +105,11 @@ def test_denoising_autoencoder_on_the_native_loader_beats_the_noisy_input(images
     history = json.loads((tmp_path / "train" / "ae" / "history.json").read_text())
     assert history[-1]["dev_denoise_mse"] < history[0]["dev_denoise_mse"]
     assert "diagnosis" not in summary or summary["diagnosis"] is None  # no accuracy: no bias/variance verdict
+    written = run_pictures(tmp_path / "train" / "ae", tmp_path / "viz", n=8)
+    assert sorted(written) == ["kernels", "reconstructions"]
+    assert Image.open(written["reconstructions"]).size[0] > 200
+    with pytest.raises(FileNotFoundError, match="no best.pt or last.pt"):
+        run_pictures(tmp_path)
 
 
 def test_image_and_text_mismatches_are_refused_with_what_to_do(images, tmp_path):
