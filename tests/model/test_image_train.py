@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("lakedl")), *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([str(Path(sys.executable).with_name("lakedl")), *args], capture_output=True, text=True,
+                          cwd=REPO, check=False)
 MEAN, STD = "data.augment.mean=0.286", "data.augment.std=0.353"
 
 
