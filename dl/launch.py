@@ -85,7 +85,7 @@ def _td_entry(settings, worker=None) -> dict:
     result = train_worker(settings, "torch")
     # TorchDistributor's local mode has every rank write the same return file: return what all ranks agree on
     agreed = {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank",
-                                     "interrupted") if k in result}
+                                     "interrupted", "pruned", "best_score") if k in result}
     return {**agreed, "steps": max(result["steps_by_rank"]),
             **{k: result.get(k) for k in ("diagnosis", "best_epoch", "test")}}
 

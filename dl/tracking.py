@@ -60,7 +60,9 @@ def start_run(cfg, run_name: str, params: Mapping[str, Any] | None = None,
 def _run(mlflow, cfg, uri: str, run_name: str, params, tags, run_id) -> Iterator[RunHandle]:
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags or {})) as run:
+    nested = mlflow.active_run() is not None  # a search trial inside its study's run (dl/tune.py)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags or {}),
+                          nested=nested) as run:
         if run_id is None:
             flat = flatten(cfg.model_dump(mode="json"))
             flat.update(params or {})

@@ -60,7 +60,7 @@ def load_run(run_dir: str | os.PathLike, family: str | None, shards: str | os.Pa
 
 
 def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None = None, run_id: str | None = None,
-                    tensorboard_dir: str | None = None) -> WorkerSettings:
+                    tensorboard_dir: str | None = None, prune: dict | None = None) -> WorkerSettings:
     t, m = cfg.train, cfg.model
     return WorkerSettings(
         shards=str(Path(cfg.data.shards).absolute()), task=t.task, task_weights=dict(t.task_weights),
@@ -71,7 +71,7 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
         amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
         tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,
         augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
-        image_loader=cfg.data.image_loader)
+        image_loader=cfg.data.image_loader, prune=prune)
 
 
 def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
@@ -111,8 +111,9 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
         raise TrainError(f"{directory} already holds a run: pass --resume to continue it or pick another run.name")
 
 
-def run_train(cfg: TrainConfig, spark=None) -> dict:
-    """Train as configured; returns the summary also written to ``result.json``."""
+def run_train(cfg: TrainConfig, spark=None, prune: dict | None = None, tags: dict[str, str] | None = None) -> dict:
+    """Train as configured; returns the summary also written to ``result.json``. ``prune`` and ``tags``: a
+    `lakedl tune` trial's study handle (per-epoch reports) and MLflow tags (its parent run)."""
     import mlflow
 
     from dl.launch import launch
@@ -131,11 +132,12 @@ def run_train(cfg: TrainConfig, spark=None) -> dict:
         from etl.spark import get_spark
 
         spark = get_spark(cfg.spark)
-    with start_run(cfg, name, tags={"job": "train", "launcher": cfg.launcher.kind}, run_id=previous) as handle:
+    with start_run(cfg, name, tags={"job": "train", "launcher": cfg.launcher.kind, **(tags or {})},
+                   run_id=previous) as handle:
         meta_path.write_text(json.dumps({"name": name, "mlflow_run_id": handle.run_id}))
         (directory / "config.yml").write_text(dump_config(cfg))
         settings = worker_settings(cfg, directory, handle.tracking_uri, handle.run_id,
-                                   str(handle.tensorboard_dir) if handle.tensorboard_dir else None)
+                                   str(handle.tensorboard_dir) if handle.tensorboard_dir else None, prune)
         log.info("training %s: %s launcher, %d process(es), run dir %s", name, cfg.launcher.kind,
                  cfg.launcher.num_processes, directory)
         started = time.perf_counter()
@@ -147,7 +149,8 @@ def run_train(cfg: TrainConfig, spark=None) -> dict:
                    "epochs_run": result["epochs_run"], "steps": result["steps"], "seconds": round(seconds, 2),
                    "final": history[-1] if history else {}, "best_epoch": result.get("best_epoch"),
                    "test": result.get("test"), "diagnosis": result.get("diagnosis"),
-                   "weights_identical_across_ranks": len(set(result["weights_sha256_by_rank"])) == 1}
+                   "weights_identical_across_ranks": len(set(result["weights_sha256_by_rank"])) == 1,
+                   "pruned": result.get("pruned", False), "best_score": result.get("best_score")}
         (directory / "history.json").write_text(json.dumps(history, indent=1))
         (directory / "result.json").write_text(json.dumps(summary, indent=1, default=str))
         artifacts = ["config.yml", "history.json", "result.json", "last.pt"]

@@ -79,6 +79,7 @@ class WorkerSettings:
     augment: dict = field(default_factory=dict)  # image datasets: dl.image_loader.Augment fields
     loader_workers: int = 2  # image datasets: petastorm decode threads per process
     image_loader: str = "petastorm"  # image datasets: petastorm | native (dl/image_loader.py)
+    prune: dict | None = None  # a `lakedl tune` trial: rank 0 reports each epoch's dev score (dl/tune.py)
 
 
 def _tasks(task: str) -> list[str]:
@@ -372,7 +373,7 @@ def _train_on(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> 
                             metrics={"history": history, "best": best, "stale": stale,
                                      "batches_done": batches_done})
 
-    ran, steps_this_call, interrupted = 0, 0, False
+    ran, steps_this_call, interrupted, pruned = 0, 0, False, False
     for epoch in range(start_epoch, s.epochs):
         if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
             break
@@ -429,13 +430,20 @@ def _train_on(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> 
             stale += 1
         ran += 1
         checkpoint(epoch, 0)
+        if s.prune is not None:  # a search trial: the study decides on rank 0's report, every rank stops together
+            from dl.tune import report_epoch
+
+            pruned = bool(dist.max_int(int(rank == 0 and report_epoch(s.prune, epoch, score))))
+            if pruned:
+                break
         if s.patience is not None and stale > s.patience:
             break
     sink.close()
     digest = weights_digest(model)
     result = {"history": history, "epochs_run": len(history), "world_size": world_size,
               "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),
-              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step, "interrupted": interrupted}
+              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step, "interrupted": interrupted,
+              "pruned": pruned, "best_score": best}
     if best_weights is not None:
         model.load_state_dict(best_weights)  # what the run selected on dev
     if history:

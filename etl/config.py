@@ -270,7 +270,10 @@ JOBS: dict[str, type[CommonConfig] | str] = {
     "etl_images": ImageEtlConfig,
     "train": "dl.config:TrainConfig",
     "w2v": "dl.w2v.train:W2vConfig",
+    "tune": "dl.tune:TuneConfig",
 }
+# Jobs whose config builds on another job's files: `tune` reads train.yml, then tune.yml (conf/base, then conf/local)
+JOB_BASES: dict[str, tuple[str, ...]] = {"tune": ("train",)}
 
 
 def job_model(job: str) -> type[CommonConfig]:
@@ -391,7 +394,9 @@ def gather_layers(
             f"{base} not found: point --conf-dir or LAKEDL_CONF_DIR at the project's conf/ directory"
         )
     layers = Layers()
-    candidates = [base, root / "base" / f"{job}.yml", root / "local" / "common.yml", root / "local" / f"{job}.yml"]
+    jobs = [*JOB_BASES.get(job, ()), job]
+    candidates = [base, *(root / "base" / f"{j}.yml" for j in jobs), root / "local" / "common.yml",
+                  *(root / "local" / f"{j}.yml" for j in jobs)]
     for path in candidates:
         if path.is_file():
             layers.merge(read_yaml(path), str(path))

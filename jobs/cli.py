@@ -221,6 +221,38 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text or image 
                f"{summary['mlflow_run_id']}")
 
 
+@app.command("tune")
+def tune(space: Annotated[Optional[str], typer.Option(help="search space YAML (default: tune.space)")] = None,
+         strategy: Annotated[Optional[str], typer.Option(help="grid, random or bayes (default: tune.strategy)")] = None,
+         trials: Annotated[Optional[int], typer.Option(min=1, help="trials in the study in all (default: tune.trials)")]
+         = None,
+         parallel: Annotated[Optional[int], typer.Option(min=1, help="trials at once as Spark tasks (default: "
+                                                         "tune.parallel)")] = None,
+         study: Annotated[Optional[str], typer.Option(help="study name; an existing one resumes (default: new)")] = None,
+         conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Hyper-parameter search over train config keys (Optuna: grid, random, TPE), trials as Spark tasks,
+    pruning on the dev metric, resumable study; trials.csv, best.yml and plots in runs/tune/<study>/."""
+    from dl.launch import LaunchError
+    from dl.train import TrainError
+    from dl.tune import TuneError, run_tune
+
+    extra = _option_overrides({"tune.space": space, "tune.strategy": strategy, "tune.trials": trials,
+                               "tune.parallel": parallel, "tune.study": study})
+    cfg = _load("tune", conf_dir, conf, set_, extra)
+    try:
+        summary = run_tune(cfg)
+    except (TuneError, TrainError, LaunchError, ValueError) as exc:
+        raise _Failure(str(exc)) from exc
+    typer.echo(f"\nstudy {summary['study']} ({summary['strategy']}): {summary['trials']} trials "
+               f"({', '.join(f'{n} {k}' for k, n in summary['states'].items())}; {summary['resumed_from']} before this run)")
+    best = summary["best"]
+    if best:
+        typer.echo(f"  best: trial {best['number']}, dev score {best['value']:.4f}, "
+                   + ", ".join(f"{k}={v}" for k, v in best["params"].items()))
+        typer.echo(f"  run dir {best['run_dir']}")
+    typer.echo(f"  {summary['dir']}: trials.csv, best.yml, summary.json, PNGs; study storage {summary['storage']}")
+
+
 @bundle_app.command("export")
 def bundle_export(run: Annotated[Path, typer.Option(help="a finished `lakedl train` run directory (a classifier)")],
                   out: Annotated[Path, typer.Option(help="bundle directory to write")]) -> None:

@@ -110,3 +110,11 @@ def test_etl_text_command_and_a_failing_quarantine_rate(raw_data, tmp_path):
     assert out.returncode == 1
     assert "1 of 2 rows (50.0%) were quarantined" in out.stderr and "lakedl tables show quarantine_bad" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_tune_without_a_space_or_with_a_bad_strategy_says_what_to_pass(tmp_path):
+    out = run("tune", "--set", f"paths.runs_dir={tmp_path}")
+    assert out.returncode == 1 and "tune.space is not set: pass --space" in out.stderr
+    out = run("tune", "--strategy", "annealing")
+    assert out.returncode == 2 and "tune.strategy" in out.stderr
+    assert "Traceback" not in out.stderr
