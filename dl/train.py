@@ -118,6 +118,7 @@ def run_train(cfg: TrainConfig, spark=None, prune: dict | None = None, tags: dic
 
     from dl.launch import launch
     from dl.plots import training_curves
+    from dl.report import write_report
     from dl.tracking import start_run
     from etl.config import dump_config
     from etl.pipelines import new_run_id
@@ -157,6 +158,11 @@ def run_train(cfg: TrainConfig, spark=None, prune: dict | None = None, tags: dic
         if history:
             training_curves(history, directory / "curves.png", title=name)
             artifacts.append("curves.png")
+            try:  # the run itself succeeded: a report that cannot be drawn must not fail it
+                summary["report"] = str(write_report(directory))
+                artifacts.append("report.html")
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                log.warning("report.html not written (%s); `lakedl report --run %s` retries", exc, directory)
         for artifact in artifacts:
             if (directory / artifact).is_file():
                 mlflow.log_artifact(str(directory / artifact))

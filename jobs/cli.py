@@ -399,6 +399,18 @@ def viz_lstm(run: Annotated[Path, typer.Option(help="a `lakedl train` run direct
                f"{Path(summary['png']).with_suffix('.json')})")
 
 
+@app.command("report")
+def report(run: Annotated[Path, typer.Option(help="a finished `lakedl train` run directory")]) -> None:
+    """Write <run>/report.html: facts, test figures, curves, confusion matrix, per-class precision/recall,
+    the bias/variance verdict and the worst-scored test examples (train writes it too)."""
+    from dl.report import write_report
+
+    try:
+        typer.echo(str(write_report(run)))
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise _Failure(str(exc)) from exc
+
+
 @viz_app.command("images")
 def viz_images(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of an image model")],
                out: Annotated[Optional[Path], typer.Option(help="directory for the PNGs (default: the run's)")] = None,

@@ -89,6 +89,9 @@ def test_lenet_trains_on_two_processes_and_its_checkpoint_rebuilds_it(images, tm
     resumed = run_train(train_config(images, tmp_path, "lenet", "train.epochs=4", "run.resume=true", *extra))
     assert resumed["epochs_run"] == 4 and resumed["steps"] == 4 * per_rank
 
+    report = (tmp_path / "train" / "lenet" / "report.html").read_text()  # curves, confusion, worst images
+    assert report.count("data:image/png;base64,") == 3 and "Worst-scored test images" in report
+    assert "ankle boot" in report and (tmp_path / "train" / "lenet" / "worst.png").is_file()
     out = run(["viz", "images", "--run", str(tmp_path / "train" / "lenet"), "--out", str(tmp_path / "viz")])
     assert out.returncode == 0, out.stderr
     for kind in ("kernels", "feature_maps", "confusion"):

@@ -44,7 +44,11 @@ def test_train_job_tracks_the_run(shards, tmp_path):
     assert [m.step for m in dev] == [23, 46, 69]
     assert len(client.get_metric_history(summary["mlflow_run_id"], "train_step_loss")) == 69 // 5
     artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
-    assert {"last.pt", "curves.png", "config.yml", "history.json", "diagnosis.json"} <= artifacts
+    assert {"last.pt", "curves.png", "config.yml", "history.json", "diagnosis.json", "report.html"} <= artifacts
+    report = (run / "report.html").read_text()
+    assert summary["report"] == str(run / "report.html") and report.count("data:image/png;base64,") == 1  # curves
+    assert "Worst-scored test examples" not in report and "Confusion" not in report  # the toy shards have no test split
+    assert "Bias / variance" in report and "dev error" in report
     tb = EventAccumulator(str(tmp_path / "tensorboard" / summary["mlflow_run_id"]))
     tb.Reload()
     assert len(tb.Scalars("dev/sentiment_accuracy")) == 3
@@ -130,3 +134,24 @@ def test_model_families_and_embeddings_by_config(shards, tmp_path):
     state = torch.load(tmp_path / "train" / "cnn1" / "best.pt", weights_only=True)
     assert state["config"]["model"] == "cnn" and state["config"]["embed_dim"] == 8
     assert summary["test"] is None  # the toy shards have no test split
+
+
+def test_report_lists_the_worst_scored_test_texts(shards, tmp_path):
+    import shutil
+
+    from conftest import make_split
+
+    from dl.report import write_report
+
+    data = tmp_path / "toy"
+    shutil.copytree(shards, data)
+    make_split(data / "test", 120, 7)
+    summary = run_train(train_cfg(data, tmp_path, "launcher.num_processes=1", "train.epochs=1", "run.name=rep",
+                                  "train.batch_size=32"))
+    report = Path(summary["report"]).read_text()
+    assert "Worst-scored test examples" in report and "Confusion matrix" in report
+    rows = report.split("Worst-scored test examples")[1].count("<tr>") - 1  # minus the header
+    assert rows == 12 and "<td>row " in report  # shards without review_id: rows named by position
+    assert report.count("negative") >= 2 and "positive" in report  # the label names, not 0/1
+    with pytest.raises(FileNotFoundError, match="no result.json"):
+        write_report(tmp_path)
