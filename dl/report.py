@@ -155,11 +155,11 @@ def write_report(run_dir: str | Path) -> Path:
                   _table(rows, ["class", "precision", "recall", "F1", "support"])]
     diagnosis = result.get("diagnosis")
     if diagnosis:
-        chosen = history[result["best_epoch"]] if history and result.get("best_epoch") is not None else {}
+        chosen = next((h for h in history if h["epoch"] == result.get("best_epoch")), {})
         errors = [[f"{split} error", _fmt(1 - chosen[f"{split}_{first}_accuracy"])] for split in ("train", "dev")
                   if f"{split}_{first}_accuracy" in chosen]
-        parts += ["<h2>Bias / variance</h2>", f"<p><b>{html.escape(diagnosis['verdict'])}</b> — "
-                  f"{html.escape(diagnosis['advice'])}</p>", _table(errors, ["", "at the selected epoch"])]
+        verdict = f"<p><b>{html.escape(diagnosis['verdict'])}</b> — {html.escape(diagnosis['advice'])}</p>"
+        parts += ["<h2>Bias / variance</h2>", verdict, _table(errors, ["", "at the selected epoch"])]
     if first in ("sentiment", "rating") and (shards / "test").is_dir():
         worst = worst_texts(model, shards, first)
         rows = [[w["id"], labels[w["gold"]] if labels else w["gold"], labels[w["predicted"]] if labels else w["predicted"],
