@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v bench-images quality quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v bench-images bench-tune quality quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | bench-images | quality | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | bench-images | bench-tune | quality | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -64,6 +64,10 @@ bench-w2v: data
 bench-images: data
 	$(BIN)/lakedl etl images >/dev/null
 	$(BIN)/python bench/image_loaders.py
+
+# lakedl tune on SST-2: random vs Bayesian search, 12 trials each, 2 at once (bench/results/tune_sst.json, ~30 min)
+bench-tune: data
+	$(BIN)/python bench/tune_sst.py --sst $(SST_DIR)
 
 # SST quality runs (long: ~15-40 min per row on 2 cores); QUALITY_ROWS picks rows (default: all)
 quality: data

@@ -235,7 +235,7 @@ def _objective(cfg: TuneConfig, study: str, dims: list[Dim], parent_run_id: str 
         tags = {"tune.study": study, "tune.trial": str(trial.number)}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        trial.set_user_attr("run_dir", str(Path(tcfg.paths.runs_dir) / "train" / name))
+        trial.set_user_attr("run_dir", str((Path(tcfg.paths.runs_dir) / "train" / name).absolute()))
         summary = run_train(tcfg, spark=spark, prune=prune, tags=tags)
         trial.set_user_attr("epochs_run", summary["epochs_run"])
         if summary.get("pruned"):
