@@ -380,7 +380,7 @@ def plot_study(s, directory: Path) -> list[str]:
                 log.info("study plot %s skipped: %s", name, exc)
                 continue
         fig = (ax[0] if hasattr(ax, "__len__") else ax).get_figure()
-        fig.set_size_inches(9, 5)
+        fig.set_size_inches(13 if name == "parallel_coordinates" else 9, 5)
         fig.tight_layout()
         path = directory / f"{name}.png"
         fig.savefig(path, dpi=110)

@@ -37,8 +37,8 @@ def text_of(cell) -> str:
 def small_input(raw_data, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("nb")
     (root / "input").mkdir()
-    for path in sorted((raw_data / "reviews").glob("vader_*.jsonl")):  # 400 real snippets of each corpus
-        lines = path.read_text().splitlines()[:400]
+    for path in sorted((raw_data / "reviews").glob("vader_*.jsonl")):  # 150 real snippets of each corpus
+        lines = path.read_text().splitlines()[:150]
         (root / "input" / path.name).write_text("\n".join(lines) + "\n")
     return root
 
@@ -56,7 +56,7 @@ def test_notebooks_run_headlessly_in_order(small_input, raw_data):
     etl = execute("01_etl", {**common, "INPUT": [str(root / "input")], "SHARDS_DIR": str(root / "shards"),
                              "NAME": "reviews", "SETTINGS": ["tokenize.vocab.min_count=1"]})
     report = text_of(etl.cells[2])
-    assert "'rows_read': 1600" in report and "rows_per_split" in report
+    assert "'rows_read': 600" in report and "rows_per_split" in report
     assert "review_id" in text_of(etl.cells[3])  # the silver sample
 
     train = execute("02_train", {"CONF_DIR": str(REPO / "conf"), "SHARDS": str(root / "shards" / "reviews"),
@@ -69,12 +69,12 @@ def test_notebooks_run_headlessly_in_order(small_input, raw_data):
 
     score = execute("03_score", {**common, "RUN": str(root / "runs" / "train" / "nb"),
                                  "BUNDLE": str(root / "runs" / "bundle"), "SOURCE": "silver_reviews"})
-    assert "'rows_scored': 1600" in text_of(score.cells[2]) and "'rows_scored': 0" in text_of(score.cells[3])
+    assert "'rows_scored': 600" in text_of(score.cells[2]) and "'rows_scored': 0" in text_of(score.cells[3])
     assert "positive" in text_of(score.cells[4])
 
     emb = execute("04_embeddings", {**common, "MODEL_DIR": str(raw_data / "minilm" / "model"),
-                                    "SOURCE": "silver_reviews", "VECTORS": "review_vectors", "LIMIT": 200,
+                                    "SOURCE": "silver_reviews", "VECTORS": "review_vectors", "LIMIT": 100,
                                     "QUERIES": ["a great movie"]})
-    assert "'inserted': 200" in text_of(emb.cells[2])
+    assert "'inserted': 100" in text_of(emb.cells[2])
     hits = text_of(emb.cells[3])
     assert "a great movie" in hits and hits.count("\n") >= 3
