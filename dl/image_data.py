@@ -16,12 +16,10 @@ themselves, the bar a denoiser has to beat).
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import itertools
 import json
 import math
-import warnings
 from pathlib import Path
 
 import torch
@@ -177,9 +175,6 @@ class ImageData:
         if self._loader is not None:
             self._loader.__exit__(None, None, None)  # stops and joins the reader's threads
             self._loader = self._batches = None
-            with warnings.catch_warnings():  # petastorm's workers leave their Parquet files to the collector
-                warnings.simplefilter("ignore", ResourceWarning)
-                gc.collect()
 
 
 def _tensors(batch: dict) -> dict:

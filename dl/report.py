@@ -30,23 +30,12 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _load(run_dir: Path):
-    from dl.models import rebuild
-
-    weights = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"{run_dir}: no best.pt or last.pt; point --run at a finished `lakedl train` run")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model = rebuild(state["config"])
-    model.load_state_dict(state["model"])
-    return model.eval(), state
-
-
 def worst_texts(model, shards: Path, task: str, k: int = WORST, limit: int = 20_000) -> list[dict]:
     """The ``k`` test texts (of the first ``limit`` with a ``task`` label) the model gives the lowest
     probability of their true class."""
     import pyarrow.dataset as ds
 
+    from dl.loaders import arrow_collate
     from dl.worker import MASK, shard_tokenizer
 
     tokenizer = shard_tokenizer(shards)
@@ -60,15 +49,11 @@ def worst_texts(model, shards: Path, task: str, k: int = WORST, limit: int = 20_
     p_gold, pred = np.zeros(len(ids)), np.zeros(len(ids), dtype=int)
     with torch.no_grad():
         for start in range(0, len(ids), 256):
-            chunk = ids[start:start + 256]
-            lengths = torch.tensor([max(len(x), 1) for x in chunk])
-            padded = torch.full((len(chunk), int(lengths.max())), tokenizer.pad_id, dtype=torch.long)
-            for i, x in enumerate(chunk):
-                padded[i, :len(x)] = torch.tensor(x, dtype=torch.long)
-            probs = torch.softmax(model(padded, lengths)[task].float(), -1).numpy()
-            rows = np.arange(len(chunk))
-            p_gold[start:start + len(chunk)] = probs[rows, gold[start:start + len(chunk)]]
-            pred[start:start + len(chunk)] = probs.argmax(1)
+            batch = arrow_collate(table.select(["ids"]).slice(start, 256), pad_id=tokenizer.pad_id)  # as evaluation
+            probs = torch.softmax(model(batch["ids"], batch["ids_lengths"])[task].float(), -1).numpy()
+            rows = np.arange(len(probs))
+            p_gold[start:start + len(probs)] = probs[rows, gold[start:start + len(probs)]]
+            pred[start:start + len(probs)] = probs.argmax(1)
     out = []
     for i in np.argsort(p_gold)[:k]:
         words = [vocab[t] for t in ids[i] if 0 <= t < len(vocab)]
@@ -119,6 +104,7 @@ def _thumbnails(kept, aug, classes: list[str], path: Path) -> Path:
 def write_report(run_dir: str | Path) -> Path:
     """``report.html`` for a finished run directory (result.json, history.json, best.pt/last.pt, config.yml)."""
     from dl.plots import confusion_matrix, training_curves
+    from dl.train import load_weights
     from etl.config import read_yaml
 
     run_dir = Path(run_dir)
@@ -127,7 +113,7 @@ def write_report(run_dir: str | Path) -> Path:
     result = json.loads((run_dir / "result.json").read_text())
     history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
     cfg = read_yaml(run_dir / "config.yml")
-    model, state = _load(run_dir)
+    model, state, _ = load_weights(run_dir)
     name, task = state["config"]["model"], cfg["train"]["task"]
     first = "sentiment" if task == "multitask" else task
     shards = Path(cfg["data"]["shards"])

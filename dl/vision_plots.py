@@ -94,23 +94,17 @@ def run_pictures(run_dir: str | Path, out: str | Path | None = None, split: str 
     images (noised first when the run was a denoising one). Returns the paths written."""
     import json
 
-    from dl.models import rebuild
     from dl.models.vision import IMAGE_MODELS
+    from dl.train import load_weights
     from etl.config import read_yaml
 
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir
-    weights = next((run_dir / f for f in ("best.pt", "last.pt") if (run_dir / f).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"{run_dir}: no best.pt or last.pt; point --run at a finished `lakedl train` run")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model, state, weights = load_weights(run_dir)
     name = state["config"]["model"]
     if name not in IMAGE_MODELS:
         raise ValueError(f"{weights} holds a {name!r} model; these pictures are for image models "
                          f"({', '.join(IMAGE_MODELS)})")
-    model = rebuild(state["config"])
-    model.load_state_dict(state["model"])
-    model.eval()
     data = read_yaml(run_dir / "config.yml")["data"]
     images, _ = first_images(data["shards"], split, n, data["augment"]["mean"], data["augment"]["std"])
     out.mkdir(parents=True, exist_ok=True)

@@ -262,7 +262,7 @@ class TextData:
     image counterpart is dl/image_data.py; the worker loop only calls these methods."""
 
     def __init__(self, s: WorkerSettings, rank: int, world_size: int) -> None:
-        self.s, self.root = s, Path(s.shards)
+        self.s, self.root, self.rank = s, Path(s.shards), rank
         self.tasks = _tasks(s.task)
         self.tokenizer = shard_tokenizer(self.root)
         self.fingerprint = self.tokenizer.sha256  # resuming checks the shards use the checkpoint's vocabulary
@@ -273,12 +273,15 @@ class TextData:
         self.keep_if = MASK.get(s.task)
         self.train_ds = ParquetShardDataset(self.root / "train", self.columns, rank, world_size, seed=s.seed,
                                             batch_size=s.batch_size, keep_if=self.keep_if)
+        self._eval: dict[str, ParquetShardDataset] = {}  # built once: keep_if counts each row group's labels
 
     def build_model(self):
         model = build_model(self.s.model, self.tokenizer.vocab_size, self.s.model_options)
         if self.s.embeddings:  # pretrained vectors for the tokenizer's words (the same on every rank)
             coverage = init_from_vectors(model.embed, self.tokenizer.vocabulary(), self.s.embeddings)
-            print(f"embeddings from {self.s.embeddings}: {coverage['found']} of {coverage['vocab']} words", flush=True)
+            if self.rank == 0:
+                print(f"embeddings from {self.s.embeddings}: {coverage['found']} of {coverage['vocab']} words",
+                      flush=True)
         return model
 
     def planned_steps(self) -> int:
@@ -302,8 +305,10 @@ class TextData:
 
     def evaluate(self, model, split: str, device, detail: bool = False) -> dict:
         """``split`` dev, test or train (the rows of this task, all ranks' shards, ``eval_train_rows`` at most)."""
-        ds = ParquetShardDataset(self.root / split, self.columns, shuffle=False, batch_size=256,
-                                 keep_if=self.keep_if if split == "train" else None)
+        if split not in self._eval:
+            self._eval[split] = ParquetShardDataset(self.root / split, self.columns, shuffle=False, batch_size=256,
+                                                    keep_if=self.keep_if if split == "train" else None)
+        ds = self._eval[split]
         limit = self.s.eval_train_rows if split == "train" else None
         return evaluate(model, _loader(ds), self.tasks, device, detail, limit)
 
