@@ -259,8 +259,12 @@ class TableStore:
         files = [_local_path(u) for u in table.file_uris()]
         if not files:
             return spark.createDataFrame([], schema), False
+        base = str(self.path(name))
+        if not urlparse(files[0]).scheme:  # local files: delta-rs names them under the symlink-resolved root
+            base = os.path.realpath(base)
+            files = [os.path.realpath(f) for f in files]
         # A user schema that names the partition columns types the values parsed from the paths.
-        return spark.read.schema(schema).option("basePath", str(self.path(name))).parquet(*files), True
+        return spark.read.schema(schema).option("basePath", base).parquet(*files), True
 
     def _commit_frame(self, name: str, df, partition_by: list[str], commit) -> int:
         """Executors write ``df`` as Parquet under ``<table>/_staging/<id>``; the driver moves the files

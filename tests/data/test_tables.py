@@ -127,6 +127,17 @@ def test_a_failed_write_leaves_no_partial_version(spark, store):
     assert not (store.path("atomic") / "_staging").exists()
 
 
+def test_a_store_under_a_symlinked_directory_reads_its_tables(spark, tmp_path):
+    # delta-rs reports file URIs under the resolved root; Spark refused them against the unresolved basePath
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    store = TableStore(tmp_path / "link" / "tables", spark)
+    store.write("s", spark.createDataFrame([(1, "a", 1.0, "x"), (2, "b", 2.0, "y")], SCHEMA), partition_by=["part"])
+    store.write("s", spark.createDataFrame([(3, "c", 3.0, "x")], SCHEMA), "append")
+    assert rows(store.read("s")) == [(1, "a", 1.0, "x"), (2, "b", 2.0, "y"), (3, "c", 3.0, "x")]
+    assert rows(store.read("s", version=0).where(F.col("part") == "y")) == [(2, "b", 2.0, "y")]
+
+
 def test_partitioned_table_reads_back_partition_values(spark, store):
     df = spark.createDataFrame([(1, "a", 1.0, "train"), (2, "b", 2.0, "test"), (3, "c", None, None)], SCHEMA)
     store.write("p", df, partition_by=["part"])
