@@ -70,6 +70,13 @@ ROWS = {  # name: (task, bar, overrides); the *_minilm rows train on the MiniLM-
                                                     f"model.embeddings={GLOVE}", "optim.name=adamw", "optim.lr=0.0005",
                                                     "schedule.name=cosine", "schedule.warmup_steps=300",
                                                     "train.epochs=5"]),
+    "transformer_reg_sst2": ("sentiment", 0.82, ["model.name=transformer", "model.transformer.d_model=100",
+                                                 "model.transformer.heads=4", "model.transformer.ff=200",
+                                                 "model.transformer.layers=2", "model.transformer.pooling=mean",
+                                                 "model.transformer.dropout=0.3", f"model.embeddings={GLOVE}",
+                                                 "optim.name=adamw", "optim.lr=0.0005", "optim.weight_decay=0.05",
+                                                 "schedule.name=cosine", "schedule.warmup_steps=300",
+                                                 "train.epochs=5"]),
     "minilm_sst2": ("sentiment", 0.90, [*MINILM, "train.epochs=3"]),
     "minilm_sst5": ("rating", 0.50, [*MINILM, "train.epochs=3"]),
     # the VADER corpora (mean human score -> 1..5 stars and a binary label, none when exactly neutral)

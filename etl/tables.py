@@ -205,14 +205,14 @@ class TableStore:
         """Small tables on the driver (manifests, run logs, samples): pyarrow over the table's files."""
         table = self._table(name, version)
         schema = pa.schema(table.schema().to_arrow())
-        files = [_local_path(u) for u in table.file_uris()]
+        base, files = self._snapshot_files(name, table)
         parts = table.metadata().partition_columns
         if not files:
             empty = schema.empty_table()
             return empty.select(list(columns)) if columns else empty
         partitioning = pads.partitioning(pa.schema([schema.field(c) for c in parts]), flavor="hive") if parts else None
         data = pads.dataset(files, schema=schema, format="parquet", partitioning=partitioning,
-                            partition_base_dir=str(self.path(name)))
+                            partition_base_dir=base)
         return data.to_table(columns=list(columns) if columns else None)
 
     def count(self, name: str, version: int | None = None) -> int:
@@ -252,17 +252,21 @@ class TableStore:
         return target
 
     # -- delta-rs backend ---------------------------------------------------------------------------
+    def _snapshot_files(self, name: str, table) -> tuple[str, list[str]]:
+        """The table's root and its snapshot's data files, as paths readers can match against each other:
+        delta-rs names local files under the symlink-resolved root, so a root under a symlink is resolved."""
+        base, files = str(self.path(name)), [_local_path(u) for u in table.file_uris()]
+        if files and not urlparse(files[0]).scheme:
+            base, files = os.path.realpath(base), [os.path.realpath(f) for f in files]
+        return base, files
+
     def _snapshot_frame(self, name: str, table):
         """Spark DataFrame over one table snapshot's files (``_metadata.file_path`` tells the file)."""
         spark = self._spark()
         schema = arrow_to_spark_schema(pa.schema(table.schema().to_arrow()))
-        files = [_local_path(u) for u in table.file_uris()]
+        base, files = self._snapshot_files(name, table)
         if not files:
             return spark.createDataFrame([], schema), False
-        base = str(self.path(name))
-        if not urlparse(files[0]).scheme:  # local files: delta-rs names them under the symlink-resolved root
-            base = os.path.realpath(base)
-            files = [os.path.realpath(f) for f in files]
         # A user schema that names the partition columns types the values parsed from the paths.
         return spark.read.schema(schema).option("basePath", base).parquet(*files), True
 

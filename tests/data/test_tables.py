@@ -136,6 +136,8 @@ def test_a_store_under_a_symlinked_directory_reads_its_tables(spark, tmp_path):
     store.write("s", spark.createDataFrame([(3, "c", 3.0, "x")], SCHEMA), "append")
     assert rows(store.read("s")) == [(1, "a", 1.0, "x"), (2, "b", 2.0, "y"), (3, "c", 3.0, "x")]
     assert rows(store.read("s", version=0).where(F.col("part") == "y")) == [(2, "b", 2.0, "y")]
+    arrow = store.read_arrow("s", version=0).sort_by("id")
+    assert arrow.column("part").to_pylist() == ["x", "y"] and store.count("s") == 3
 
 
 def test_partitioned_table_reads_back_partition_values(spark, store):
