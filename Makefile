@@ -73,7 +73,7 @@ bench-tune: data
 quality: data
 	$(BIN)/python bench/quality_sst.py --sst $(SST_DIR) $(if $(QUALITY_ROWS),--rows $(QUALITY_ROWS))
 
-# nanoGPT-style LM vs an interpolated Kneser-Ney trigram on the VADER snippets (~25 min; LM_ARGS="--epochs 8 --dropout 0.3")
+# nanoGPT-style LM vs an interpolated Kneser-Ney trigram on the VADER snippets (~40 min: 12 epochs; LM_ARGS="--epochs 8" etc. to vary)
 quality-lm: data
 	$(BIN)/python bench/quality_lm.py --sst $(SST_DIR) $(LM_ARGS)
 

@@ -39,9 +39,9 @@ def texts(split_dir: Path) -> list[list[int]]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(REPO / "data" / "work" / "quality_sst"))
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--dropout", type=float, default=0.2)
-    ap.add_argument("--patience", type=int, default=1, help="early stopping: epochs without a better dev perplexity")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--patience", type=int, default=3, help="early stopping: epochs without a better dev perplexity")
     ap.add_argument("--sst", default=str(REPO.parent / "shared" / "data" / "sst"), help="unused; as quality_sst.py")
     args = ap.parse_args(argv)
     work = Path(args.work)
