@@ -36,6 +36,10 @@ class QuarantineRateError(RuntimeError):
     """Too many rows were quarantined: the run commits only the quarantine and its run record."""
 
 
+class ShardsError(RuntimeError):
+    """The shards cannot be brought up to date with the silver table."""
+
+
 @dataclass
 class TextEtlReport:
     run_id: str
@@ -178,14 +182,23 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
         report.rows_per_split = write_shards(spark, store, silver, dataset_dir, cfg)
         report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
         _write_manifest(store, silver, dataset_dir, cfg, report)
-    elif store.exists(silver):  # nothing new: nothing to write
+    elif store.exists(silver):  # nothing new: nothing to write, unless the shards lag behind silver
         report.silver_version = store.version(silver)
-        if artifact.is_file():
-            tok = TextTokenizer.load(artifact)
-            report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
+        if not artifact.is_file():
+            raise ShardsError(
+                f"{silver} holds every input row but its tokenizer {artifact} is gone, so its shards cannot be "
+                f"rewritten with the same ids; drop {store.path(silver)} (and {dataset_dir}) and run the ETL again")
+        tok = TextTokenizer.load(artifact)
+        report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
         manifest = dataset_dir / "manifest.json"
-        if manifest.is_file():
-            report.rows_per_split = json.loads(manifest.read_text())["rows_per_split"]
+        done = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        if done.get("silver_version") == report.silver_version:
+            report.rows_per_split = done["rows_per_split"]
+        else:  # an earlier run committed silver and stopped before its shards (or they were deleted)
+            log.warning("shards behind silver: rewriting", extra={"silver_version": report.silver_version,
+                                                                  "shards_version": done.get("silver_version")})
+            report.rows_per_split = write_shards(spark, store, silver, dataset_dir, cfg)
+            _write_manifest(store, silver, dataset_dir, cfg, report)
     report.status = "succeeded"
     _record_run(spark, store, report, started)
     log.info("text etl done", extra={k: v for k, v in asdict(report).items() if k != "reasons"})

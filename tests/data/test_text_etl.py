@@ -4,6 +4,7 @@ incremental runs, determinism, and petastorm reading the shards."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import pytest
 
 from etl.config import load_config
 from etl.tables import TableStore
-from etl.text_etl import QuarantineRateError, run_text_etl
+from etl.text_etl import QuarantineRateError, ShardsError, run_text_etl
 
 pytestmark = pytest.mark.spark
 VALID = 300  # real VADER tweets taken per corpus copy
@@ -161,6 +162,27 @@ def test_new_files_append_only_unseen_reviews(spark, first_run):
     assert store.read("silver_reviews").filter("review_id = 'ok1'").first()["text"].startswith("Fine")
     assert sum(third.rows_per_split.values()) == first.rows_kept + 5
     assert third.tokenizer_sha256 == first.tokenizer_sha256  # the vocabulary is kept: ids stay stable
+
+
+def test_a_rerun_rewrites_shards_that_lag_behind_silver(spark, raw_data, tmp_path):
+    # a run that committed silver and died before its shards left a rerun with "nothing new" to do
+    src = make_corpus(raw_data, tmp_path)
+    cfg = config(tmp_path, src)
+    first = run_text_etl(cfg, spark, "run-1")
+    before = {s: shard_rows(tmp_path, s) for s in ("train", "dev", "test")}
+    dataset = tmp_path / "shards" / "reviews"
+    for split in ("train", "dev", "test"):
+        shutil.rmtree(dataset / split)
+    (dataset / "manifest.json").unlink()
+    again = run_text_etl(cfg, spark, "run-2")
+    assert (again.rows_kept, again.rows_already_present) == (0, first.rows_kept)
+    assert again.rows_per_split == first.rows_per_split and again.tokenizer_sha256 == first.tokenizer_sha256
+    assert {s: shard_rows(tmp_path, s) for s in before} == before
+    assert json.loads((dataset / "manifest.json").read_text())["silver_version"] == first.silver_version
+    # without the tokenizer the same ids cannot be rebuilt: refused, with what to do
+    shutil.rmtree(dataset / "_artifacts")
+    with pytest.raises(ShardsError, match=r"tokenizer .* is gone.*drop .*silver_reviews"):
+        run_text_etl(cfg, spark, "run-3")
 
 
 def test_same_input_gives_same_shards_and_vocab(spark, raw_data, tmp_path):
