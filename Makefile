@@ -69,9 +69,9 @@ bench-images: data
 bench-tune: data
 	$(BIN)/python bench/tune_sst.py --sst $(SST_DIR)
 
-# SST quality runs (long: ~15-40 min per row on 2 cores); QUALITY_ROWS picks rows (default: all)
+# SST quality runs (long: ~15-40 min per row on 2 cores); QUALITY_ROWS picks rows (default: all), QUALITY_SEED a seed (default 0)
 quality: data
-	$(BIN)/python bench/quality_sst.py --sst $(SST_DIR) $(if $(QUALITY_ROWS),--rows $(QUALITY_ROWS))
+	$(BIN)/python bench/quality_sst.py --sst $(SST_DIR) $(if $(QUALITY_ROWS),--rows $(QUALITY_ROWS)) $(if $(QUALITY_SEED),--seed $(QUALITY_SEED))
 
 # nanoGPT-style LM vs an interpolated Kneser-Ney trigram on the VADER snippets (~40 min: 12 epochs; LM_ARGS="--epochs 8" etc. to vary)
 quality-lm: data

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--record", nargs="*", default=[], metavar="ROW=RUN_DIR",
                     help="record an already finished `lakedl train` run of ROW's settings instead of training it")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="train.seed; a seed other than 0 records each row as <row>_seed<N> beside the seed-0 one")
     args = ap.parse_args(argv)
     if any("glove" in r for r in args.rows) and not GLOVE.is_file():
         sys.exit(f"{GLOVE} missing: run `lakedl data fetch --source glove100` first")
@@ -150,33 +152,34 @@ def main(argv: list[str] | None = None) -> None:
     recorded = dict(item.split("=", 1) for item in args.record)
     for name in [*args.rows, *recorded]:
         task, bar, overrides = ROWS[name]
+        case = name if args.seed == 0 else f"{name}_seed{args.seed}"
         if name in recorded:
             run_dir = Path(recorded[name])
             summary = json.loads((run_dir / "result.json").read_text())
             wall = summary["seconds"]
         else:
-            run_dir = work / "runs" / "train" / name
+            run_dir = work / "runs" / "train" / case
             shutil.rmtree(run_dir, ignore_errors=True)
             data = shards(Path(args.sst), work, data_kind(name))
             cfg = load_config("train", REPO / "conf", overrides=[
-                f"data.shards={data}", f"paths.runs_dir={work / 'runs'}", f"run.name={name}", f"train.task={task}",
-                "train.seed=0", *COMMON, *overrides])
+                f"data.shards={data}", f"paths.runs_dir={work / 'runs'}", f"run.name={case}", f"train.task={task}",
+                f"train.seed={args.seed}", *COMMON, *overrides])
             started = time.perf_counter()
             summary = run_train(cfg)
             wall = time.perf_counter() - started
         test, best = summary["test"], summary["best_epoch"]
         dev = json.loads((run_dir / "history.json").read_text())[best]
         OUT.mkdir(parents=True, exist_ok=True)
-        shutil.copy(run_dir / "curves.png", OUT / f"{name}_curves.png")
-        row = {"command": command_line(), "case": name, "model": name.split("_")[0], "dataset": "vader" if "vader" in name else "sst",
+        shutil.copy(run_dir / "curves.png", OUT / f"{case}_curves.png")
+        row = {"command": command_line(), "case": case, "model": name.split("_")[0], "dataset": "vader" if "vader" in name else "sst",
                "task": {"sentiment": "sst2", "rating": "sst5"}.get(task, task) if "vader" not in name else task,
                "train_level": {"phrases": "phrase", "minilm": "sentence", "vader": "snippet"}[data_kind(name)],
-               **figures(name, task, test, dev), "best_epoch": best + 1, "epochs_run": summary["epochs_run"],
+               **figures(case, task, test, dev), "seed": args.seed, "best_epoch": best + 1, "epochs_run": summary["epochs_run"],
                "bar": bar, "wall_s": round(wall), "processes": summary["processes"], "overrides": overrides,
                **({"recorded_from": str(run_dir)} if name in recorded else {})}
         if bar is not None:
             row["meets_bar"] = row["test_accuracy"] >= bar
-        results[name] = row
+        results[case] = row
         print(json.dumps(row), flush=True)
         write_result("quality_sst", command_line(), list(results.values()))
 
