@@ -27,6 +27,8 @@ class DataSettings(Section):
                         "train/, dev/ (and test/)")
     eval_train_rows: int | None = Field(None, ge=1, description="the per-epoch train-set evaluation (the "
                                         "bias/variance verdict) reads only the first N rows; default all")
+    length_buckets: int = Field(0, ge=0, description="text: sort each run of N training batches' rows by "
+                                "length before batching (less padding; batches still come in random order); 0 = off")
     augment: AugmentSettings = AugmentSettings()
     loader_workers: int = Field(2, ge=1, description="image datasets: petastorm decode threads per process")
     image_loader: Literal["petastorm", "native"] = Field("petastorm", description="image datasets: petastorm "
@@ -202,6 +204,9 @@ class TrainConfig(CommonConfig):
         if name == "autoencoder" and (self.data.augment.mean, self.data.augment.std) != (0.0, 1.0):
             raise ValueError("the autoencoder reconstructs pixels in [0, 1]: set data.augment.mean=0 and "
                              "data.augment.std=1")
+        if image_task and self.data.length_buckets:
+            raise ValueError(f"data.length_buckets={self.data.length_buckets} sorts text rows by token count; "
+                             f"{name} is an image model: drop the setting")
         if self.model.embeddings and self.model.name in ("bow", "bert", "gpt", *IMAGE_MODELS):
             raise ValueError(f"model.embeddings initializes rnn, cnn or transformer embeddings, not {self.model.name}")
         for family in ("transformer", "gpt"):

@@ -6,7 +6,9 @@ across all ranks and DataLoader workers.
   ranks (``unit % world_size``) and then to DataLoader workers, and read with pyarrow. With
   ``batch_size`` it yields ready tensor batches built column-wise from Arrow (use
   ``DataLoader(ds, batch_size=None)``): rows are shuffled within a seeded buffer of row groups and
-  ragged columns (``ids``) are padded with numpy. Without it, it yields rows for ``pad_collate``.
+  ragged columns (``ids``) are padded with numpy; ``length_buckets=k`` sorts each run of k batches'
+  rows by length first (then shuffles the batches), so short rows are not padded to long ones.
+  Without ``batch_size`` it yields rows for ``pad_collate``.
 * ``petastorm_loader`` — petastorm's ``make_batch_reader`` with ``cur_shard``/``shard_count`` (also by
   row group); petastorm batches fixed-length columns only, so read ``input_ids``, not ``ids``.
 
@@ -84,9 +86,11 @@ class ParquetShardDataset(IterableDataset):
     def __init__(self, root: str | os.PathLike, columns: Sequence[str], rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, seed: int = 0, buffer_size: int = 10_000, batch_size: int | None = None,
                  ragged: Sequence[str] = ("ids",), pad_id: int = 0, max_len: int | None = None,
-                 keep_if: str | None = None) -> None:
+                 keep_if: str | None = None, length_buckets: int = 0) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if length_buckets and not (batch_size and ragged):
+            raise ValueError("length_buckets needs batch_size and a ragged column to sort by")
         self.units = split_units(list_row_groups(root), world_size)
         self.columns = list(columns)
         missing = {*self.columns, *([keep_if] if keep_if else [])} - set(pq.read_schema(self.units[0].path).names)
@@ -98,6 +102,7 @@ class ParquetShardDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.seed, self.buffer_size = shuffle, seed, max(1, buffer_size)
         self.batch_size, self.ragged, self.pad_id, self.max_len = batch_size, tuple(ragged), pad_id, max_len
+        self.length_buckets = length_buckets
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -168,9 +173,27 @@ class ParquetShardDataset(IterableDataset):
             table = table.take(pa.array(rng.permutation(table.num_rows)))
         full = table.num_rows - table.num_rows % self.batch_size
         stop = table.num_rows if final else full
-        for start in range(0, stop, self.batch_size):
-            yield arrow_collate(table.slice(start, self.batch_size), self.ragged, self.pad_id, self.max_len)
+        if self.length_buckets:
+            for rows in self._bucketed(table, full, rng):
+                yield arrow_collate(table.take(pa.array(rows)), self.ragged, self.pad_id, self.max_len)
+            if final and full < stop:
+                yield arrow_collate(table.slice(full), self.ragged, self.pad_id, self.max_len)
+        else:
+            for start in range(0, stop, self.batch_size):
+                yield arrow_collate(table.slice(start, self.batch_size), self.ragged, self.pad_id, self.max_len)
         return table.slice(full, table.num_rows - full) if not final else table.slice(0, 0)
+
+    def _bucketed(self, table: pa.Table, full: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """The first ``full`` rows as batches of similar length (less padding): each run of
+        ``length_buckets`` batches' rows is sorted by length and cut into batches, and the batches are
+        then put in random order, so a batch of short rows is as likely first as one of long rows."""
+        lengths = pc.list_value_length(table.column(self.ragged[0])).to_numpy(zero_copy_only=False)[:full]
+        span = self.batch_size * self.length_buckets
+        rows = np.concatenate([w + np.argsort(lengths[w:w + span], kind="stable")
+                               for w in range(0, full, span)]) if full else np.arange(0)
+        batches = [rows[s:s + self.batch_size] for s in range(0, full, self.batch_size)]
+        order = rng.permutation(len(batches)) if self.shuffle else range(len(batches))
+        return [batches[i] for i in order]
 
 
 def arrow_collate(table: pa.Table, ragged: Sequence[str] = ("ids",), pad_id: int = 0,

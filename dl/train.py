@@ -84,7 +84,7 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
         checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
         amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
         tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,
-        augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
+        length_buckets=cfg.data.length_buckets, augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
         image_loader=cfg.data.image_loader, prune=prune)
 
 

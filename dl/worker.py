@@ -76,6 +76,7 @@ class WorkerSettings:
     tensorboard_dir: str | None = None  # rank 0 writes TensorBoard scalars here
     log_every: int = 50  # steps between step-level scalars (loss, lr)
     eval_train_rows: int | None = None  # the per-epoch train-set evaluation stops after N rows (whole batches)
+    length_buckets: int = 0  # text: sort each run of N training batches' rows by length (less padding)
     augment: dict = field(default_factory=dict)  # image datasets: dl.image_loader.Augment fields
     loader_workers: int = 2  # image datasets: petastorm decode threads per process
     image_loader: str = "petastorm"  # image datasets: petastorm | native (dl/image_loader.py)
@@ -272,7 +273,8 @@ class TextData:
         # one task: train only on rows that carry its label (e.g. SST-2 skips neutral phrases); multitask: all rows
         self.keep_if = MASK.get(s.task)
         self.train_ds = ParquetShardDataset(self.root / "train", self.columns, rank, world_size, seed=s.seed,
-                                            batch_size=s.batch_size, keep_if=self.keep_if)
+                                            batch_size=s.batch_size, keep_if=self.keep_if,
+                                            length_buckets=s.length_buckets)
         self._eval: dict[str, ParquetShardDataset] = {}  # built once: keep_if counts each row group's labels
 
     def build_model(self):

@@ -121,6 +121,8 @@ def test_image_and_text_mismatches_are_refused_with_what_to_do(images, tmp_path)
         load_config("train", REPO / "conf", overrides=["model.name=resnet_small"])
     with pytest.raises(ConfigError, match="for image models"):
         load_config("train", REPO / "conf", overrides=["model.name=rnn", "train.task=class"])
+    with pytest.raises(ConfigError, match="data.length_buckets=8 sorts text rows"):
+        load_config("train", REPO / "conf", overrides=["model.name=lenet5", "train.task=class", "data.length_buckets=8"])
     with pytest.raises(ConfigError, match="data.augment.mean=0"):
         load_config("train", REPO / "conf", overrides=["model.name=autoencoder", "train.task=reconstruct", MEAN])
     text = tmp_path / "text"

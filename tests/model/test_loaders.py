@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pyarrow as pa
@@ -138,6 +139,37 @@ def test_batch_mode_order_is_seeded(shards):
     assert rows(1) == rows(1) and rows(1) != rows(2) and sorted(rows(1)) == list(range(N))
     plain = ParquetShardDataset(shards, ["row"], shuffle=False, batch_size=50)
     assert [r for b in plain for r in b["row"].tolist()] == list(range(N))
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_length_buckets_pad_less_and_still_see_every_row_once(shards, world_size):
+    def run(buckets: int, seed: int = 5):
+        seen, padded, batches = Counter(), 0, []
+        for rank in range(world_size):
+            ds = ParquetShardDataset(shards, ["row", "ids"], rank, world_size, seed=seed, buffer_size=300,
+                                     batch_size=32, length_buckets=buckets)
+            mine = list(DataLoader(ds, batch_size=None))
+            assert len(mine) == math.ceil(ds.rows_this_epoch() / 32)  # what the LR schedule is sized by
+            for batch in mine:
+                assert torch.equal(batch["ids_lengths"], (batch["ids"] != 0).sum(1))
+                seen.update(batch["row"].tolist())
+                padded += batch["ids"].numel()
+                batches.append(batch["row"].tolist())
+        assert len(seen) == N and set(seen.values()) == {1}
+        return padded, batches
+
+    plain, _ = run(0)
+    bucketed, order = run(4)
+    assert bucketed < 0.75 * plain  # lengths 1..8 mixed: most plain batches pad to 8
+    assert order == run(4)[1] and order != run(4, seed=6)[1]
+    # the batches come in random order, not shortest-first (a row's length is row % MAX_LEN + 1)
+    widths = [max(r % MAX_LEN + 1 for r in rows) for rows in order]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
+
+
+def test_length_buckets_need_batches_of_a_ragged_column(shards):
+    with pytest.raises(ValueError, match="length_buckets needs batch_size"):
+        ParquetShardDataset(shards, ["row", "ids"], length_buckets=4)
 
 
 @pytest.mark.parametrize("batch_size", [None, 32])

@@ -25,6 +25,14 @@ def test_learns_the_toy_task(shards):
     assert result["diagnosis"]["verdict"] in {"good", "high variance", "high bias", "high bias and high variance"}
 
 
+def test_length_buckets_learn_the_toy_task_in_the_same_steps(shards):
+    plain = train_worker(settings(shards, epochs=2))
+    bucketed = train_worker(settings(shards, epochs=2, length_buckets=4))
+    assert bucketed["steps"] == plain["steps"]  # the LR schedule was sized for exactly these batches
+    assert bucketed["history"][-1]["dev_sentiment_accuracy"] >= 0.95
+    assert [h["loss"] for h in bucketed["history"]] != pytest.approx([h["loss"] for h in plain["history"]])
+
+
 def test_multitask_trains_every_head(shards):
     result = train_worker(settings(shards, task="multitask", epochs=3))
     last = result["history"][-1]
