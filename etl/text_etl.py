@@ -185,6 +185,8 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
     elif store.exists(silver):  # nothing new: nothing to write, unless the shards lag behind silver
         report.silver_version = store.version(silver)
         if not artifact.is_file():
+            report.status = "failed_tokenizer_missing"
+            _record_run(spark, store, report, started)
             raise ShardsError(
                 f"{silver} holds every input row but its tokenizer {artifact} is gone, so its shards cannot be "
                 f"rewritten with the same ids; drop {store.path(silver)} (and {dataset_dir}) and run the ETL again")

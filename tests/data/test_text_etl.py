@@ -183,6 +183,9 @@ def test_a_rerun_rewrites_shards_that_lag_behind_silver(spark, raw_data, tmp_pat
     shutil.rmtree(dataset / "_artifacts")
     with pytest.raises(ShardsError, match=r"tokenizer .* is gone.*drop .*silver_reviews"):
         run_text_etl(cfg, spark, "run-3")
+    runs = {r["run_id"]: r for r in TableStore(tmp_path / "tables", spark).read("etl_runs").collect()}
+    assert runs["run-3"]["status"] == "failed_tokenizer_missing" and runs["run-3"]["rows_already_present"] == first.rows_kept
+    assert runs["run-2"]["status"] == "succeeded"
 
 
 def test_same_input_gives_same_shards_and_vocab(spark, raw_data, tmp_path):
