@@ -13,6 +13,7 @@ what it printed.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import socket
@@ -69,17 +70,24 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _worker_process() -> None:
+    """Set up a worker process: one intra-op thread (the ranks share the cores), and a native crash
+    (SIGABRT from a C++ exception in gloo, SIGSEGV) prints every thread's Python stack to stderr."""
+    torch.set_num_threads(1)
+    faulthandler.enable()
+
+
 def _local_entry(rank: int, world: int, port: int, settings, out_dir: str, worker=None) -> None:
     _die_with_parent()
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
-    torch.set_num_threads(1)
+    _worker_process()
     result = (worker or train_worker)(settings, "torch")
     torch.save({k: v for k, v in result.items() if k != "model"}, Path(out_dir) / f"rank{rank}.pt")
 
 
 def _td_entry(settings, worker=None) -> dict:
-    torch.set_num_threads(1)
+    _worker_process()
     if worker is not None:  # other workers return what every rank agrees on
         return {k: v for k, v in worker(settings, "torch").items() if k != "model"}
     result = train_worker(settings, "torch")
@@ -91,7 +99,7 @@ def _td_entry(settings, worker=None) -> dict:
 
 
 def _hvd_entry(settings, worker=None) -> dict:
-    torch.set_num_threads(1)
+    _worker_process()
     result = (worker or train_worker)(settings, "horovod")
     return {k: v for k, v in result.items() if k != "model"}
 

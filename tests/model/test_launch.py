@@ -3,6 +3,8 @@ clear refusals."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from dl.launch import LaunchError, check_launch, launch
@@ -69,3 +71,17 @@ def test_misconfiguration_is_refused_before_launch():
 def test_a_failing_worker_is_reported(tmp_path):
     with pytest.raises(LaunchError, match="local launch with 2 processes failed"):
         launch(WorkerSettings(shards=str(tmp_path / "missing")), "local", 2)
+
+
+def _aborting_worker(settings, backend):
+    if int(os.environ["RANK"]) == 1:
+        os.abort()  # what a C++ exception escaping a gloo thread does
+    return {}
+
+
+@pytest.mark.distributed
+def test_a_worker_killed_by_a_native_abort_is_reported_with_its_python_stack(capfd):
+    with pytest.raises(LaunchError, match="process 1 terminated with signal SIGABRT"):
+        launch(WorkerSettings(shards="unused"), "local", 2, worker=_aborting_worker)
+    err = capfd.readouterr().err
+    assert "Fatal Python error: Aborted" in err and "in _aborting_worker" in err
