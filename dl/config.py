@@ -59,6 +59,8 @@ class CnnOptions(Section):
     widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
     dropout: float = Field(0.5, ge=0, lt=1)
     freeze_embeddings: bool = False
+    edge_padding: bool = Field(False, description="pad each text with width-1 zero vectors on both sides "
+                               "(wide convolution, as in Kim's code)")
 
 
 class TransformerOptions(Section):
@@ -68,7 +70,7 @@ class TransformerOptions(Section):
     ff: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     positions: Literal["learned", "sinusoidal"] = "learned"
-    pooling: Literal["cls", "mean"] = "cls"
+    pooling: Literal["cls", "mean", "max"] = "cls"
     max_len: int = Field(512, ge=1)
     freeze_embeddings: bool = False
 

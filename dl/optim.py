@@ -22,6 +22,8 @@ class OptimSettings(Section):
     eps: float = Field(1e-8, gt=0)
     rho: float = Field(0.9, gt=0, lt=1, description="adadelta's decay")
     alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop's smoothing")
+    embedding_lr_scale: float = Field(1.0, gt=0, description="learning rate of the embedding tables as a share of "
+                                      "lr, e.g. 0.1 to move pretrained vectors slowly")
 
 
 class ScheduleSettings(Section):
@@ -34,8 +36,22 @@ class ScheduleSettings(Section):
     patience: int = Field(2, ge=0, description="plateau: evaluations without improvement")
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], s: OptimSettings) -> torch.optim.Optimizer:
-    """The optimizer ``s`` names, with only the options that optimizer understands."""
+def param_groups(model: torch.nn.Module, s: OptimSettings) -> list:
+    """``model``'s parameters for ``build_optimizer``: one group, or with ``embedding_lr_scale`` two, the
+    rest first (its learning rate is the one logged) and every ``nn.Embedding``'s weights at the scaled rate."""
+    if s.embedding_lr_scale == 1.0:
+        return list(model.parameters())
+    embedding = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    rest = [p for p in model.parameters() if id(p) not in embedding]
+    tables = [p for p in model.parameters() if id(p) in embedding]
+    if not tables:
+        raise ValueError("optim.embedding_lr_scale is set but the model has no embedding table")
+    return [{"params": rest}, {"params": tables, "lr": s.lr * s.embedding_lr_scale}]
+
+
+def build_optimizer(params: Iterable, s: OptimSettings) -> torch.optim.Optimizer:
+    """The optimizer ``s`` names, with only the options that optimizer understands; ``params`` are
+    parameters or parameter groups (``param_groups``)."""
     params = list(params)
     if s.name == "sgd":
         if s.nesterov and s.momentum <= 0:

@@ -34,6 +34,7 @@ from dl.optim import (
     build_optimizer,
     build_scheduler,
     clip_gradients,
+    param_groups,
     penalty,
 )
 from dl.tracking import MetricsSink
@@ -348,7 +349,7 @@ def _train_on(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> 
     tasks, tok_hash, label_map = data.tasks, data.fingerprint, data.label_map
     model = data.build_model().to(device)
     model_desc = describe(s.model, model)
-    net, optimizer = dist.wrap(model, build_optimizer(model.parameters(), s.optim))  # same start on every rank
+    net, optimizer = dist.wrap(model, build_optimizer(param_groups(model, s.optim), s.optim))  # same start on every rank
     # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
     steps_per_epoch = dist.max_int(data.planned_steps())
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)

@@ -1,5 +1,5 @@
 """Transformer encoder classifier from scratch: pre-LN encoder layers, learned or sinusoidal positions,
-[CLS] or mean pooling, key-padding masks so padded positions are never attended to."""
+[CLS], mean or max pooling, key-padding masks so padded positions are never attended to."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class TransformerConfig:
     ff: int = 256
     dropout: float = 0.1
     positions: str = "learned"  # learned | sinusoidal
-    pooling: str = "cls"  # cls | mean
+    pooling: str = "cls"  # cls | mean | max
     max_len: int = 512
     freeze_embeddings: bool = False
     pad_id: int = 0
@@ -29,8 +29,8 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.heads:
             raise ValueError(f"transformer d_model={self.d_model} is not divisible by heads={self.heads}")
-        if self.positions not in ("learned", "sinusoidal") or self.pooling not in ("cls", "mean"):
-            raise ValueError("transformer positions: learned | sinusoidal; pooling: cls | mean")
+        if self.positions not in ("learned", "sinusoidal") or self.pooling not in ("cls", "mean", "max"):
+            raise ValueError("transformer positions: learned | sinusoidal; pooling: cls | mean | max")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,5 +71,5 @@ class TransformerClassifier(nn.Module):
         x = self.drop(x + self.pos[: x.shape[1]])
         mask = torch.cat([torch.ones_like(ids[:, :1], dtype=torch.bool), length_mask(ids, lengths)], 1)  # (B, 1+T)
         h = self.norm(self.encoder(x, src_key_padding_mask=~mask))  # (B, 1 + T, D)
-        pooled = h[:, 0] if self.cfg.pooling == "cls" else masked_pool(h[:, 1:], mask[:, 1:], "mean")
+        pooled = h[:, 0] if self.cfg.pooling == "cls" else masked_pool(h[:, 1:], mask[:, 1:], self.cfg.pooling)
         return self.heads(self.drop(pooled))

@@ -16,9 +16,11 @@ FAMILIES = {
     "rnn_gru_last": {"cell": "gru", "bidirectional": True, "pooling": "last", "embed_dim": 16, "hidden": 16},
     "rnn_vanilla_mean": {"cell": "rnn", "bidirectional": False, "pooling": "mean", "embed_dim": 16, "hidden": 16},
     "cnn": {"embed_dim": 16, "filters": 8, "widths": [2, 3, 4]},
+    "cnn_edges": {"embed_dim": 16, "filters": 8, "widths": [2, 3, 4], "edge_padding": True},
     "transformer": {"d_model": 32, "heads": 4, "layers": 2, "ff": 64, "pooling": "cls"},
     "transformer_sin_mean": {"d_model": 32, "heads": 2, "layers": 1, "ff": 64, "positions": "sinusoidal",
                              "pooling": "mean"},
+    "transformer_max": {"d_model": 32, "heads": 4, "layers": 1, "ff": 64, "pooling": "max"},
     # a BERT of random weights (MiniLM's architecture, tiny sizes): the pretrained MiniLM is tested in test_bert.py
     "bert": {"encoder": {"model_type": "bert", "vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
                          "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64,
@@ -113,3 +115,13 @@ def test_frozen_embeddings_stay_put():
     out["sentiment"].sum().backward()
     assert model.embed.weight.grad is None
     assert torch.equal(before, model.embed.weight)
+
+
+@pytest.mark.parametrize(("edge_padding", "columns_trained"), [(False, [0]), (True, [0, 1, 2])])
+def test_cnn_edge_padding_trains_every_filter_column_on_a_one_word_text(edge_padding, columns_trained):
+    # narrow windows start inside the text, so a one-word phrase only reaches a filter's first column;
+    # with edge padding the word sits at every offset of the window
+    _, model = make("cnn", widths=[3], edge_padding=edge_padding, dropout=0.0)
+    model(torch.tensor([[7, 0, 0]]), torch.tensor([1]))["sentiment"].sum().backward()
+    grad = model.convs[0].weight.grad  # (filters, embed_dim, width)
+    assert [col for col in range(3) if grad[:, :, col].abs().sum() > 0] == columns_trained

@@ -11,7 +11,7 @@ import torch
 from dl.checkpoint import load_checkpoint, save_checkpoint
 from dl.metrics import bias_variance, classification_report, coverage, rating_errors
 from dl.optim import (OptimSettings, ScheduleSettings, build_optimizer, build_scheduler, clip_gradients, lr_factor,
-                      penalty)
+                      param_groups, penalty)
 
 
 def tiny() -> torch.nn.Module:
@@ -54,6 +54,28 @@ def test_momentum_and_nesterov_change_sgd_and_are_validated():
     with pytest.raises(ValueError, match="nesterov=true needs optim.momentum > 0"):
         build_optimizer(tiny().parameters(), OptimSettings(name="sgd", nesterov=True))
 
+
+
+def test_embedding_lr_scale_moves_the_tables_at_that_share_of_the_rate():
+    def first_step(scale):  # SGD: a step is lr x gradient, so the share shows exactly
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(12, 2))
+        before = [p.detach().clone() for p in model.parameters()]
+        s = OptimSettings(name="sgd", lr=0.1, embedding_lr_scale=scale)
+        opt = build_optimizer(param_groups(model, s), s)
+        sched = build_scheduler(opt, ScheduleSettings(name="cosine"), total_steps=2)
+        torch.nn.functional.cross_entropy(model(torch.tensor([[1, 2, 3]])), torch.tensor([1])).backward()
+        opt.step()
+        sched.step()
+        return [(p.detach() - b).abs().sum().item() for p, b in zip(model.parameters(), before, strict=True)], opt
+
+    (table, *rest), _ = first_step(1.0)
+    (table_slow, *rest_same), opt = first_step(0.1)
+    assert table_slow == pytest.approx(table * 0.1, rel=1e-4) and rest_same == pytest.approx(rest, rel=1e-6)
+    assert [g["lr"] / g["initial_lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.5])  # one schedule
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # the logged rate is the rest's
+    with pytest.raises(ValueError, match="no embedding table"):
+        param_groups(tiny(), OptimSettings(embedding_lr_scale=0.1))
 
 def test_weight_decay_shrinks_weights():
     _, free = train_steps(OptimSettings(name="adamw", lr=0.01), steps=50)
