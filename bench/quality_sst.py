@@ -59,11 +59,38 @@ ROWS = {  # name: (task, bar, overrides); the *_minilm rows train on the MiniLM-
     "textcnn_static_sst2": ("sentiment", 0.85, ["model.name=cnn", "model.cnn.embed_dim=100", "model.cnn.filters=200",
                                                 "model.cnn.freeze_embeddings=true", f"model.embeddings={GLOVE}",
                                                 "optim.lr=0.001", "schedule.name=cosine", "train.epochs=6"]),
+    # textcnn_wide_sst2 with Kim's wide convolution: width-1 zero vectors at both edges of every text
+    "textcnn_edges_sst2": ("sentiment", 0.85, ["model.name=cnn", "model.cnn.embed_dim=100", "model.cnn.filters=200",
+                                               "model.cnn.edge_padding=true", f"model.embeddings={GLOVE}",
+                                               "optim.lr=0.001", "schedule.name=cosine", "train.epochs=6"]),
+    # textcnn_edges_sst2 with the embeddings learning at a tenth of the rate: dev peaks at epoch 2 while
+    # train climbs, and Kim's multichannel (a static copy added to a tuned one) also slows their drift
+    "textcnn_slowemb_sst2": ("sentiment", 0.85, ["model.name=cnn", "model.cnn.embed_dim=100",
+                                                 "model.cnn.filters=200", "model.cnn.edge_padding=true",
+                                                 f"model.embeddings={GLOVE}", "optim.lr=0.001",
+                                                 "optim.embedding_lr_scale=0.1", "schedule.name=cosine",
+                                                 "train.epochs=6"]),
     "transformer_sst2": ("sentiment", 0.82, ["model.name=transformer", "model.transformer.d_model=100",
                                              "model.transformer.heads=4", "model.transformer.ff=200",
                                              "model.transformer.layers=2", "model.transformer.pooling=mean",
                                              f"model.embeddings={GLOVE}", "optim.name=adamw", "optim.lr=0.0005",
                                              "schedule.name=cosine", "schedule.warmup_steps=300", "train.epochs=5"]),
+    # transformer_sst2 with max pooling over the tokens (mean pooling dilutes a phrase-trained model's
+    # evidence over a long sentence; the BiLSTM rows pool with max)
+    "transformer_max_sst2": ("sentiment", 0.82, ["model.name=transformer", "model.transformer.d_model=100",
+                                                 "model.transformer.heads=4", "model.transformer.ff=200",
+                                                 "model.transformer.layers=2", "model.transformer.pooling=max",
+                                                 f"model.embeddings={GLOVE}", "optim.name=adamw", "optim.lr=0.0005",
+                                                 "schedule.name=cosine", "schedule.warmup_steps=300",
+                                                 "train.epochs=5"]),
+    # transformer_max_sst2 with the embeddings at a tenth of the rate (between the tuned and frozen rows)
+    "transformer_max_slowemb_sst2": ("sentiment", 0.82, ["model.name=transformer", "model.transformer.d_model=100",
+                                                         "model.transformer.heads=4", "model.transformer.ff=200",
+                                                         "model.transformer.layers=2",
+                                                         "model.transformer.pooling=max", f"model.embeddings={GLOVE}",
+                                                         "optim.name=adamw", "optim.lr=0.0005",
+                                                         "optim.embedding_lr_scale=0.1", "schedule.name=cosine",
+                                                         "schedule.warmup_steps=300", "train.epochs=5"]),
     "transformer_frozen_sst2": ("sentiment", 0.82, ["model.name=transformer", "model.transformer.d_model=100",
                                                     "model.transformer.heads=4", "model.transformer.ff=200",
                                                     "model.transformer.layers=2", "model.transformer.pooling=mean",
@@ -185,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
                "train_level": {"phrases": "phrase", "minilm": "sentence", "minilm_phrases": "phrase",
                                "vader": "snippet"}[data_kind(name)],
                **figures(case, task, test, dev), "seed": args.seed, "best_epoch": best + 1, "epochs_run": summary["epochs_run"],
-               "bar": bar, "wall_s": round(wall), "processes": summary["processes"], "overrides": overrides,
+               "bar": bar, "wall_s": round(wall), "processes": summary["processes"],
+               "overrides": [o.replace(f"{REPO}/", "") for o in overrides],  # repo-relative paths
                **({"recorded_from": str(run_dir)} if name in recorded else {})}
         if bar is not None:
             row["meets_bar"] = row["test_accuracy"] >= bar
