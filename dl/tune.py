@@ -41,7 +41,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from dl.config import TrainConfig
-from etl.config import ConfigError, Section
+from etl.config import ConfigError, Section, load_yaml
 from etl.logs import get_logger
 
 log = get_logger(__name__)
@@ -105,7 +105,7 @@ def read_space(path: str | os.PathLike) -> list[Dim]:
     path = Path(path)
     if not path.is_file():
         raise TuneError(f"tune.space={path}: no such file; see conf/base/spaces/ for examples")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path.read_text()) or {}
     if not isinstance(raw, dict) or not raw:
         raise TuneError(f"{path}: expected a mapping of config key → {{type: ..., ...}}")
     dims = []

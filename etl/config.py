@@ -9,6 +9,7 @@ reported with the key and the file that set (or failed to set) it, before any wo
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,11 +340,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-6`` and ``3e4`` as floats, as YAML 1.2 and every user do: PyYAML
+    follows YAML 1.1, where an exponent needs a dot and a sign (``1.0e-6``), so ``lr: 1e-4`` would be the
+    string "1e-4" and a strict config would refuse it as "not a valid number"."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text):
+    """Parse YAML text or a stream with :class:`YamlLoader` (safe: plain data only)."""
+    return yaml.load(text, Loader=YamlLoader)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read one YAML layer; an empty file is an empty mapping, anything but a mapping is an error."""
     try:
         with path.open(encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh)
+            loaded = load_yaml(fh)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -365,7 +382,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if any(not p for p in parts):
         raise ConfigError(f"--set {text!r}: empty part in key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from exc
     nested: dict[str, Any] = {parts[-1]: value}

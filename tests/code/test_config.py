@@ -109,6 +109,9 @@ def test_missing_conf_dir_and_files_are_clear(tmp_path, conf_dir):
     ("a.b.c=[x, y]", {"a": {"b": {"c": ["x", "y"]}}}),
     ("a=", {"a": ""}),
     ("a=x=y", {"a": "x=y"}),
+    ("a=1e-6", {"a": 1e-6}),      # YAML 1.2 floats: PyYAML alone reads these two as strings
+    ("a=-3E4", {"a": -30000.0}),
+    ("a=1e", {"a": "1e"}),
 ])
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
@@ -118,6 +121,13 @@ def test_parse_override(text, expected):
 def test_parse_override_rejects_malformed(text):
     with pytest.raises(ConfigError, match="--set"):
         parse_override(text)
+
+
+def test_exponents_without_a_dot_are_numbers_in_files_and_set(conf_dir, tmp_path):
+    extra = tmp_path / "optim.yml"
+    extra.write_text("optim:\n  eps: 1e-6\n")
+    cfg = load_config("train", conf_dir, [extra], ["optim.lr=3e-4"])
+    assert (cfg.optim.eps, cfg.optim.lr) == (1e-6, 3e-4)
 
 
 def test_dump_round_trips_through_a_conf_file(conf_dir, tmp_path):

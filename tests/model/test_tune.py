@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dl.tune import TuneError, run_tune
+from dl.tune import TuneError, read_space, run_tune
 from etl.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,3 +112,10 @@ def test_bad_searches_are_refused_with_what_to_change(shards, tmp_path):
         run_tune(tune_cfg(shards, tmp_path, SPACE, "launcher.num_processes=2"))
     with pytest.raises(TuneError, match="needs `type: float"):
         run_tune(tune_cfg(shards, tmp_path, "optim.lr: [0.1, 0.2]"))
+
+
+def test_space_bounds_in_exponent_notation_are_numbers(tmp_path):
+    space = tmp_path / "space.yml"
+    space.write_text("optim.lr: {type: float, low: 1e-5, high: 1e-2, log: true}\n")
+    (dim,) = read_space(space)
+    assert (dim.low, dim.high, dim.log) == (1e-5, 1e-2, True)
