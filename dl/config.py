@@ -159,6 +159,9 @@ class TrainSettings(Section):
     l2: float = Field(0.0, ge=0)
     clip_norm: float | None = Field(None, gt=0)
     clip_value: float | None = Field(None, gt=0)
+    max_norm: float | None = Field(None, gt=0, description="max-norm regularisation: after each step, every row of "
+                                   "every linear layer's weight (a unit's incoming weights) to L2 norm <= this; "
+                                   "Kim 2014 uses 3")
     patience: int | None = Field(None, ge=0, description="early stopping: epochs without dev improvement")
     optimal_error: float = Field(0.0, ge=0, le=1, description="Bayes/human error for the bias/variance verdict")
     amp: Literal["none", "bf16", "fp16"] = "none"

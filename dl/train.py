@@ -80,7 +80,7 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
         shards=str(Path(cfg.data.shards).absolute()), task=t.task, task_weights=dict(t.task_weights),
         batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, model=m.name, model_options=m.options(cfg.paths.raw_dir),
         embeddings=str(Path(m.embeddings).absolute()) if m.embeddings else None, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
-        clip_norm=t.clip_norm, clip_value=t.clip_value, patience=t.patience, optimal_error=t.optimal_error,
+        clip_norm=t.clip_norm, clip_value=t.clip_value, max_norm=t.max_norm, patience=t.patience, optimal_error=t.optimal_error,
         checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
         amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
         tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,

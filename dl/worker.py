@@ -34,6 +34,7 @@ from dl.optim import (
     build_optimizer,
     build_scheduler,
     clip_gradients,
+    constrain_max_norm,
     param_groups,
     penalty,
 )
@@ -62,6 +63,7 @@ class WorkerSettings:
     l2: float = 0.0
     clip_norm: float | None = None
     clip_value: float | None = None
+    max_norm: float | None = None  # after each step, rows of every nn.Linear weight to L2 norm <= this
     patience: int | None = None
     optimal_error: float = 0.0
     checkpoint_dir: str | None = None
@@ -190,6 +192,7 @@ def _step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings, dist
     amp.unscale(optimizer)
     clip_gradients(model, s.clip_norm, s.clip_value)
     dist.step(optimizer, amp.step_fn(optimizer))
+    constrain_max_norm(model, s.max_norm)
     if s.schedule.name != "plateau":
         scheduler.step()
     return float(loss.item())

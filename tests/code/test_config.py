@@ -130,6 +130,12 @@ def test_exponents_without_a_dot_are_numbers_in_files_and_set(conf_dir, tmp_path
     assert (cfg.optim.eps, cfg.optim.lr) == (1e-6, 3e-4)
 
 
+def test_max_norm_must_be_positive(conf_dir):
+    assert load_config("train", conf_dir, overrides=["train.max_norm=3"]).train.max_norm == 3.0
+    with pytest.raises(ConfigError, match=r"'train.max_norm' = 0 from --set: Input should be greater than 0"):
+        load_config("train", conf_dir, overrides=["train.max_norm=0"])
+
+
 def test_dump_round_trips_through_a_conf_file(conf_dir, tmp_path):
     cfg = load_config("demo", conf_dir, overrides=["spark.shuffle_partitions=7"])
     dumped = tmp_path / "dumped.yml"

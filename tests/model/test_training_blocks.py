@@ -10,8 +10,8 @@ import torch
 
 from dl.checkpoint import load_checkpoint, save_checkpoint
 from dl.metrics import bias_variance, classification_report, coverage, rating_errors
-from dl.optim import (OptimSettings, ScheduleSettings, build_optimizer, build_scheduler, clip_gradients, lr_factor,
-                      param_groups, penalty)
+from dl.optim import (OptimSettings, ScheduleSettings, build_optimizer, build_scheduler, clip_gradients,
+                      constrain_max_norm, lr_factor, param_groups, penalty)
 
 
 def tiny() -> torch.nn.Module:
@@ -127,6 +127,22 @@ def test_l1_l2_penalties_and_clipping():
     before = clip_gradients(model, max_norm=0.5)
     total = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters())).item()
     assert before > 0.5 and total == pytest.approx(0.5, rel=1e-4)
+
+
+def test_max_norm_rescales_only_the_rows_above_it():
+    model = tiny()
+    with torch.no_grad():
+        model[0].weight[0] = torch.tensor([3.0, 4.0, 0.0, 0.0])  # norm 5: scaled to 2
+        model[0].weight[1] = torch.tensor([0.6, 0.8, 0.0, 0.0])  # norm 1: left alone
+    before = [p.clone() for p in model.parameters()]
+    constrain_max_norm(model, None)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    constrain_max_norm(model, 2.0)
+    assert model[0].weight[0].tolist() == pytest.approx([1.2, 1.6, 0.0, 0.0], rel=1e-5)
+    assert model[0].weight[1].tolist() == pytest.approx([0.6, 0.8, 0.0, 0.0])
+    for layer in (model[0], model[2]):
+        assert float(layer.weight.norm(dim=1).max()) <= 2.0 + 1e-5
+    assert torch.equal(model[0].bias, before[1])  # biases are not constrained
 
 
 def test_classification_metrics_by_hand():

@@ -40,6 +40,17 @@ def test_multitask_trains_every_head(shards):
     assert last["dev_rating_reg_mae"] < 1.0
 
 
+def test_max_norm_caps_every_linear_row_during_training(shards, tmp_path):
+    result = train_worker(settings(shards, epochs=2, max_norm=0.3, checkpoint_dir=str(tmp_path)))
+    assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9  # the toy task is still learnt
+    weights = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    linear = ["body.0.weight", "heads.sentiment.weight", "heads.rating.weight"]  # bow: hidden layer and heads
+    assert max(float(weights[name].norm(dim=1).max()) for name in linear) <= 0.3 + 1e-5
+    train_worker(settings(shards, epochs=2, checkpoint_dir=str(tmp_path / "free")))
+    free = torch.load(tmp_path / "free" / "last.pt", weights_only=True)["model"]
+    assert float(free["heads.sentiment.weight"].norm(dim=1).max()) > 0.3  # unconstrained, they grow past it
+
+
 def test_early_stopping_stops_when_dev_stalls(shards):
     result = train_worker(settings(shards, epochs=10, patience=1, optim=OptimSettings(name="sgd", lr=1e-9)))
     assert result["epochs_run"] == 3  # best at epoch 0, then two epochs without improvement
