@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v bench-images bench-tune quality quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | bench-images | bench-tune | quality | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -72,6 +72,10 @@ bench-tune: data
 # SST quality runs (long: ~15-40 min per row on 2 cores); QUALITY_ROWS picks rows (default: all), QUALITY_SEED a seed (default 0)
 quality: data
 	$(BIN)/python bench/quality_sst.py --sst $(SST_DIR) $(if $(QUALITY_ROWS),--rows $(QUALITY_ROWS)) $(if $(QUALITY_SEED),--seed $(QUALITY_SEED))
+
+# How well trained SST rows fit their own training phrases/sentences vs dev, by length (after `make quality`; ~2 min)
+sst-fit:
+	$(BIN)/python bench/sst_fit.py $(if $(FIT_RUNS),--runs $(FIT_RUNS))
 
 # nanoGPT-style LM vs an interpolated Kneser-Ney trigram on the VADER snippets (~40 min: 12 epochs; LM_ARGS="--epochs 8" etc. to vary)
 quality-lm: data
