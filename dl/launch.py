@@ -13,12 +13,15 @@ what it printed.
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
+import logging
 import os
 import signal
 import socket
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -77,6 +80,34 @@ def _worker_process() -> None:
     faulthandler.enable()
 
 
+def _exit_before_finalizing() -> None:
+    """The last exit handler a successful DDP worker runs: flush, then leave with ``os._exit`` before the
+    interpreter starts finalizing.
+
+    Why: once a DDP model has been built, ``destroy_process_group`` no longer frees the gloo process group
+    (torch 2.13: something DDP sets up keeps it), so the group's worker threads live to the end of the process. A worker thread
+    that finishes a collective still destroys the collective's tensors afterwards, which needs the GIL
+    when Python owned them (``all_gather_object``'s, DDP Join's). If that happens after the main thread
+    began finalizing, CPython ends the thread from inside a C++ destructor and the process dies with
+    SIGABRT ("terminate called without an active exception") although training finished: a run that
+    failed about one time in fifteen on the toy LM. Exit handlers run while the interpreter is still
+    whole, so exiting here leaves no point at which a thread can meet a finalizing interpreter.
+    An uncaught exception after the worker returned (e.g. TorchDistributor failing to write its output
+    file) still exits 1."""
+    code = 1 if getattr(sys, "last_value", None) is not None else 0
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _succeeded() -> None:
+    """Call when this worker process's work is done and saved: registered last, the handler runs first."""
+    atexit.register(_exit_before_finalizing)
+
+
 def _local_entry(rank: int, world: int, port: int, settings, out_dir: str, worker=None) -> None:
     _die_with_parent()
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
@@ -84,13 +115,17 @@ def _local_entry(rank: int, world: int, port: int, settings, out_dir: str, worke
     _worker_process()
     result = (worker or train_worker)(settings, "torch")
     torch.save({k: v for k, v in result.items() if k != "model"}, Path(out_dir) / f"rank{rank}.pt")
+    _succeeded()
 
 
 def _td_entry(settings, worker=None) -> dict:
     _worker_process()
     if worker is not None:  # other workers return what every rank agrees on
-        return {k: v for k, v in worker(settings, "torch").items() if k != "model"}
+        result = {k: v for k, v in worker(settings, "torch").items() if k != "model"}
+        _succeeded()  # TorchDistributor writes the returned value before the process exits
+        return result
     result = train_worker(settings, "torch")
+    _succeeded()
     # TorchDistributor's local mode has every rank write the same return file: return what all ranks agree on
     agreed = {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank",
                                      "interrupted", "pruned", "best_score") if k in result}
@@ -133,14 +168,52 @@ def launch(settings: WorkerSettings, kind: str = "local", num_processes: int = 1
     except LaunchError:
         raise
     except Exception as exc:  # a worker failed: keep the tail of what it said
-        tail = "\n".join(traceback.format_exception(exc)[-1:] + str(exc).splitlines()[-15:])
-        raise LaunchError(f"{kind} launch with {num_processes} processes failed:\n{tail}") from exc
+        raise LaunchError(f"{kind} launch with {num_processes} processes failed:\n{_tail(exc)}") from exc
 
 
 def _spawn_local(settings, n: int, worker=None) -> dict:
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="lakedl-launch-") as out:
-        mp.start_processes(_local_entry, args=(n, _free_port(), settings, out, worker), nprocs=n, join=True,
-                           start_method="spawn")
+        context = mp.start_processes(_local_entry, args=(n, _free_port(), settings, out, worker), nprocs=n,
+                                     join=False, start_method="spawn")
+        statuses = _wait_for_first_failure(context.processes)
+        try:
+            while not context.join():  # raises for the first process that failed, after stopping the rest
+                pass
+        except Exception as exc:
+            raise LaunchError(f"local launch with {n} processes failed ({statuses}):\n{_tail(exc)}") from exc
         return torch.load(Path(out) / "rank0.pt", weights_only=False)
+
+
+def _wait_for_first_failure(processes, grace: float = 5.0) -> str:
+    """Wait until every process has ended or one has failed; then give the others ``grace`` seconds to go
+    down on their own (a rank that loses its peer aborts within moments) and describe how each ended, so
+    that "process 1 killed by SIGKILL" is reported even when its peer's abort is noticed first."""
+    from multiprocessing.connection import wait
+
+    deadline = None
+    while running := [p.sentinel for p in processes if p.exitcode is None]:
+        if deadline is None and any(p.exitcode for p in processes):
+            deadline = time.monotonic() + grace
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        wait(running, left)
+    return "; ".join(f"process {rank} {_ended(p.exitcode)}" for rank, p in enumerate(processes))
+
+
+def _ended(code: int | None) -> str:
+    if code is None:
+        return "still running (stopped by the launcher)"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return "exited 0" if code == 0 else f"failed (exit code {code})"
+
+
+def _tail(exc: BaseException) -> str:
+    """The last lines of a worker's failure (its traceback's end, or the signal that ended it)."""
+    return "\n".join(traceback.format_exception(exc)[-1:] + str(exc).splitlines()[-15:])

@@ -4,12 +4,17 @@ clear refusals."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from dl.launch import LaunchError, check_launch, launch
 from dl.optim import OptimSettings, ScheduleSettings
 from dl.worker import WorkerSettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def settings(root, **kw):
@@ -81,7 +86,45 @@ def _aborting_worker(settings, backend):
 
 @pytest.mark.distributed
 def test_a_worker_killed_by_a_native_abort_is_reported_with_its_python_stack(capfd):
-    with pytest.raises(LaunchError, match="process 1 terminated with signal SIGABRT"):
+    with pytest.raises(LaunchError, match="process 1 terminated with signal SIGABRT") as failed:
         launch(WorkerSettings(shards="unused"), "local", 2, worker=_aborting_worker)
+    assert "process 1 killed by SIGABRT" in str(failed.value)  # how every process ended
     err = capfd.readouterr().err
     assert "Fatal Python error: Aborted" in err and "in _aborting_worker" in err
+
+
+
+
+def _ddp_ending_worker(settings, backend):
+    """The end of every DDP run: a DDP model (which pins the gloo process group and its threads to the end
+    of the process), a last gather, return; and an exit handler that must never run."""
+    import atexit
+
+    import torch
+
+    from dl.distributed import make_dist
+
+    dist = make_dist(backend)
+    dist.wrap(torch.nn.Linear(3, 2), None)
+    ranks = dist.gather(str(dist.rank))
+    dist.close()
+    atexit.register((Path(settings.shards) / f"finalized-by-rank{dist.rank}").touch)
+    return {"ranks": ranks}
+
+
+@pytest.mark.distributed
+def test_ddp_workers_leave_before_the_interpreter_finalizes(tmp_path):
+    # A gloo thread that frees a collective's tensors after the interpreter began finalizing kills the
+    # process with SIGABRT though training finished (one toy LM run in ~15 here). A finished worker leaves
+    # from the first exit handler instead, before finalizing: handlers registered earlier never run.
+    assert launch(WorkerSettings(shards=str(tmp_path)), "local", 2, worker=_ddp_ending_worker) == {"ranks": ["0", "1"]}
+    assert not list(tmp_path.glob("finalized-by-*"))
+
+
+@pytest.mark.parametrize("ending, code", [("print('done', end='')", 0), ("raise ValueError('after the worker')", 1)])
+def test_a_finished_worker_exits_with_its_status_and_output(ending, code):
+    script = f"import dl.launch; dl.launch._succeeded(); {ending}"
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == code, done.stderr[-2000:]
+    assert (done.stdout == "done") if code == 0 else ("ValueError: after the worker" in done.stderr)
