@@ -84,16 +84,16 @@ def _exit_before_finalizing() -> None:
     """The last exit handler a successful DDP worker runs: flush, then leave with ``os._exit`` before the
     interpreter starts finalizing.
 
-    Why: once a DDP model has been built, ``destroy_process_group`` no longer frees the gloo process group
-    (torch 2.13: something DDP sets up keeps it), so the group's worker threads live to the end of the process. A worker thread
-    that finishes a collective still destroys the collective's tensors afterwards, which needs the GIL
-    when Python owned them (``all_gather_object``'s, DDP Join's). If that happens after the main thread
-    began finalizing, CPython ends the thread from inside a C++ destructor and the process dies with
-    SIGABRT ("terminate called without an active exception") although training finished: a run that
-    failed about one time in fifteen on the toy LM. Exit handlers run while the interpreter is still
-    whole, so exiting here leaves no point at which a thread can meet a finalizing interpreter.
-    An uncaught exception after the worker returned (e.g. TorchDistributor failing to write its output
-    file) still exits 1."""
+    Why: once a DDP model has been built, ``destroy_process_group`` no longer frees the gloo process
+    group (torch 2.13: something DDP sets up keeps it), so the group's worker threads live to the end of
+    the process. A worker thread that finishes a collective still destroys the collective's tensors
+    afterwards, which needs the GIL when Python owned them (``all_gather_object``'s, DDP Join's). If that
+    happens after the main thread began finalizing, CPython ends the thread from inside a C++ destructor
+    and the process dies with SIGABRT ("terminate called without an active exception") although training
+    finished: 2 of ~45 toy LM runs here. Exit handlers run while the interpreter is still whole, so
+    exiting here leaves no point at which a thread can meet a finalizing interpreter. An uncaught
+    exception after the worker returned (e.g. TorchDistributor failing to write its output file) still
+    exits 1."""
     code = 1 if getattr(sys, "last_value", None) is not None else 0
     try:
         logging.shutdown()
@@ -120,12 +120,10 @@ def _local_entry(rank: int, world: int, port: int, settings, out_dir: str, worke
 
 def _td_entry(settings, worker=None) -> dict:
     _worker_process()
+    result = (worker or train_worker)(settings, "torch")
+    _succeeded()  # TorchDistributor writes the returned value before the process exits
     if worker is not None:  # other workers return what every rank agrees on
-        result = {k: v for k, v in worker(settings, "torch").items() if k != "model"}
-        _succeeded()  # TorchDistributor writes the returned value before the process exits
-        return result
-    result = train_worker(settings, "torch")
-    _succeeded()
+        return {k: v for k, v in result.items() if k != "model"}
     # TorchDistributor's local mode has every rank write the same return file: return what all ranks agree on
     agreed = {k: result[k] for k in ("history", "epochs_run", "world_size", "weights_sha256_by_rank", "steps_by_rank",
                                      "interrupted", "pruned", "best_score") if k in result}

@@ -93,8 +93,6 @@ def test_a_worker_killed_by_a_native_abort_is_reported_with_its_python_stack(cap
     assert "Fatal Python error: Aborted" in err and "in _aborting_worker" in err
 
 
-
-
 def _ddp_ending_worker(settings, backend):
     """The end of every DDP run: a DDP model (which pins the gloo process group and its threads to the end
     of the process), a last gather, return; and an exit handler that must never run."""
