@@ -14,6 +14,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -21,7 +23,8 @@ class LeaseHeld(RuntimeError):
     """Another live run holds the lease; the message names it and when it expires."""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -49,7 +52,7 @@ class Lease:
     def _stale(self, holder: dict) -> bool:
         if holder.get("expires", 0) < time.time():
             return True
-        return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1)))
+        return holder.get("host") == socket.gethostname() and not pid_alive(int(holder.get("pid", -1)))
 
     def acquire(self) -> Lease:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,3 +86,29 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, timeout: float = 3600) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for a short critical section shared by
+    concurrent runs on one host or a POSIX shared filesystem: the second run waits, never fails. The
+    kernel releases the lock when its holder dies, so a killed run never leaves it held."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LeaseHeld(f"{path} stayed locked by another run for {timeout:.0f} s; is a run stuck? "
+                                    "(the lock goes with its process)") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

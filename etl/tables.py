@@ -13,6 +13,14 @@ Two backends write the same on-disk Delta protocol:
   plain ``format("delta")`` writes and SQL ``MERGE INTO``. It is chosen automatically when the
   Delta classes are on the classpath.
 
+Concurrent writers keep Delta's guarantees (docs/reliability.md). A MERGE or an overwrite commits
+against the snapshot it read and nothing else: its commit is pinned to the next version, so a concurrent
+commit makes it fail instead of being rebased over (delta-rs rebases a commit of add actions as a blind
+append, which would insert rows the MERGE's anti-join never saw). The store then re-reads the table and
+recomputes the whole MERGE, a bounded number of times, or raises ``TableConflict``. Plain appends (run
+records) are blind appends and are rebased, as Delta does; a table created by two writers at once is
+created by one and appended to by the other.
+
 Reads of version numbers, history and small driver-side tables go through delta-rs for both, reading
 Parquet files with pyarrow directly (``DeltaTable.to_pyarrow_table`` can crash at exit with pyarrow 14).
 Deletion vectors stay off, so both engines can read every table.
@@ -22,11 +30,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
+import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,6 +46,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from etl.lease import pid_alive
 from etl.logs import get_logger
 
 log = get_logger(__name__)
@@ -44,10 +55,31 @@ WriteMode = Literal["append", "overwrite"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 _TABLE_PROPERTIES = {"delta.enableDeletionVectors": "false"}
+CONFLICT_RETRIES = 8
+# Delta's (delta-spark's) conflict exceptions, and delta-rs's "created meanwhile": all mean "re-read and retry"
+_CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+              "ConcurrentTransactionException", "MetadataChangedException", "ProtocolChangedException",
+              "ConcurrentWriteException", "A Delta Lake table already exists")
 
 
 class TableError(RuntimeError):
     """A table operation that cannot proceed; the message says which table and what to do."""
+
+
+class TableConflict(TableError):
+    """Concurrent writers committed to the table on every attempt; nothing of this write was committed."""
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    from deltalake.exceptions import CommitFailedError
+
+    return isinstance(exc, CommitFailedError) or any(c in str(exc) for c in _CONFLICTS)
+
+
+def check_names(*names: str) -> None:
+    """Refuse an invalid table name before anything is written."""
+    for name in names:
+        _check_name(name)
 
 
 @dataclass(frozen=True)
@@ -95,10 +127,15 @@ def arrow_to_spark_schema(schema: pa.Schema):
 class TableStore:
     """Delta tables under one root directory, addressed by name."""
 
-    def __init__(self, root: str | os.PathLike, spark=None, backend: str = "auto") -> None:
+    def __init__(self, root: str | os.PathLike, spark=None, backend: str = "auto",
+                 conflict_retries: int = CONFLICT_RETRIES) -> None:
         self.root = Path(root).absolute()
         self.spark = spark
         self.backend = self._pick_backend(backend)
+        self.conflict_retries = conflict_retries
+        self.conflicts = 0  # commits this store lost to a concurrent writer and redid (for tests and logs)
+
+    check_names = staticmethod(check_names)
 
     @classmethod
     def from_config(cls, cfg, spark=None) -> TableStore:
@@ -156,25 +193,55 @@ class TableStore:
 
     # -- writes ----------------------------------------------------------------------------------
     def write(self, name: str, df, mode: WriteMode = "append", partition_by: Sequence[str] | None = None,
-              commit_info: Mapping[str, str] | None = None) -> int:
+              commit_info: Mapping[str, str] | None = None, add_columns: bool = False) -> int:
         """Append to or overwrite table ``name`` with Spark DataFrame ``df``; returns the new version.
-        ``commit_info`` (e.g. a run id) is stored in the commit and shown by ``history``."""
+        ``commit_info`` (e.g. a run id) is stored in the commit and shown by ``history``. ``add_columns``
+        adds the DataFrame's columns the table lacks (nullable) first, e.g. a run record's new field."""
         if mode not in ("append", "overwrite"):
             raise TableError(f"write mode {mode!r}: expected 'append' or 'overwrite'")
+        _check_name(name)
         partition_by = list(partition_by or [])
         missing = [c for c in partition_by if c not in df.columns]
         if missing:
             raise TableError(f"table {name!r}: partition columns {missing} are not in the DataFrame")
         info = {"lakedl.operation": f"write-{mode}", **(commit_info or {})}
-        if self.backend == "delta-spark":
-            return self._spark_write(name, df, mode, partition_by, info)
-        return self._rs_write(name, df, mode, partition_by, info)
+
+        def attempt() -> int:
+            if add_columns:
+                self._add_columns(name, df)
+            if self.backend == "delta-spark":
+                return self._spark_write(name, df, mode, partition_by, info)
+            return self._rs_write(name, df, mode, partition_by, info)
+
+        return self._retrying(name, f"write-{mode}", attempt)
+
+    def _retrying(self, name: str, what: str, attempt: Callable):
+        """Run ``attempt`` until it commits without a concurrent commit in its way: each try re-reads the
+        table, so what it writes is computed from the snapshot it commits against."""
+        for tries in range(1, self.conflict_retries + 2):
+            try:
+                return attempt()
+            except Exception as exc:
+                if not _is_conflict(exc):
+                    raise
+                if tries > self.conflict_retries:
+                    raise TableConflict(
+                        f"{what} into {name!r}: a concurrent writer committed first on each of {tries} tries; "
+                        "nothing of this write was committed: run it again, or run fewer writers at once") from exc
+                self.conflicts += 1
+                log.info("concurrent commit: re-reading and retrying", extra={"table": name, "operation": what,
+                                                                             "try": tries})
+                time.sleep(random.uniform(0.05, 0.3) * min(2 ** tries, 16))
+        raise AssertionError("unreachable")
 
     def merge(self, name: str, df, keys: Sequence[str], update_matched: bool = True,
-              commit_info: Mapping[str, str] | None = None) -> MergeResult:
+              commit_info: Mapping[str, str] | None = None, add_columns: bool = False) -> MergeResult:
         """Upsert ``df`` into ``name`` on ``keys``: matched rows are updated (or kept when
         ``update_matched`` is False), unmatched rows inserted. Re-running with the same rows adds nothing.
-        Source keys must be unique. A missing table is created from ``df``."""
+        Source keys must be unique. A missing table is created from ``df``. Concurrent merges of the same
+        keys insert each key once: a merge that loses the commit race is recomputed (see the module doc),
+        and its result counts what it really inserted."""
+        _check_name(name)
         keys = list(keys)
         if not keys:
             raise TableError(f"merge into {name!r}: give at least one key column")
@@ -182,12 +249,38 @@ class TableStore:
         if missing:
             raise TableError(f"merge into {name!r}: key columns {missing} are not in the source DataFrame")
         info = {"lakedl.operation": "merge", "lakedl.keys": ",".join(keys), **(commit_info or {})}
+
+        def attempt() -> MergeResult:
+            if add_columns:
+                self._add_columns(name, df)
+            if not self.exists(name):  # created by one writer; a second one meets "exists" and merges
+                if self.backend == "delta-spark":
+                    version = self._spark_write(name, df, "append", [], info, create=True)
+                    return MergeResult(version, self.count(name, version), 0)
+                rows = self._rs_create(name, df, [], info)
+                return MergeResult(0, rows, 0)
+            if self.backend == "delta-spark":
+                return self._spark_merge(name, df, keys, update_matched, info)
+            return self._rs_merge(name, df, keys, update_matched, info)
+
+        return self._retrying(name, "merge", attempt)
+
+    def _add_columns(self, name: str, df) -> None:
+        """Add ``df``'s columns that table ``name`` lacks, as nullable columns (schema evolution)."""
         if not self.exists(name):
-            version = self.write(name, df, "append", commit_info=info)
-            return MergeResult(version, self.count(name), 0)
+            return
+        have = set(self.schema(name).names)
+        new = [f for f in spark_to_arrow_schema(df.schema) if f.name not in have]
+        if not new:
+            return
         if self.backend == "delta-spark":
-            return self._spark_merge(name, df, keys, update_matched, info)
-        return self._rs_merge(name, df, keys, update_matched, info)
+            cols = ", ".join(f"`{f.name}` {df.schema[f.name].dataType.simpleString()}" for f in new)
+            self._spark().sql(f"ALTER TABLE delta.`{self.path(name)}` ADD COLUMNS ({cols})")
+        else:
+            from deltalake.schema import Field
+
+            self._table(name).alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in new])
+        log.info("added columns", extra={"table": name, "columns": [f.name for f in new]})
 
     # -- reads -----------------------------------------------------------------------------------
     def read(self, name: str, version: int | None = None):
@@ -278,7 +371,8 @@ class TableStore:
 
         spark = self._spark()
         table_dir = self.path(name)
-        staging = table_dir / "_staging" / uuid.uuid4().hex
+        _clean_dead_staging(table_dir / "_staging")
+        staging = table_dir / "_staging" / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
         staging.parent.mkdir(parents=True, exist_ok=True)
         moved: list[Path] = []
         rows = 0
@@ -316,36 +410,51 @@ class TableStore:
         return rows
 
     def _rs_write(self, name: str, df, mode: WriteMode, partition_by: list[str], info: Mapping[str, str]) -> int:
-        from deltalake import CommitProperties, DeltaTable, Schema
-        from deltalake.transaction import create_table_with_add_actions
+        from deltalake import CommitProperties, DeltaTable
 
-        table_dir = str(self.path(name))
+        if not self.exists(name):
+            rows = self._rs_create(name, df, partition_by, info)
+            log.info("committed", extra={"table": name, "mode": mode, "rows": rows, "version": 0})
+            return 0
+        table = DeltaTable(str(self.path(name)))
         schema = spark_to_arrow_schema(df.schema)
-        if self.exists(name):
-            table = DeltaTable(table_dir)
-            current = list(table.metadata().partition_columns)
-            if partition_by and partition_by != current:
-                raise TableError(f"table {name!r} is partitioned by {current}, not {partition_by}")
-            partition_by = current
+        current = list(table.metadata().partition_columns)
+        if partition_by and partition_by != current:
+            raise TableError(f"table {name!r} is partitioned by {current}, not {partition_by}")
+        partition_by = current
+        # An append is blind (delta-rs rebases it over concurrent commits, as Delta does); an overwrite
+        # removes the files of the snapshot it read, so it is pinned to that snapshot.
+        retries = 0 if mode == "overwrite" else None
 
-            def commit(actions):
-                table.create_write_transaction(actions, mode=mode, schema=schema, partition_by=partition_by or None,
-                                               commit_properties=CommitProperties(custom_metadata=dict(info)))
-        else:
-            def commit(actions):
-                create_table_with_add_actions(table_dir, Schema.from_arrow(schema), actions, mode="error",
-                                              partition_by=partition_by or None, configuration=_TABLE_PROPERTIES,
-                                              commit_properties=CommitProperties(custom_metadata=dict(info)))
+        def commit(actions):
+            table.create_write_transaction(actions, mode=mode, schema=schema, partition_by=partition_by or None,
+                                           commit_properties=CommitProperties(custom_metadata=dict(info),
+                                                                              max_commit_retries=retries))
         rows = self._commit_frame(name, df, partition_by, commit)
-        version = self.version(name)
+        version = table.version() + 1 if mode == "overwrite" else self.version(name)
         log.info("committed", extra={"table": name, "mode": mode, "rows": rows, "version": version})
         return version
+
+    def _rs_create(self, name: str, df, partition_by: list[str], info: Mapping[str, str]) -> int:
+        """Create table ``name`` holding ``df`` as version 0; returns the rows written. A table created
+        meanwhile by another writer fails the create ("already exists"), which ``_retrying`` retries."""
+        from deltalake import CommitProperties, Schema
+        from deltalake.transaction import create_table_with_add_actions
+
+        schema = spark_to_arrow_schema(df.schema)
+
+        def commit(actions):
+            create_table_with_add_actions(str(self.path(name)), Schema.from_arrow(schema), actions, mode="error",
+                                          partition_by=partition_by or None, configuration=_TABLE_PROPERTIES,
+                                          commit_properties=CommitProperties(custom_metadata=dict(info)))
+        return self._commit_frame(name, df, partition_by, commit)
 
     def _rs_merge(self, name: str, df, keys: list[str], update_matched: bool,
                   info: Mapping[str, str]) -> MergeResult:
         """Copy-on-write MERGE computed by Spark: the files holding matched rows are rewritten with the
-        updates, new rows are appended, and removes + adds are committed in one transaction against
-        the snapshot that was read (a concurrent writer makes the commit fail, never interleave)."""
+        updates, new rows are appended, and removes + adds are committed in one transaction pinned to
+        the version after the snapshot that was read (``max_commit_retries=0``): a concurrent commit makes
+        it fail with CommitFailedError, which ``merge`` answers by recomputing against the new snapshot."""
         from deltalake import CommitProperties, DeltaTable
         from deltalake.transaction import RemoveAction
         from pyspark.sql import functions as F
@@ -394,19 +503,22 @@ class TableStore:
             schema = pa.schema(table.schema().to_arrow())
             self._commit_frame(name, out.drop("_op"), partition_by, lambda adds: table.create_write_transaction(
                 [*adds, *removes], mode="append", schema=schema, partition_by=partition_by or None,
-                commit_properties=CommitProperties(custom_metadata=dict(info))))
+                commit_properties=CommitProperties(custom_metadata=dict(info), max_commit_retries=0)))
         finally:
             out.unpersist()
-        result = MergeResult(self.version(name), ops.get("insert", 0), ops.get("update", 0))
+        result = MergeResult(table.version() + 1, ops.get("insert", 0), ops.get("update", 0))
         log.info("merged", extra={"table": name, "inserted": result.inserted, "updated": result.updated,
                                   "version": result.version})
         return result
 
     # -- delta-spark backend (clusters with Delta installed) ---------------------------------------
-    def _spark_write(self, name: str, df, mode: WriteMode, partition_by: list[str], info: Mapping[str, str]) -> int:
+    def _spark_write(self, name: str, df, mode: WriteMode, partition_by: list[str], info: Mapping[str, str],
+                     create: bool = False) -> int:
         spark = self._spark()
         spark.conf.set("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
-        writer = df.write.format("delta").mode(mode).option("userMetadata", json.dumps(dict(info)))
+        # create=True: a table another writer created meanwhile fails this write instead of appending to it
+        writer = (df.write.format("delta").mode("error" if create else mode)
+                  .option("userMetadata", json.dumps(dict(info))))
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.save(str(self.path(name)))
@@ -439,6 +551,18 @@ def _partition_values(rel: str) -> dict[str, str | None]:
             value = unquote(value)
             values[unquote(key)] = None if value == _HIVE_NULL else value
     return values
+
+
+def _clean_dead_staging(staging_root: Path) -> None:
+    """Remove staging folders left by writers on this host whose process is gone (a killed run)."""
+    if not staging_root.is_dir():
+        return
+    host = socket.gethostname()
+    for entry in staging_root.iterdir():
+        owner_host, _, rest = entry.name.rpartition("-")[0].rpartition("-")
+        pid = rest if rest.isdigit() else ""
+        if owner_host == host and pid and not pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _remove_if_empty(path: Path) -> None:
