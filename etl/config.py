@@ -113,6 +113,8 @@ class LoadBronzeConfig(CommonConfig):
 class CsvSettings(Section):
     sep: str = ","
     header: bool = True
+    multiline: bool = Field(True, description="quoted fields may hold line breaks (one record over several "
+                                              "lines); false reads line by line, which splits such records")
     columns: dict[str, str] = Field(default_factory=dict,
                                     description="canonical field -> column in the file, e.g. {text: review}")
 

@@ -1,8 +1,10 @@
 """Readers: review corpora → one raw DataFrame shape, read by Spark in parallel.
 
 Every reader returns the canonical fields as *strings* (types are checked by ``etl.validate``), plus
-``raw`` (the record as it was in the file), ``source_file`` and ``_malformed`` (why the record could not
-be parsed at all, or null). Blank lines are not records and are dropped here.
+``raw`` (the record as it was in the file), ``source_file``, ``_malformed`` (why the record could not
+be parsed at all, or null), ``_position`` (where the record is in its file: sorting by ``source_file``
+then ``_position`` is file order then line order) and ``_wrong_type`` (the first of ``review_id`` and
+``text`` whose JSON value is not a string, or null). Blank lines are not records and are dropped here.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 FIELDS = ("review_id", "business_id", "user_id", "stars", "text", "date", "source", "label", "score", "split")
 MALFORMED = "_malformed"
 CORRUPT = "_corrupt_record"
-RAW_COLUMNS = (*FIELDS, "raw", "source_file", MALFORMED)
+POSITION = "_position"
+WRONG_TYPE = "_wrong_type"
+RAW_COLUMNS = (*FIELDS, "raw", "source_file", MALFORMED, POSITION, WRONG_TYPE)
+STRING_FIELDS = ("review_id", "text")  # must be JSON strings: a number or an object is wrong_type_<field>
 _STRING_SCHEMA = T.StructType([T.StructField(f, T.StringType()) for f in FIELDS]
                               + [T.StructField(CORRUPT, T.StringType())])
 
@@ -26,49 +31,72 @@ def _finish(df: DataFrame, source: str | None) -> DataFrame:
     """Order the columns and fill ``source`` for rows that carry none."""
     if source:
         df = df.withColumn("source", F.coalesce(F.col("source"), F.lit(source)))
+    if WRONG_TYPE not in df.columns:
+        df = df.withColumn(WRONG_TYPE, F.lit(None).cast("string"))
     return df.select(*RAW_COLUMNS)
+
+
+def position() -> Column:
+    """A record's place in its file, sortable as text: the byte offset of the file split it was read from,
+    then its row number within that split. Evaluated right after the scan (it is nondeterministic, so
+    Spark neither moves nor repeats it across a shuffle), so it follows the file's own order."""
+    return F.format_string("%020d:%020d", F.input_file_block_start(), F.monotonically_increasing_id())
+
+
+def _lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    return (spark.read.text(list(paths))
+            .select(F.col("value").alias("raw"), F.col("_metadata.file_path").alias("source_file"),
+                    position().alias(POSITION))
+            .filter(F.trim("raw") != ""))
+
+
+def _json_type(field: str) -> Column:
+    """The JSON type of a line's top-level ``field`` (``STRING``, ``BIGINT``, ``OBJECT<...>``; null when absent,
+    JSON null, or the line is not JSON)."""
+    return F.expr(f"schema_of_variant(variant_get(try_parse_json(raw), '$.{field}'))")
 
 
 def read_json_lines(spark: SparkSession, paths: Sequence[str], source: str | None = None) -> DataFrame:
     """Canonical / Yelp academic review JSON lines. Each line is kept as ``raw``; a line that is not a
     JSON object is ``malformed_json``. Every field is read as text, whatever its JSON type."""
-    lines = (spark.read.text(list(paths))
-             .select(F.col("value").alias("raw"), F.col("_metadata.file_path").alias("source_file"))
-             .filter(F.trim("raw") != ""))
-    parsed = lines.select("raw", "source_file", F.from_json(
+    lines = _lines(spark, paths)
+    parsed = lines.select("raw", "source_file", POSITION, F.from_json(
         "raw", _STRING_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("j"))
+    types = [(_json_type(f), f) for f in STRING_FIELDS]
+    wrong = F.coalesce(*[F.when(t.isNotNull() & (t != "STRING") & (t != "NULL"), F.lit(f)) for t, f in types])
     return _finish(parsed.select(
-        "raw", "source_file", *[F.col(f"j.{f}").alias(f) for f in FIELDS],
+        "raw", "source_file", POSITION, *[F.col(f"j.{f}").alias(f) for f in FIELDS],
         F.when(F.col(f"j.{CORRUPT}").isNotNull() | F.col("j").isNull(), F.lit("malformed_json")).alias(MALFORMED),
+        wrong.alias(WRONG_TYPE),
     ), source)
 
 
 def read_csv(spark: SparkSession, paths: Sequence[str], columns: dict[str, str], sep: str = ",",
-             header: bool = True, source: str | None = None) -> DataFrame:
+             header: bool = True, source: str | None = None, multiline: bool = True) -> DataFrame:
     """CSV/TSV with ``columns`` mapping canonical fields to the file's columns. A row with the wrong
-    number of fields is ``malformed_csv`` (its raw text kept)."""
+    number of fields is ``malformed_csv`` (its raw text kept). ``multiline``: a quoted field may hold line
+    breaks (RFC 4180; each file is then read by one task, as Spark cannot split it)."""
     unknown = sorted(set(columns) - set(FIELDS))
     if unknown:
         raise ValueError(f"input.csv.columns maps unknown fields {unknown}; canonical fields: {', '.join(FIELDS)}")
     names = spark.read.option("header", header).option("sep", sep).csv(list(paths)).columns  # header only
     schema = T.StructType([T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())])
     df = (spark.read.schema(schema).option("header", header).option("sep", sep).option("mode", "PERMISSIVE")
-          .option("columnNameOfCorruptRecord", CORRUPT).option("multiLine", False).csv(list(paths)))
+          .option("columnNameOfCorruptRecord", CORRUPT).option("multiLine", multiline).csv(list(paths)))
     picked = []
     for field in FIELDS:
         col = columns.get(field, field)
         picked.append(F.col(f"`{col}`").alias(field) if col in names else F.lit(None).cast("string").alias(field))
     raw = F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"`{n}`") for n in names])))
     return _finish(df.select(*picked, raw.alias("raw"), F.col("_metadata.file_path").alias("source_file"),
-                             F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_csv")).alias(MALFORMED)), source)
+                             F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_csv")).alias(MALFORMED),
+                             position().alias(POSITION)), source)
 
 
 def read_text_label(spark: SparkSession, paths: Sequence[str], source: str = "text") -> DataFrame:
     """``text<TAB>label`` lines (label optional). The review id is the source plus a hash of the line,
     so a repeated line is a duplicate review."""
-    lines = (spark.read.text(list(paths))
-             .select(F.col("value").alias("raw"), F.col("_metadata.file_path").alias("source_file"))
-             .filter(F.trim("raw") != ""))
+    lines = _lines(spark, paths)
     has_tab = F.instr("raw", "\t") > 0
     text = F.when(has_tab, F.regexp_extract("raw", r"^(.*)\t([^\t]*)$", 1)).otherwise(F.col("raw"))
     label = F.when(has_tab, F.trim(F.regexp_extract("raw", r"^(.*)\t([^\t]*)$", 2)))
@@ -78,7 +106,7 @@ def read_text_label(spark: SparkSession, paths: Sequence[str], source: str = "te
         text.alias("text"), F.lit(None).cast("string").alias("date"), F.lit(source).alias("source"),
         F.when(label != "", label).alias("label"), F.lit(None).cast("string").alias("score"),
         F.lit(None).cast("string").alias("split"), "raw", "source_file",
-        F.lit(None).cast("string").alias(MALFORMED))
+        F.lit(None).cast("string").alias(MALFORMED), POSITION)
     return _finish(out, source)
 
 
@@ -97,7 +125,8 @@ def _sst_rows(phrases: bool):
                     if not line.strip():
                         continue
                     base = {"review_id": f"sst-{split}-{lineno}", "business_id": "sst", "source": "sst",
-                            "split": split, "raw": line, "source_file": path, MALFORMED: None}
+                            "split": split, "raw": line, "source_file": path, MALFORMED: None,
+                            POSITION: f"{0:020d}:{lineno:020d}", WRONG_TYPE: None}
                     try:
                         root = parse_tree(line)
                     except TreeError as exc:
@@ -147,7 +176,7 @@ def read_input(spark: SparkSession, settings) -> DataFrame:
         return read_json_lines(spark, settings.paths, settings.source)
     if settings.format == "csv":
         return read_csv(spark, settings.paths, settings.csv.columns, settings.csv.sep, settings.csv.header,
-                        settings.source)
+                        settings.source, settings.csv.multiline)
     if settings.format == "text":
         return read_text_label(spark, settings.paths, settings.source or "text")
     if len(settings.paths) != 1:

@@ -4,11 +4,18 @@ read → validate (quarantine with a reason) → skip reviews already in silver 
 tokenize/encode (vocabulary from the training split) → MERGE new rows into ``silver_<name>`` → rewrite
 the shards ``<shards_dir>/<name>/<split>/`` from silver → manifest. Every run appends one
 reconciliation row to ``etl_runs``: rows read = kept + quarantined + already present, exactly.
+
+Concurrent runs into one dataset are safe (docs/reliability.md): the silver MERGE is recomputed when
+another run committed first, so each review is inserted once and each run reports what it really
+inserted (rows another run inserted meanwhile count as already present); the tokenizer is built and the
+shards are rewritten under the dataset's lock file, the shards always from one silver version, which the
+manifest names. A run that fails for any reason records a ``failed`` row with the error.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
 from etl.config import TextEtlConfig
+from etl.lease import file_lock
 from etl.logs import get_logger
 from etl.readers import MALFORMED, read_input
 from etl.tables import TableStore
@@ -40,6 +48,11 @@ class ShardsError(RuntimeError):
     """The shards cannot be brought up to date with the silver table."""
 
 
+class EtlRunFailed(RuntimeError):
+    """A run failed for a reason outside the input (a concurrent-commit conflict, a full disk, a Spark
+    error); its ``failed`` row is in ``etl_runs``. The message is one line: the cause and what to do."""
+
+
 @dataclass
 class TextEtlReport:
     run_id: str
@@ -57,6 +70,7 @@ class TextEtlReport:
     silver_version: int | None = None
     shards_dir: str = ""
     seconds: float = 0.0
+    error: str | None = None
 
 
 def split_bucket(id_col: str, seed: int) -> Column:
@@ -118,24 +132,46 @@ def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEt
     name = cfg.output.name
     store = TableStore.from_config(cfg, spark)
     silver, quarantine = f"silver_{name}", f"quarantine_{name}"
+    store.check_names(silver, quarantine, RUNS_TABLE)
     dataset_dir = Path(cfg.output.shards_dir).absolute() / name
-
-    checked = validate(read_input(spark, cfg.input), cfg.validation.max_chars,
-                       require_split=cfg.split.mode == "given")
-    if store.exists(silver):
-        present = store.read(silver).select("review_id").withColumn("_present", F.lit(True))
-        checked = checked.join(present, "review_id", "left")
-    else:
-        checked = checked.withColumn("_present", F.lit(None).cast("boolean"))
-    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    report = TextEtlReport(run_id, name, "running", 0, 0, 0, 0, 0.0, shards_dir=str(dataset_dir))
     try:
-        return _run(cfg, spark, store, checked, run_id, started, silver, quarantine, dataset_dir)
-    finally:
-        checked.unpersist()
+        checked = validate(read_input(spark, cfg.input), cfg.validation.max_chars,
+                           require_split=cfg.split.mode == "given")
+        if store.exists(silver):
+            present = store.read(silver).select("review_id").distinct().withColumn("_present", F.lit(True))
+            checked = checked.join(present, "review_id", "left")
+        else:
+            checked = checked.withColumn("_present", F.lit(None).cast("boolean"))
+        checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            return _run(cfg, spark, store, checked, report, started, silver, quarantine, dataset_dir)
+        finally:
+            checked.unpersist()
+    except (QuarantineRateError, ShardsError, FileNotFoundError, ValueError):
+        raise  # the input or the config: recorded where it applies, and said as it is
+    except Exception as exc:
+        report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"[:4000]
+        try:
+            _record_run(spark, store, report, started)
+        except Exception:  # e.g. the disk is full: the failure itself must still be told
+            log.exception("could not record the failed run", extra={"run_id": run_id})
+        raise EtlRunFailed(f"text ETL run {run_id} into {silver} failed: {one_line(exc)}. It is recorded in "
+                           f"{RUNS_TABLE} (status failed); nothing partial was committed: fix the cause and run "
+                           "again, a rerun picks up every row this run did not add") from exc
 
 
-def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, dataset_dir) -> TextEtlReport:
-    name = cfg.output.name
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error (Spark's and Py4J's run to hundreds of lines), named and shortened."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "No space left on device" in str(exc):
+        text = "no space left on device"
+    text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _run(cfg, spark, store, checked, report, started, silver, quarantine, dataset_dir) -> TextEtlReport:
+    run_id = report.run_id
     tally = {(r[REASON], bool(r["_present"])): r["count"]
              for r in checked.groupBy(REASON, "_present").count().collect()}  # a handful of rows
     reasons = {k: v for (k, present), v in sorted(tally.items(), key=lambda kv: str(kv[0])) if k is not None}
@@ -144,15 +180,16 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
     already = sum(v for (k, present), v in tally.items() if k is None and present)
     kept = read - quarantined - already
     rate = quarantined / read if read else 0.0
-    report = TextEtlReport(run_id, name, "running", read, kept, quarantined, already, round(rate, 6), reasons,
-                           shards_dir=str(dataset_dir))
+    report.rows_read, report.rows_kept, report.rows_quarantined = read, kept, quarantined
+    report.rows_already_present, report.quarantine_rate, report.reasons = already, round(rate, 6), reasons
 
     if quarantined:
         bad = (checked.filter(F.col(REASON).isNotNull())
                .select(F.sha2(F.concat_ws("\u0001", "source_file", "raw"), 256).alias("quarantine_key"),
-                       "review_id", REASON, "raw", "source_file", F.lit(run_id).alias("run_id"),
+                       "review_id", REASON, *quarantined_raw("raw"), "source_file", F.lit(run_id).alias("run_id"),
                        F.current_timestamp().alias("quarantined_at")))
-        store.merge(quarantine, bad, ["quarantine_key"], update_matched=False, commit_info={"lakedl.run_id": run_id})
+        store.merge(quarantine, bad, ["quarantine_key"], update_matched=False, commit_info={"lakedl.run_id": run_id},
+                    add_columns=True)
 
     if rate > cfg.validation.max_quarantine_rate:
         report.status = "failed_quarantine_rate"
@@ -168,7 +205,8 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
     if kept:
         new = new.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
+            with file_lock(dataset_dir / ".lock"):  # concurrent first runs build one tokenizer, not two
+                tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
             encoded = (encode_frame(with_targets(new), Normalizer.from_settings(cfg.normalize), tok, "text",
                                     cfg.encode.max_len, cfg.encode.fixed)
                        .drop("raw", MALFORMED)
@@ -178,29 +216,24 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
                                  commit_info={"lakedl.run_id": run_id})
         finally:
             new.unpersist()
-        report.silver_version = result.version
-        report.rows_per_split = write_shards(spark, store, silver, dataset_dir, cfg)
-        report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
-        _write_manifest(store, silver, dataset_dir, cfg, report)
-    elif store.exists(silver):  # nothing new: nothing to write, unless the shards lag behind silver
+        # rows a concurrent run inserted first were not inserted by this one: they were already present
+        report.rows_already_present += report.rows_kept - result.inserted
+        report.rows_kept = result.inserted
+    elif not store.exists(silver):
+        report.status = "succeeded"  # nothing valid was read and there is no silver table yet
+        _record_run(spark, store, report, started)
+        return report
+    elif not artifact.is_file():  # nothing new, and the shards could not be rebuilt if they lagged
         report.silver_version = store.version(silver)
-        if not artifact.is_file():
-            report.status = "failed_tokenizer_missing"
-            _record_run(spark, store, report, started)
-            raise ShardsError(
-                f"{silver} holds every input row but its tokenizer {artifact} is gone, so its shards cannot be "
-                f"rewritten with the same ids; drop {store.path(silver)} (and {dataset_dir}) and run the ETL again")
+        report.status = "failed_tokenizer_missing"
+        _record_run(spark, store, report, started)
+        raise ShardsError(
+            f"{silver} holds every input row but its tokenizer {artifact} is gone, so its shards cannot be "
+            f"rewritten with the same ids; drop {store.path(silver)} (and {dataset_dir}) and run the ETL again")
+    else:
         tok = TextTokenizer.load(artifact)
-        report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
-        manifest = dataset_dir / "manifest.json"
-        done = json.loads(manifest.read_text()) if manifest.is_file() else {}
-        if done.get("silver_version") == report.silver_version:
-            report.rows_per_split = done["rows_per_split"]
-        else:  # an earlier run committed silver and stopped before its shards (or they were deleted)
-            log.warning("shards behind silver: rewriting", extra={"silver_version": report.silver_version,
-                                                                  "shards_version": done.get("silver_version")})
-            report.rows_per_split = write_shards(spark, store, silver, dataset_dir, cfg)
-            _write_manifest(store, silver, dataset_dir, cfg, report)
+    report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
+    sync_shards(spark, store, silver, dataset_dir, cfg, report)
     report.status = "succeeded"
     _record_run(spark, store, report, started)
     log.info("text etl done", extra={k: v for k, v in asdict(report).items() if k != "reasons"})
@@ -208,10 +241,41 @@ def _run(cfg, spark, store, checked, run_id, started, silver, quarantine, datase
 
 
 
-def write_shards(spark: SparkSession, store: TableStore, silver: str, dataset_dir: Path, cfg) -> dict[str, int]:
-    """Rewrite ``<dataset_dir>/<split>/`` from the silver table, rows ordered by review_id, with the
-    configured rows per file and row-group size (each split swapped in atomically)."""
-    table = store.read(silver)
+def quarantined_raw(col: str) -> list[Column]:
+    """A quarantined record as every reader can show it: ``raw`` as valid UTF-8 (bytes that are not become
+    U+FFFD) and, only for such records, ``raw_bytes``, the record's exact bytes."""
+    valid = F.is_valid_utf8(col)
+    return [F.when(valid, F.col(col)).otherwise(F.make_valid_utf8(col)).alias(col),
+            F.when(~valid, F.col(col).cast("binary")).alias(f"{col}_bytes")]
+
+
+def sync_shards(spark: SparkSession, store: TableStore, silver: str, dataset_dir: Path, cfg,
+                report: TextEtlReport) -> None:
+    """Bring the shards up to the silver table's current version, under the dataset's lock: a concurrent run
+    waits, then finds them current. Leftovers of a killed rewrite are removed first. Fills the report's
+    ``silver_version`` (the version the shards hold) and ``rows_per_split``."""
+    with file_lock(dataset_dir / ".lock"):
+        for leftover in [*dataset_dir.glob(".*.staging-*"), *dataset_dir.glob(".*.old-*")]:
+            log.info("removing a killed run's leftover", extra={"path": str(leftover)})
+            shutil.rmtree(leftover, ignore_errors=True)
+        version = store.version(silver)
+        manifest = dataset_dir / "manifest.json"
+        done = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        report.silver_version = version
+        if done.get("silver_version") == version and all((dataset_dir / s).is_dir() for s in ("train", "dev", "test")):
+            report.rows_per_split = done["rows_per_split"]
+            return
+        if done:  # an earlier run committed silver and stopped before its shards (or they were deleted)
+            log.info("rewriting shards", extra={"silver_version": version, "shards_version": done.get("silver_version")})
+        report.rows_per_split = write_shards(spark, store, silver, dataset_dir, cfg, version)
+        _write_manifest(store, silver, dataset_dir, cfg, report)
+
+
+def write_shards(spark: SparkSession, store: TableStore, silver: str, dataset_dir: Path, cfg,
+                 version: int | None = None) -> dict[str, int]:
+    """Rewrite ``<dataset_dir>/<split>/`` from the silver table (at ``version``), rows ordered by review_id,
+    with the configured rows per file and row-group size (each split swapped in atomically)."""
+    table = store.read(silver, version)
     columns = [c for c in SHARD_COLUMNS if c != "split" and (c != "input_ids" or cfg.encode.fixed)]
     counts = {r["split"]: r["count"] for r in table.groupBy("split").count().collect()}
     for split in ("train", "dev", "test"):
@@ -249,5 +313,6 @@ def _record_run(spark: SparkSession, store: TableStore, report: TextEtlReport, s
     schema = ("run_id string, dataset string, status string, rows_read long, rows_kept long, "
               "rows_quarantined long, rows_already_present long, quarantine_rate double, reasons string, "
               "rows_per_split string, tokenizer string, tokenizer_sha256 string, silver_version long, "
-              "shards_dir string, seconds double")
-    store.write(RUNS_TABLE, spark.createDataFrame([row], schema), "append", commit_info={"lakedl.run_id": report.run_id})
+              "shards_dir string, seconds double, error string")
+    store.write(RUNS_TABLE, spark.createDataFrame([row], schema), "append", commit_info={"lakedl.run_id": report.run_id},
+                add_columns=True)

@@ -8,7 +8,8 @@ held_out_duplicate     a training record identical to a dev/test record (SST)
 invalid_utf8           the record's bytes are not valid UTF-8
 missing_review_id      no ``review_id``
 missing_text           no ``text`` field
-wrong_type_<field>     ``stars``/``label``/``score`` present but not a number
+wrong_type_<field>     ``review_id``/``text`` not a JSON string (a number, an object), or
+                       ``stars``/``label``/``score`` present but not a number
 empty_text             text empty or only whitespace
 text_too_long          more than ``max_chars`` characters
 stars_out_of_range     stars not within 1..5
@@ -16,6 +17,8 @@ label_out_of_range     label not 0 or 1
 missing_split          ``split.mode: given`` and split not train/dev/test
 duplicate_review_id    a review_id seen earlier in the same input (the first one is kept)
 =====================  ===============================================================
+
+"Earlier" is file order (source paths sorted) then line order within a file.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from etl.readers import MALFORMED
+from etl.readers import MALFORMED, POSITION, WRONG_TYPE
 
 REASON = "reason"
 SPLITS = ("train", "dev", "test")
@@ -55,6 +58,7 @@ def validate(df: DataFrame, max_chars: int, require_split: bool = False) -> Data
         (~F.is_valid_utf8("raw"), "invalid_utf8"),
         (F.col("review_id").isNull() | blank("review_id"), "missing_review_id"),
         (F.col("text").isNull(), "missing_text"),
+        (F.col(WRONG_TYPE).isNotNull(), F.concat(F.lit("wrong_type_"), F.col(WRONG_TYPE))),
         (F.col("stars").isNotNull() & stars.isNull(), "wrong_type_stars"),
         (F.col("label").isNotNull() & label.isNull(), "wrong_type_label"),
         (F.col("score").isNotNull() & score.isNull(), "wrong_type_score"),
@@ -67,10 +71,10 @@ def validate(df: DataFrame, max_chars: int, require_split: bool = False) -> Data
         rules.append((~F.coalesce(F.col("split").isin(*SPLITS), F.lit(False)), "missing_split"))
     checked = df.withColumn(REASON, first_reason(*rules))
     # duplicates among otherwise valid rows: keep the first in a deterministic order
-    order = Window.partitionBy("review_id").orderBy(F.col(REASON).isNull().desc(), "source_file", "raw")
+    order = Window.partitionBy("review_id").orderBy(F.col(REASON).isNull().desc(), "source_file", POSITION)
     rank = F.when(F.col(REASON).isNull(), F.row_number().over(order))
     valid_first = checked.withColumn("_rank", rank)
     return (valid_first
             .withColumn(REASON, F.when(F.col("_rank") > 1, F.lit("duplicate_review_id")).otherwise(F.col(REASON)))
-            .drop("_rank")
+            .drop("_rank", POSITION, WRONG_TYPE)
             .withColumn("stars", stars).withColumn("label", label.cast("int")).withColumn("score", score))

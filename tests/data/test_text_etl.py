@@ -29,7 +29,7 @@ BAD = {
     "label_out_of_range": [b'{"review_id": "r2", "text": "label three", "label": 3}'],
     "duplicate_review_id": [b'{"review_id": "d1", "text": "second copy"}'],
 }
-KEPT_EDGE = [b'{"review_id": "d1", "text": "first copy", "stars": 4}',   # sorts before its duplicate: kept
+KEPT_EDGE = [b'{"review_id": "d1", "text": "first copy", "stars": 4}',   # its file's first line: kept
              b'{"review_id": "ok1", "text": "Fine &amp; dandy https://x.example", "stars": 5, "label": 1}',
              b'', b'   ']                                                       # blank lines are not records
 
@@ -39,7 +39,7 @@ def make_corpus(raw_data: Path, root: Path) -> Path:
     src.mkdir(parents=True)
     lines = (raw_data / "reviews" / "vader_tweets.jsonl").read_bytes().splitlines()[:VALID]
     (src / "tweets.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    edge = [line for lines in BAD.values() for line in lines] + KEPT_EDGE
+    edge = KEPT_EDGE[:1] + [line for lines in BAD.values() for line in lines] + KEPT_EDGE[1:]
     (src / "edge.jsonl").write_bytes(b"\n".join(edge) + b"\n")
     return src
 
