@@ -51,7 +51,9 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, shards: st
         "normalize": manifest.get("config", {}).get("normalize", {}), "max_len": manifest.get("max_len", 128),
         "source_run": str(Path(run_dir).absolute()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / "bundle.json").write_text(json.dumps(meta, indent=1))
+    tmp = out / "bundle.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(out / "bundle.json")  # a bundle.json is whole or absent, never half-written
     return out
 
 
@@ -96,6 +98,28 @@ class Bundle:
         return out
 
 
+REQUIRED = ("format", "config", "label_map", "tokenizer_sha256", "weights_sha256", "model_version", "max_len")
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """``bundle.json`` of the bundle at ``path``, refused with a BundleError when it is not a JSON object
+    holding every key a bundle needs (a hand-edited or truncated file)."""
+    meta_path = Path(path) / "bundle.json"
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{meta_path}: not valid JSON ({exc}); re-export the bundle with "
+                          "`lakedl bundle export --run RUN_DIR --out DIR`") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_path}: expected a JSON object, found {type(meta).__name__}; re-export the bundle")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise BundleError(f"{meta_path}: lacks {', '.join(missing)}; re-export the bundle from its run")
+    if not isinstance(meta["label_map"], dict) or not isinstance(meta["config"], dict):
+        raise BundleError(f"{meta_path}: label_map and config must be JSON objects; re-export the bundle")
+    return meta
+
+
 def load_bundle(path: str | os.PathLike) -> Bundle:
     from safetensors.torch import load_file
 
@@ -107,7 +131,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if missing:
         raise BundleError(f"{path}: not an inference bundle (missing {', '.join(missing)}); "
                           "write one with `lakedl bundle export --run RUN_DIR --out DIR`")
-    meta = json.loads((path / "bundle.json").read_text())
+    meta = read_meta(path)
     if meta.get("format") != FORMAT:
         raise BundleError(f"{path}: bundle format {meta.get('format')!r}, this lakedl reads format {FORMAT}")
     try:
@@ -120,6 +144,10 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if sha256(path / "weights.safetensors") != meta["weights_sha256"]:
         raise BundleError(f"{path / 'weights.safetensors'}: content does not match bundle.json (corrupt or "
                           "replaced); re-export the bundle from the run")
-    model = rebuild(meta["config"])
-    model.load_state_dict(load_file(str(path / "weights.safetensors")))
+    try:
+        model = rebuild(meta["config"])
+        model.load_state_dict(load_file(str(path / "weights.safetensors")))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a config that does not build these weights
+        raise BundleError(f"{path}: bundle.json's config does not rebuild the saved model ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}); re-export the bundle from its run") from exc
     return Bundle(path, meta, model.eval(), tokenizer, Normalizer.from_dict(meta.get("normalize", {})))

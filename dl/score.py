@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -48,13 +50,12 @@ def output_schema(bundle_path: str | os.PathLike):
     """``label``, ``p_<class>`` per class and ``model_version``, read from bundle.json on the driver."""
     from pyspark.sql import types as T
 
-    from dl.bundle import BundleError
+    from dl.bundle import BundleError, read_meta
 
-    meta_path = Path(bundle_path) / "bundle.json"
-    if not meta_path.is_file():
+    if not (Path(bundle_path) / "bundle.json").is_file():
         raise BundleError(f"{bundle_path}: not an inference bundle (no bundle.json); write one with "
                           "`lakedl bundle export --run RUN_DIR --out DIR`")
-    labels = json.loads(meta_path.read_text())["label_map"].get("sentiment", ["negative", "positive"])
+    labels = read_meta(bundle_path)["label_map"].get("sentiment", ["negative", "positive"])
     return T.StructType([T.StructField("label", T.StringType()),
                          *[T.StructField(f"p_{name}", T.DoubleType()) for name in labels],
                          T.StructField("model_version", T.StringType())])
@@ -120,6 +121,7 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = "pr
     from etl.tables import TableError
     from etl.validate import REASON
 
+    store.check_names(table, quarantine)  # before anything is written
     version = loaded_bundle(bundle_path).version
     ids = df.filter(F.col(id_col).isNotNull())
     duplicates = ids.groupBy(id_col).count().filter("count > 1").limit(3).collect()
@@ -164,46 +166,71 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
     meanwhile, so a second concurrent run stops at once. A run that crashes commits nothing partial
     (each Delta commit is atomic; the runs row is written last) and the next run picks its rows up; a
     run that fails with an exception records a ``failed`` row with the error before re-raising."""
-    import time
-
     from pyspark.sql import functions as F
 
     from etl.lease import Lease
-    from etl.pipelines import new_run_id
 
-    started = time.perf_counter()
+    store.check_names(source, predictions, runs, quarantine)
     version = loaded_bundle(bundle_path).version  # a broken or mismatched bundle is refused before any work
-    run_id = new_run_id("score")
-    record = {"run_id": run_id, "source": source, "model_version": version, "status": "running"}
-    with Lease(store.root / "_leases" / f"{predictions}.json", lease_seconds):
-        try:
-            record["watermark"] = watermark = store.version(source)
-            src = checked_input(store.read(source, version=watermark).select(id_col, text_col), text_col, id_col,
-                                max_chars)
-            todo = src
-            if store.exists(predictions):
-                done = store.read(predictions).filter(F.col("model_version") == version).select(id_col)
-                todo = todo.join(done, id_col, "left_anti")
-            if store.exists(quarantine):
-                refused = store.read(quarantine).filter(F.col("model_version") == version).select("quarantine_key")
-                todo = todo.join(refused, "quarantine_key", "left_anti")
-            record["rows_read"] = src.count()
-            report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col,
-                                      id_col, batch_size, quarantine, max_chars, run_id)
-            record.update(status="succeeded", rows_scored=report["rows_scored"], rows_inserted=report["inserted"],
-                          rows_failed=report["rows_quarantined"], reasons=json.dumps(report["reasons"]),
-                          rows_skipped=record["rows_read"] - report["rows_read"],
-                          predictions_version=report["table_version"])
-        except Exception as exc:
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-            _record_run(store, runs, record, started)
-            raise
-        _record_run(store, runs, record, started)
+    with Lease(store.root / "_leases" / f"{predictions}.json", lease_seconds), \
+            recorded_run(store, runs, source, version) as record:
+        record["watermark"] = watermark = store.version(source)
+        src = checked_input(store.read(source, version=watermark).select(id_col, text_col), text_col, id_col,
+                            max_chars)
+        todo = src
+        if store.exists(predictions):
+            done = store.read(predictions).filter(F.col("model_version") == version).select(id_col)
+            todo = todo.join(done, id_col, "left_anti")
+        if store.exists(quarantine):
+            refused = store.read(quarantine).filter(F.col("model_version") == version).select("quarantine_key")
+            todo = todo.join(refused, "quarantine_key", "left_anti")
+        record["rows_read"] = src.count()
+        report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col,
+                                  id_col, batch_size, quarantine, max_chars, record["run_id"])
+        record.update(rows_skipped=record["rows_read"] - report["rows_read"], **_run_counts(report))
     return record
 
 
+def score_files(store, df, bundle_path: str | os.PathLike, source: str, predictions: str = "predictions",
+                runs: str = "score_runs", text_col: str = "text", id_col: str = "review_id", batch_size: int = 256,
+                quarantine: str = "score_quarantine", max_chars: int = MAX_CHARS) -> dict:
+    """``score_into_table`` of a whole input (``source`` names it in the record), recorded in ``runs`` like
+    an incremental run: concurrent runs over the same input insert each prediction once (the MERGE is
+    conflict-safe), and each run's record counts what it inserted."""
+    store.check_names(predictions, runs, quarantine)
+    version = loaded_bundle(bundle_path).version
+    with recorded_run(store, runs, source, version) as record:
+        report = score_into_table(store, df, bundle_path, predictions, text_col, id_col, batch_size, quarantine,
+                                  max_chars, record["run_id"])
+        record.update(rows_read=report["rows_read"], rows_skipped=0, **_run_counts(report))
+    return {**report, "run_id": record["run_id"]}
+
+
+def _run_counts(report: dict) -> dict:
+    return {"rows_scored": report["rows_scored"], "rows_inserted": report["inserted"],
+            "rows_failed": report["rows_quarantined"], "reasons": json.dumps(report["reasons"]),
+            "predictions_version": report["table_version"]}
+
+
+@contextmanager
+def recorded_run(store, runs: str, source: str, model_version: str) -> Iterator[dict]:
+    """A scoring run's record, appended to ``runs`` when the block ends: ``succeeded``, or ``failed`` with
+    the error (then the exception goes on). The record is written last, after every commit it counts."""
+    from etl.pipelines import new_run_id
+
+    started = time.perf_counter()
+    record = {"run_id": new_run_id("score"), "source": source, "model_version": model_version, "status": "running"}
+    try:
+        yield record
+    except Exception as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        _record_run(store, runs, record, started)
+        raise
+    record["status"] = "succeeded"
+    _record_run(store, runs, record, started)
+
+
 def _record_run(store, runs: str, record: dict, started: float) -> None:
-    import time
     from datetime import datetime, timezone
 
     record.update(seconds=round(time.perf_counter() - started, 3),

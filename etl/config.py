@@ -113,6 +113,8 @@ class LoadBronzeConfig(CommonConfig):
 class CsvSettings(Section):
     sep: str = ","
     header: bool = True
+    escape: str = Field('"', min_length=1, max_length=1,
+                        description='escapes a quote inside a quoted field: " (RFC 4180, spreadsheets) or \\')
     multiline: bool = Field(True, description="quoted fields may hold line breaks (one record over several "
                                               "lines); false reads line by line, which splits such records")
     columns: dict[str, str] = Field(default_factory=dict,

@@ -149,7 +149,7 @@ def read_folder(spark: SparkSession, root: str) -> DataFrame:
         df = df.select("path", "content").unionByName(
             spark.createDataFrame([(p, bytearray()) for p in empty], "path string, content binary"))
     rel = F.regexp_replace(F.col("path"), f"^file:(//)?\\Q{base}\\E/", "")  # the root taken literally
-    return df.select(rel.alias("image_id"), "content", F.element_at(F.split(rel, "/"), -2).alias("label"),
+    return df.select(rel.alias("image_id"), "content", F.try_element_at(F.split(rel, "/"), F.lit(-2)).alias("label"),
                      F.lit(None).cast("string").alias("split"), F.col("path").alias("source_file"))
 
 

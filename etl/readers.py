@@ -72,16 +72,19 @@ def read_json_lines(spark: SparkSession, paths: Sequence[str], source: str | Non
 
 
 def read_csv(spark: SparkSession, paths: Sequence[str], columns: dict[str, str], sep: str = ",",
-             header: bool = True, source: str | None = None, multiline: bool = True) -> DataFrame:
+             header: bool = True, source: str | None = None, multiline: bool = True, escape: str = '"') -> DataFrame:
     """CSV/TSV with ``columns`` mapping canonical fields to the file's columns. A row with the wrong
     number of fields is ``malformed_csv`` (its raw text kept). ``multiline``: a quoted field may hold line
-    breaks (RFC 4180; each file is then read by one task, as Spark cannot split it)."""
+    breaks (RFC 4180; each file is then read by one task, as Spark cannot split it); ``escape`` escapes a
+    quote inside a quoted field (RFC 4180 doubles it: ``""``)."""
     unknown = sorted(set(columns) - set(FIELDS))
     if unknown:
         raise ValueError(f"input.csv.columns maps unknown fields {unknown}; canonical fields: {', '.join(FIELDS)}")
-    names = spark.read.option("header", header).option("sep", sep).csv(list(paths)).columns  # header only
+    names = (spark.read.option("header", header).option("sep", sep).option("escape", escape)
+             .csv(list(paths)).columns)  # header only
     schema = T.StructType([T.StructField(n, T.StringType()) for n in names] + [T.StructField(CORRUPT, T.StringType())])
-    df = (spark.read.schema(schema).option("header", header).option("sep", sep).option("mode", "PERMISSIVE")
+    df = (spark.read.schema(schema).option("header", header).option("sep", sep).option("escape", escape)
+          .option("mode", "PERMISSIVE")
           .option("columnNameOfCorruptRecord", CORRUPT).option("multiLine", multiline).csv(list(paths)))
     picked = []
     for field in FIELDS:
@@ -176,7 +179,7 @@ def read_input(spark: SparkSession, settings) -> DataFrame:
         return read_json_lines(spark, settings.paths, settings.source)
     if settings.format == "csv":
         return read_csv(spark, settings.paths, settings.csv.columns, settings.csv.sep, settings.csv.header,
-                        settings.source, settings.csv.multiline)
+                        settings.source, settings.csv.multiline, settings.csv.escape)
     if settings.format == "text":
         return read_text_label(spark, settings.paths, settings.source or "text")
     if len(settings.paths) != 1:

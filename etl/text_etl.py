@@ -151,22 +151,32 @@ def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEt
     except (QuarantineRateError, ShardsError, FileNotFoundError, ValueError):
         raise  # the input or the config: recorded where it applies, and said as it is
     except Exception as exc:
-        report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"[:4000]
+        report.status, report.error = "failed", one_line(exc, 2000)
         try:
             _record_run(spark, store, report, started)
         except Exception:  # e.g. the disk is full: the failure itself must still be told
             log.exception("could not record the failed run", extra={"run_id": run_id})
         raise EtlRunFailed(f"text ETL run {run_id} into {silver} failed: {one_line(exc)}. It is recorded in "
-                           f"{RUNS_TABLE} (status failed); nothing partial was committed: fix the cause and run "
-                           "again, a rerun picks up every row this run did not add") from exc
+                           f"{RUNS_TABLE} (status failed); every Delta commit is all-or-nothing, so fix the cause "
+                           "and run again: the rerun adds what this run did not and rewrites shards that lag") from exc
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an error (Spark's and Py4J's run to hundreds of lines), named and shortened."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "No space left on device" in str(exc):
-        text = "no space left on device"
-    text = f"{type(exc).__name__}: {text}"
+    """What went wrong, in one line: for an error from the JVM (Py4J's run to hundreds of lines of Java
+    stack) the innermost Java cause, which names the file or resource; shortened to ``limit``."""
+    name, text = type(exc).__name__, str(exc)
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            while java.getCause() is not None and java.getCause() is not java:
+                java = java.getCause()
+            name, text = java.getClass().getSimpleName(), str(java.getMessage() or "")
+        except Exception:  # the JVM is gone: keep Python's text
+            pass
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    text = f"{name}: {lines[0] if lines else ''}"
+    if "No space left on device" in str(exc) and "no space left on device" not in text.lower():
+        text += " (no space left on device)"
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 

@@ -150,15 +150,18 @@ def etl_text(input: Annotated[Optional[list[str]], typer.Option(
              name: Annotated[Optional[str], typer.Option(help="dataset name (default: output.name)")] = None,
              conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
     """Validate, tokenize and encode review text into the silver table and Parquet shards (incremental)."""
+    from etl.lease import LeaseHeld
     from etl.pipelines import run_etl_text
-    from etl.text_etl import QuarantineRateError
+    from etl.tables import TableError
+    from etl.text_etl import EtlRunFailed, QuarantineRateError, ShardsError
 
     extra = [f"input.paths={json.dumps(input)}"] if input else []
     extra += _option_overrides({"input.format": format, "tokenize.kind": tokenizer, "output.name": name})
     cfg = _load("etl_text", conf_dir, conf, set_, extra)
     try:
         _echo_json(run_etl_text(cfg))
-    except (QuarantineRateError, FileNotFoundError, ValueError) as exc:
+    except (QuarantineRateError, ShardsError, EtlRunFailed, TableError, LeaseHeld, FileNotFoundError,
+            ValueError) as exc:
         raise _Failure(str(exc)) from exc
 
 
@@ -290,14 +293,15 @@ def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
         typer.echo("error: give exactly one of --input (files) or --source (a Delta table, incremental)", err=True)
         raise typer.Exit(2)
     from dl.bundle import BundleError
-    from dl.score import loaded_bundle, score_into_table
+    from dl.score import loaded_bundle, score_files
     from etl.spark import get_spark
-    from etl.tables import TableError, TableStore
+    from etl.tables import TableError, TableStore, check_names
 
     cfg = _load("common", conf_dir, conf, set_)
     try:
+        check_names(table, quarantine, *([source] if source else []))  # before any write
         loaded_bundle(bundle)  # refuse a broken or mismatched bundle before any Spark work (loaded once)
-    except BundleError as exc:
+    except (BundleError, TableError) as exc:
         raise _Failure(str(exc)) from exc
     spark = get_spark(cfg.spark)
     store = TableStore.from_config(cfg, spark)
@@ -316,8 +320,8 @@ def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
         missing = [c for c in (id_col, text_col) if c not in df.columns]
         if missing:
             raise _Failure(f"{input}: no column(s) {', '.join(missing)}; pick them with --id-col / --text-col")
-        report = score_into_table(store, df.select(id_col, text_col), bundle, table, text_col, id_col, batch_size,
-                                  quarantine, max_chars)
+        report = score_files(store, df.select(id_col, text_col), bundle, str(input), table, text_col=text_col,
+                             id_col=id_col, batch_size=batch_size, quarantine=quarantine, max_chars=max_chars)
     except (BundleError, TableError) as exc:
         raise _Failure(str(exc)) from exc
     except Exception as exc:  # Spark's AnalysisException for a path that does not exist
@@ -605,11 +609,28 @@ def tables_show(name: Annotated[str, typer.Argument(help="table name")],
     try:
         store = _store(conf_dir, conf, set_)
         data = store.read_arrow(name, version)
-        head = data.slice(0, limit).to_pylist()
+        head = _printable_rows(data.slice(0, limit))
         _echo_json({"table": name, "version": version if version is not None else store.version(name),
                     "rows": data.num_rows, "schema": str(data.schema).splitlines(), "head": head})
     except TableError as exc:
         raise _Failure(str(exc)) from exc
+
+
+def _printable_rows(data) -> list[dict]:
+    """Rows as Python values; binary values and strings that are not valid UTF-8 (written by older
+    versions into quarantine tables) are shown with their bad bytes escaped (``\\xff``), never refused."""
+    import pyarrow as pa
+
+    def show(col):
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            return [None if v is None else v.decode("utf-8", "backslashreplace") for v in col.to_pylist()]
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            binary = pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary()
+            return show(col.cast(binary))
+        return col.to_pylist()
+
+    columns = {name: show(data.column(name)) for name in data.column_names}
+    return [{name: values[i] for name, values in columns.items()} for i in range(data.num_rows)]
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -142,6 +142,7 @@ def test_every_bad_image_is_quarantined_with_its_reason(spark, tmp_path, fashion
     (root / "cbad").mkdir()
     for reason, content in bad.items():
         (root / "cbad" / f"{reason}.png").write_bytes(content)
+    (root / "orphan.png").write_bytes(good)  # outside any class folder: no label
     # a manifest adds a row whose file is gone and one without a label
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("\n".join(json.dumps(r) for r in [
@@ -150,11 +151,12 @@ def test_every_bad_image_is_quarantined_with_its_reason(spark, tmp_path, fashion
         {"path": str(next((root / f"c{y[1]}").glob("*.png"))), "label": f"c{y[1]}"}]) + "\n")
     store_cfg = config(tmp_path, "folder", [str(root)], "image.max_pixels=1000000", "validation.max_quarantine_rate=0.5")
     report = run_image_etl(store_cfg, spark, "t-tree")
-    assert report.reasons == {reason: 1 for reason in bad}
-    assert report.rows_read == 45 == report.rows_kept + report.rows_quarantined and report.rows_kept == 40
+    assert report.reasons == {reason: 1 for reason in [*bad, "missing_label"]}
+    assert report.rows_read == 46 == report.rows_kept + report.rows_quarantined and report.rows_kept == 40
     assert set(report.classes) == {f"c{v}" for v in y[:40]}  # the bad folder's only files were all quarantined
     q = TableStore.from_config(store_cfg, spark).read("quarantine_imgs").toPandas()
-    assert sorted(q["reason"]) == sorted(bad) and all(q["run_id"] == "t-tree")
+    assert sorted(q["reason"]) == sorted([*bad, "missing_label"]) and all(q["run_id"] == "t-tree")
+    assert q[q["reason"] == "missing_label"]["image_id"].tolist() == ["orphan.png"]
     kept_bytes = {r: c for r, c in zip(q["reason"], q["content"], strict=True)}
     assert bytes(kept_bytes["truncated"]) == bad["truncated"]  # the original bytes are kept for inspection
 
