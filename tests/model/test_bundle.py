@@ -66,6 +66,31 @@ def test_tampered_bundles_are_refused(bundle, tmp_path):
         load_bundle(tmp_path / "empty")
 
 
+def test_a_bundle_json_that_is_not_json_or_lacks_a_key_is_refused(bundle, tmp_path):
+    from dl.score import output_schema
+
+    cut = shutil.copytree(bundle, tmp_path / "cut")
+    text = (cut / "bundle.json").read_text()
+    (cut / "bundle.json").write_text(text[: len(text) // 2])  # truncated, as a full disk or a bad copy leaves it
+    for check in (load_bundle, output_schema):
+        with pytest.raises(BundleError, match=r"bundle.json: not valid JSON .*re-export the bundle"):
+            check(cut)
+    lacking = shutil.copytree(bundle, tmp_path / "lacking")
+    meta = json.loads(text)
+    del meta["label_map"], meta["max_len"]
+    (lacking / "bundle.json").write_text(json.dumps(meta))
+    for check in (load_bundle, output_schema):
+        with pytest.raises(BundleError, match=r"bundle.json: lacks label_map, max_len; re-export"):
+            check(lacking)
+    (lacking / "bundle.json").write_text("[1, 2]")
+    with pytest.raises(BundleError, match="expected a JSON object, found list"):
+        load_bundle(lacking)
+    wrong = shutil.copytree(bundle, tmp_path / "wrong")
+    (wrong / "bundle.json").write_text(json.dumps({**json.loads(text), "config": {"model": "rnn", "hidden": 3}}))
+    with pytest.raises(BundleError, match="config does not rebuild the saved model"):
+        load_bundle(wrong)
+
+
 @pytest.mark.spark
 def test_spark_udf_scores_like_the_bundle(spark, bundle, raw_data):
     from dl.score import score_frame
@@ -257,3 +282,44 @@ def test_two_concurrent_runs_never_duplicate(spark, bundle, raw_data, tmp_path):
     print("concurrent runs:", "this one stopped at the lease" if mine is None else
           "the other stopped at the lease" if theirs is None else f"one after the other, scored {scored}")
     assert sum(scored) == 2000, (mine, theirs, out)
+
+
+@pytest.mark.spark
+def test_two_concurrent_score_input_runs_write_each_prediction_once(spark, bundle, raw_data, tmp_path):
+    """`lakedl score --input` takes no lease: two runs over the same file at once both finish, and the
+    conflict-safe MERGE leaves one prediction per (review_id, model_version); their records add up."""
+    import subprocess
+    import sys
+
+    from etl.tables import TableStore
+
+    lakedl = str(Path(sys.executable).parent / "lakedl")
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join((raw_data / "reviews" / "vader_movie.jsonl").read_bytes().splitlines()[:300]) + b"\n")
+    cmd = [lakedl, "score", "--bundle", str(bundle), "--input", str(src), "--set", f"paths.tables_dir={tmp_path / 't'}",
+           "--set", "spark.master=local[1]"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    reports = [json.loads(out) for out, _ in outs]
+    assert [r["rows_scored"] for r in reports] == [300, 300] and sum(r["inserted"] for r in reports) == 300
+    store = TableStore(tmp_path / "t", spark=spark, backend="delta-rs")
+    keys = [(r["review_id"], r["model_version"]) for r in store.read_arrow("predictions").to_pylist()]
+    assert len(keys) == len(set(keys)) == 300
+    runs = store.read_arrow("score_runs").to_pylist()
+    assert sorted(r["run_id"] for r in runs) == sorted(r["run_id"] for r in reports)
+    assert all(r["status"] == "succeeded" and r["source"] == str(src) for r in runs)
+    assert sum(r["rows_inserted"] for r in runs) == 300
+
+
+def test_a_bad_table_name_is_refused_before_anything_is_written(bundle, raw_data, tmp_path):
+    import subprocess
+    import sys
+
+    lakedl = str(Path(sys.executable).parent / "lakedl")
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"review_id": "a", "text": ""}\n{"review_id": "b", "text": "fine"}\n')  # one to quarantine
+    out = subprocess.run([lakedl, "score", "--bundle", str(bundle), "--input", str(src), "--table", "bad-name",
+                          "--set", f"paths.tables_dir={tmp_path / 't'}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "table name 'bad-name' is not valid" in out.stderr
+    assert not (tmp_path / "t").exists()  # not even the quarantine table
