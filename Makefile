@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow bench-etl bench-loaders bench-scaling bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -40,6 +40,13 @@ test: data
 
 test-slow: data
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# The concurrency tests (4 writer processes, two ETL runs, two score runs at once), each STRESS_LOOPS times in a
+# row in one pytest session (LAKEDL_STRESS_LOOPS parametrizes them); -x stops at the first failure. make test runs them once.
+STRESS_LOOPS ?= 20
+stress: data
+	LAKEDL_STRESS_LOOPS=$(STRESS_LOOPS) $(BIN)/pytest -x -p no:cacheprovider -k "concurrent" \
+	  tests/data/test_concurrency.py tests/data/test_integrity.py tests/model/test_bundle.py $(PYTEST_ARGS)
 
 # Benchmarks write bench/results/<name>.json (see bench/README.md).
 bench-etl: data

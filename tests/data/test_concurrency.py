@@ -6,6 +6,7 @@ The stress test runs real processes, each with its own SparkSession, against one
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -19,6 +20,7 @@ from etl.tables import TableConflict, TableStore
 pytestmark = pytest.mark.spark
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
+LOOPS = range(int(os.environ.get("LAKEDL_STRESS_LOOPS", "1")))  # make stress: 20
 
 
 def id_counts(store: TableStore, name: str) -> Counter:
@@ -133,7 +135,8 @@ def run_writers(tmp_path: Path, writers: int = 4, rounds: int = 3) -> list[dict]
     return results
 
 
-def test_four_writer_processes_merging_overlapping_batches_insert_every_id_once(spark, tmp_path):
+@pytest.mark.parametrize("loop", LOOPS)
+def test_four_concurrent_writer_processes_merging_overlapping_batches_insert_every_id_once(spark, tmp_path, loop):
     writers, rounds = 4, 3
     results = run_writers(tmp_path, writers, rounds)
     assert len(results) == writers

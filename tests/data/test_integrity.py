@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from etl.text_etl import EtlRunFailed, run_text_etl
 pytestmark = pytest.mark.spark
 LAKEDL = str(Path(sys.executable).parent / "lakedl")
 REPO = Path(__file__).resolve().parents[2]
+LOOPS = range(int(os.environ.get("LAKEDL_STRESS_LOOPS", "1")))  # make stress: 20
 
 
 def tweets(raw_data: Path, start: int, stop: int) -> list[bytes]:
@@ -50,7 +52,8 @@ def shard_ids(root: Path, name: str = "reviews") -> list[str]:
             for i in pq.read_table(f, columns=["review_id"]).column("review_id").to_pylist()]
 
 
-def test_two_concurrent_etl_runs_insert_every_new_review_once(spark, raw_data, tmp_path):
+@pytest.mark.parametrize("loop", LOOPS)
+def test_two_concurrent_etl_runs_insert_every_new_review_once(spark, raw_data, tmp_path, loop):
     src = tmp_path / "in"
     src.mkdir()
     (src / "a.jsonl").write_bytes(b"\n".join(tweets(raw_data, 0, 600)) + b"\n")

@@ -4,6 +4,7 @@ a tampered bundle, and score real review snippets on a real SparkSession exactly
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -285,7 +286,8 @@ def test_two_concurrent_runs_never_duplicate(spark, bundle, raw_data, tmp_path):
 
 
 @pytest.mark.spark
-def test_two_concurrent_score_input_runs_write_each_prediction_once(spark, bundle, raw_data, tmp_path):
+@pytest.mark.parametrize("loop", range(int(os.environ.get("LAKEDL_STRESS_LOOPS", "1"))))  # make stress: 20
+def test_two_concurrent_score_input_runs_write_each_prediction_once(spark, bundle, raw_data, tmp_path, loop):
     """`lakedl score --input` takes no lease: two runs over the same file at once both finish, and the
     conflict-safe MERGE leaves one prediction per (review_id, model_version); their records add up."""
     import subprocess
