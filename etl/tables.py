@@ -59,7 +59,8 @@ CONFLICT_RETRIES = 8
 # Delta's (delta-spark's) conflict exceptions, and delta-rs's "created meanwhile": all mean "re-read and retry"
 _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
               "ConcurrentTransactionException", "MetadataChangedException", "ProtocolChangedException",
-              "ConcurrentWriteException", "A Delta Lake table already exists")
+              "ConcurrentWriteException", "A Delta Lake table already exists", "DELTA_PATH_EXISTS",
+              "PATH_ALREADY_EXISTS")
 
 
 class TableError(RuntimeError):

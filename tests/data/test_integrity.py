@@ -81,6 +81,22 @@ def test_two_concurrent_etl_runs_insert_every_new_review_once(spark, raw_data, t
     assert (again.rows_read, again.rows_kept, again.rows_already_present) == (900, 0, 900)
 
 
+def test_two_concurrent_first_runs_build_one_tokenizer_and_insert_each_review_once(spark, raw_data, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(tweets(raw_data, 0, 300)) + b"\n")
+    procs = [subprocess.Popen([LAKEDL, "etl", "text", "--input", str(src), *sets(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    reports = [json.loads(out) for out, _ in outs]
+    assert sum(r["rows_kept"] for r in reports) == 300 and {r["tokenizer_sha256"] for r in reports} == \
+        {reports[0]["tokenizer_sha256"]}
+    silver = TableStore(tmp_path / "tables", spark).read_arrow("silver_reviews", columns=["review_id", "tokenizer_sha256"])
+    assert silver.num_rows == len(set(silver.column("review_id").to_pylist())) == 300
+    assert set(silver.column("tokenizer_sha256").to_pylist()) == {reports[0]["tokenizer_sha256"]}
+    assert sorted(shard_ids(tmp_path)) == sorted(silver.column("review_id").to_pylist())
+
+
 def test_csv_fields_with_quoted_newlines_are_one_record_each(spark, raw_data, tmp_path):
     rows = [json.loads(line) for line in tweets(raw_data, 0, 200)]
     path = tmp_path / "in.csv"
