@@ -50,10 +50,13 @@ def _lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
             .filter(F.trim("raw") != ""))
 
 
-def _json_type(field: str) -> Column:
-    """The JSON type of a line's top-level ``field`` (``STRING``, ``BIGINT``, ``OBJECT<...>``; null when absent,
-    JSON null, or the line is not JSON)."""
-    return F.expr(f"schema_of_variant(variant_get(try_parse_json(raw), '$.{field}'))")
+def _not_a_json_string(field: str) -> Column:
+    """True when the line's top-level ``field`` holds a JSON number, object, array or boolean rather than a
+    string. ``from_json`` reads any value as text, so only values whose text could be such a token (it
+    starts like one) are looked at again, parsed as a variant: typical ids and texts cost nothing more."""
+    text = F.col(f"j.{field}")
+    kind = F.expr(f"schema_of_variant(variant_get(try_parse_json(raw), '$.{field}'))")
+    return F.when(text.rlike(r"^([\[{\-0-9]|true$|false$)"), kind.isNotNull() & (kind != "STRING") & (kind != "NULL"))
 
 
 def read_json_lines(spark: SparkSession, paths: Sequence[str], source: str | None = None) -> DataFrame:
@@ -62,8 +65,7 @@ def read_json_lines(spark: SparkSession, paths: Sequence[str], source: str | Non
     lines = _lines(spark, paths)
     parsed = lines.select("raw", "source_file", POSITION, F.from_json(
         "raw", _STRING_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("j"))
-    types = [(_json_type(f), f) for f in STRING_FIELDS]
-    wrong = F.coalesce(*[F.when(t.isNotNull() & (t != "STRING") & (t != "NULL"), F.lit(f)) for t, f in types])
+    wrong = F.coalesce(*[F.when(_not_a_json_string(f), F.lit(f)) for f in STRING_FIELDS])
     return _finish(parsed.select(
         "raw", "source_file", POSITION, *[F.col(f"j.{f}").alias(f) for f in FIELDS],
         F.when(F.col(f"j.{CORRUPT}").isNotNull() | F.col("j").isNull(), F.lit("malformed_json")).alias(MALFORMED),

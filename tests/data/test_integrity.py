@@ -126,12 +126,14 @@ def test_review_id_and_text_that_are_not_json_strings_are_wrong_type(spark, tmp_
         '{"review_id": 12345, "text": "a number as id"}',
         '{"review_id": "t1", "text": 42}',
         '{"review_id": "t2", "text": ["a", "list"]}',
+        '{"review_id": "t3", "text": true}',
         '{"review_id": "ok", "text": "a string as both"}',
+        '{"review_id": "-777", "text": "{a string that looks like an object}"}',  # strings that look like others
         '{"review_id": "n1", "text": null}',
     ]) + "\n")
     report = run_text_etl(config(tmp_path, src, "validation.max_quarantine_rate=1"), spark, "types")
-    assert report.reasons == {"wrong_type_review_id": 2, "wrong_type_text": 2, "missing_text": 1}
-    assert (report.rows_read, report.rows_kept) == (6, 1)
+    assert report.reasons == {"wrong_type_review_id": 2, "wrong_type_text": 3, "missing_text": 1}
+    assert (report.rows_read, report.rows_kept) == (8, 2)
 
 
 def test_the_first_seen_duplicate_is_the_first_in_file_then_line_order(spark, tmp_path):
