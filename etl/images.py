@@ -25,7 +25,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from etl.lease import file_lock
 from etl.logs import get_logger
+from etl.tables import local_path, remove_leftovers, swapped_in
 
 log = get_logger(__name__)
 
@@ -283,11 +285,13 @@ def write_petastorm(spark: SparkSession, rows: DataFrame, url: str, schema, row_
     so they are not decoded and re-encoded on the way."""
     from petastorm.etl.dataset_metadata import materialize_dataset
 
-    with materialize_dataset(spark, url, schema, row_group_mb):
-        writer = rows.select("image_id", "image", F.col("label").cast("int")).write.mode("overwrite")
-        if rows_per_file:
-            writer = writer.option("maxRecordsPerFile", rows_per_file)
-        writer.parquet(url)
+    # written beside the split and swapped in: a failed or killed run leaves the previous split whole
+    with swapped_in(local_path(url)) as staging:
+        with materialize_dataset(spark, staging.as_uri(), schema, row_group_mb):
+            writer = rows.select("image_id", "image", F.col("label").cast("int")).write.mode("error")
+            if rows_per_file:
+                writer = writer.option("maxRecordsPerFile", rows_per_file)
+            writer.parquet(staging.as_uri())
 
 
 @dataclass
@@ -387,17 +391,22 @@ def run_image_etl(cfg, spark: SparkSession, run_id: str) -> ImageEtlReport:
         good = good.withColumn("label", mapping[F.col("label")]).withColumnRenamed("png", "image")
         schema = image_schema(height, width, img.mode)
         out_dir = Path(cfg.output.shards_dir).absolute() / name
-        for split in ("train", "dev", "test"):
-            if counts[split]:
-                write_petastorm(spark, good.filter(F.col("split") == split).orderBy("image_id"),
-                                (out_dir / split).as_uri(), schema, cfg.output.row_group_mb, cfg.output.rows_per_file)
         report.rows_per_split = counts
         report.classes, report.shape = classes, [height, width] + ([] if img.mode == "L" else [3])
         report.shards_dir, report.status = str(out_dir), "succeeded"
         manifest = {**asdict(report), "mode": img.mode, "format": i.format, "inputs": list(i.paths),
                     "schema": [f"{f.name}: {f.numpy_dtype.__name__} {f.shape} {type(f.codec).__name__}"
                                for f in schema.fields.values()]}
-        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        with file_lock(out_dir / ".lock"):  # two runs at once write the dataset one after the other
+            remove_leftovers(out_dir)
+            for split in ("train", "dev", "test"):
+                if counts[split]:
+                    write_petastorm(spark, good.filter(F.col("split") == split).orderBy("image_id"),
+                                    (out_dir / split).as_uri(), schema, cfg.output.row_group_mb,
+                                    cfg.output.rows_per_file)
+            tmp = out_dir / "manifest.json.tmp"
+            tmp.write_text(json.dumps(manifest, indent=2))
+            tmp.replace(out_dir / "manifest.json")  # whole or absent, never half-written
         return report
     finally:
         decoded.unpersist()

@@ -36,7 +36,8 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -96,7 +97,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _local_path(uri: str) -> str:
+def local_path(uri: str) -> str:
     """``file:/x``, ``file:///x`` (Spark, delta-rs) or a plain path → a plain local path."""
     parsed = urlparse(uri)
     return unquote(parsed.path) if parsed.scheme == "file" else uri
@@ -311,7 +312,7 @@ class TableStore:
 
     def count(self, name: str, version: int | None = None) -> int:
         table = self._table(name, version)
-        return sum(pq.read_metadata(_local_path(u)).num_rows for u in table.file_uris())
+        return sum(pq.read_metadata(local_path(u)).num_rows for u in table.file_uris())
 
     # -- plain Parquet -----------------------------------------------------------------------------
     @staticmethod
@@ -331,25 +332,15 @@ class TableStore:
         if mode == "append":
             writer.mode("append").parquet(str(target))
             return target
-        staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
-        try:
+        with swapped_in(target) as staging:
             writer.mode("error").parquet(str(staging))
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-                target.rename(old)
-                staging.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     # -- delta-rs backend ---------------------------------------------------------------------------
     def _snapshot_files(self, name: str, table) -> tuple[str, list[str]]:
         """The table's root and its snapshot's data files, as paths readers can match against each other:
         delta-rs names local files under the symlink-resolved root, so a root under a symlink is resolved."""
-        base, files = str(self.path(name)), [_local_path(u) for u in table.file_uris()]
+        base, files = str(self.path(name)), [local_path(u) for u in table.file_uris()]
         if files and not urlparse(files[0]).scheme:
             base, files = os.path.realpath(base), [os.path.realpath(f) for f in files]
         return base, files
@@ -497,9 +488,9 @@ class TableStore:
             now = int(time.time() * 1000)
             removes = []
             for uri in touched:
-                rel = Path(_local_path(uri)).relative_to(self.path(name)).as_posix()
+                rel = Path(local_path(uri)).relative_to(self.path(name)).as_posix()
                 removes.append(RemoveAction(path=rel, data_change=True, deletion_timestamp=now,
-                                            size=Path(_local_path(uri)).stat().st_size,
+                                            size=Path(local_path(uri)).stat().st_size,
                                             partition_values=_partition_values(rel)))
             schema = pa.schema(table.schema().to_arrow())
             self._commit_frame(name, out.drop("_op"), partition_by, lambda adds: table.create_write_transaction(
@@ -552,6 +543,35 @@ def _partition_values(rel: str) -> dict[str, str | None]:
             value = unquote(value)
             values[unquote(key)] = None if value == _HIVE_NULL else value
     return values
+
+
+@contextmanager
+def swapped_in(target: str | os.PathLike) -> Iterator[Path]:
+    """A staging path beside ``target`` (``.<name>.staging-<id>``) to write a directory into; when the block
+    succeeds it replaces ``target`` (two renames), when it fails it is removed and ``target`` is untouched.
+    Leftovers of a killed writer (``.<name>.staging-*``, ``.<name>.old-*``) are for the next run to remove
+    (see ``remove_leftovers``)."""
+    target = Path(target).absolute()
+    staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+    try:
+        yield staging
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove what killed ``swapped_in`` writers left in ``folder``; call it while holding the folder's lock."""
+    found = [*Path(folder).glob(".*.staging-*"), *Path(folder).glob(".*.old-*")]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return found
 
 
 def _clean_dead_staging(staging_root: Path) -> None:

@@ -15,7 +15,6 @@ manifest names. A run that fails for any reason records a ``failed`` row with th
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from etl.config import TextEtlConfig
 from etl.lease import file_lock
 from etl.logs import get_logger
 from etl.readers import MALFORMED, read_input
-from etl.tables import TableStore
+from etl.tables import TableStore, remove_leftovers
 from etl.textprep import (Normalizer, TextTokenizer, build_word_vocab, encode_frame, load_minilm, train_subword,
                           word_tokens_udf)
 from etl.validate import REASON, validate
@@ -265,9 +264,8 @@ def sync_shards(spark: SparkSession, store: TableStore, silver: str, dataset_dir
     waits, then finds them current. Leftovers of a killed rewrite are removed first. Fills the report's
     ``silver_version`` (the version the shards hold) and ``rows_per_split``."""
     with file_lock(dataset_dir / ".lock"):
-        for leftover in [*dataset_dir.glob(".*.staging-*"), *dataset_dir.glob(".*.old-*")]:
-            log.info("removing a killed run's leftover", extra={"path": str(leftover)})
-            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in remove_leftovers(dataset_dir):
+            log.info("removed a killed run's leftover", extra={"path": str(leftover)})
         version = store.version(silver)
         manifest = dataset_dir / "manifest.json"
         done = json.loads(manifest.read_text()) if manifest.is_file() else {}

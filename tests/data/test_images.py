@@ -150,7 +150,10 @@ def test_every_bad_image_is_quarantined_with_its_reason(spark, tmp_path, fashion
         {"path": str(next((root / f"c{y[0]}").glob("*.png"))), "label": ""},
         {"path": str(next((root / f"c{y[1]}").glob("*.png"))), "label": f"c{y[1]}"}]) + "\n")
     store_cfg = config(tmp_path, "folder", [str(root)], "image.max_pixels=1000000", "validation.max_quarantine_rate=0.5")
+    killed = tmp_path / "shards" / "imgs" / ".train.staging-0badc0de"  # what a killed run's split write leaves
+    killed.mkdir(parents=True)
     report = run_image_etl(store_cfg, spark, "t-tree")
+    assert not killed.exists() and not list((tmp_path / "shards" / "imgs").glob("manifest.json.tmp"))
     assert report.reasons == {reason: 1 for reason in [*bad, "missing_label"]}
     assert report.rows_read == 46 == report.rows_kept + report.rows_quarantined and report.rows_kept == 40
     assert set(report.classes) == {f"c{v}" for v in y[:40]}  # the bad folder's only files were all quarantined
