@@ -30,20 +30,20 @@ def tweets(raw_data: Path, start: int, stop: int) -> list[bytes]:
     return (raw_data / "reviews" / "vader_tweets.jsonl").read_bytes().splitlines()[start:stop]
 
 
+def overrides(root: Path, *extra: str) -> list[str]:
+    """The settings every run here shares: tables and shards under ``root``, small encodings."""
+    return [f"paths.tables_dir={root / 'tables'}", f"output.shards_dir={root / 'shards'}", "encode.max_len=32",
+            "tokenize.vocab.min_count=1", "validation.max_chars=1000", *extra]
+
+
 def sets(root: Path, *extra: str) -> list[str]:
-    out = []
-    for s in (f"paths.tables_dir={root / 'tables'}", f"output.shards_dir={root / 'shards'}", "encode.max_len=32",
-              "tokenize.vocab.min_count=1", "spark.master=local[1]", "validation.max_chars=1000", *extra):
-        out += ["--set", s]
-    return out
+    """``overrides`` as ``lakedl`` options, for a run in its own process (one core each)."""
+    return [arg for s in overrides(root, "spark.master=local[1]", *extra) for arg in ("--set", s)]
 
 
 def config(root: Path, src, *extra: str):
     paths = [str(p) for p in src] if isinstance(src, list) else [str(src)]
-    return load_config("etl_text", overrides=[
-        f"input.paths={json.dumps(paths)}", f"paths.tables_dir={root / 'tables'}",
-        f"output.shards_dir={root / 'shards'}", "encode.max_len=32", "tokenize.vocab.min_count=1",
-        "validation.max_chars=1000", *extra])
+    return load_config("etl_text", overrides=[f"input.paths={json.dumps(paths)}", *overrides(root, *extra)])
 
 
 def shard_ids(root: Path, name: str = "reviews") -> list[str]:
