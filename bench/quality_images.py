@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from common import command_line, write_result  # bench/common.py, beside this script
+from common import command_line, git_commit, write_result  # bench/common.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "quality_images"
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         wall = time.perf_counter() - started
         test, best = summary["test"], summary["best_epoch"]
         dev = json.loads((run_dir / "history.json").read_text())[best]
-        row = {"command": command_line(), "case": name, "dataset": "fashion_mnist", "model": cfg.model.name,
+        # rows from several runs share this file: each records the commit it was measured at
+        row = {"command": command_line(), "git_commit": git_commit(), "case": name, "dataset": "fashion_mnist",
+               "model": cfg.model.name,
                "best_epoch": best + 1, "epochs_run": summary["epochs_run"], "wall_s": round(wall),
                "processes": summary["processes"], "overrides": overrides}
         if cfg.train.task == "class":
