@@ -35,7 +35,9 @@ data: setup
 demo: setup
 	$(BIN)/lakedl demo $(if $(wildcard $(SST_DIR)/train.txt),--set demo.sst_dir=$(SST_DIR))
 
+# The layer contracts (pyproject.toml [tool.importlinter], docs/architecture.md) first: they take a second.
 test: data
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: data

@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 
 import torch
-
 from common import RESULTS, command_line, write_result  # bench/common.py, beside this script
 
-from dl.launch import launch
-from dl.optim import OptimSettings
-from dl.worker import WorkerSettings
-from etl.config import SparkSettings
-from etl.spark import get_spark
+from dl.engine.launch import launch
+from dl.engine.loop import WorkerSettings
+from dl.engine.optim import OptimSettings
+from dl.train.worker import train_worker
+from etl.core.config import SparkSettings
+from etl.core.spark import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_OPTIONS = {"bow": {}, "rnn": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True},
@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = WorkerSettings(shards=args.shards, epochs=args.epochs, batch_size=batch, seed=0, model=model,
                                   model_options=MODEL_OPTIONS[model], optim=OptimSettings(name="adamw", lr=2e-3))
         torch.set_num_threads(2)
-        one_by_two, rows = throughput(launch(settings, "local", 1))  # in this process, 2 threads
+        one_by_two, rows = throughput(launch(train_worker, settings, "local", 1))  # in this process, 2 threads
         print(f"{model}, batch {batch}: 1 process x 2 threads: {one_by_two:,.0f} samples/s ({rows} rows/epoch)", flush=True)
         for kind in args.launchers:
-            single, _ = throughput(launch(settings, kind, 1, spark=spark))  # the entry sets 1 thread
-            double, _ = throughput(launch(settings, kind, 2, spark=spark))
+            single, _ = throughput(launch(train_worker, settings, kind, 1, spark=spark))  # the entry sets 1 thread
+            double, _ = throughput(launch(train_worker, settings, kind, 2, spark=spark))
             print(f"{model}, batch {batch}: {kind}: 1x1 {single:,.0f}/s, 2x1 {double:,.0f}/s -> {double / single:.2f}x, "
                   f"vs 1x2 {double / one_by_two:.2f}x", flush=True)
             common = {"command": command_line(), "launcher": kind, "model": model, "batch_per_process": batch, "rows_per_epoch": rows,

@@ -1,31 +1,37 @@
-"""Bronze layer: canonical raw review JSON lines → the bronze Delta table, as read, nothing dropped."""
+"""Bronze layer: canonical raw review JSON lines → the bronze Delta table, parsed once, as read, nothing
+dropped. Its columns are the canonical reader's (etl/sources/readers.py ``RAW_COLUMNS``: every review field
+as text, the raw line, the file, malformed/wrong-type marks, the record's place in its file) plus
+``record_key``, ``ingest_run_id`` and ``ingested_at``; the text ETL reads the rows added since its last run
+(``input.format=bronze``), so raw files are parsed once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from etl.tables import TableStore
+from etl.core.config import CommonConfig, Section, register_job
+from etl.core.errors import MissingInput
+from etl.core.logs import get_logger
+from etl.core.runs import new_run_id
+from etl.core.tables import TableError, TableStore
+from etl.sources.readers import MALFORMED, read_json_lines
 
-CORRUPT = "_corrupt_record"
+log = get_logger(__name__)
 
-# The Yelp academic review fields, plus where the row came from and the original label/score.
-RAW_REVIEW_SCHEMA = T.StructType([
-    T.StructField("review_id", T.StringType()),
-    T.StructField("business_id", T.StringType()),
-    T.StructField("user_id", T.StringType()),
-    T.StructField("stars", T.DoubleType()),
-    T.StructField("text", T.StringType()),
-    T.StructField("date", T.StringType()),
-    T.StructField("source", T.StringType()),
-    T.StructField("label", T.IntegerType()),
-    T.StructField("score", T.DoubleType()),
-    T.StructField("split", T.StringType()),
-    T.StructField(CORRUPT, T.StringType()),
-])
+class BronzeSettings(Section):
+    input: str = Field("data/raw/reviews", description="directory or glob of canonical JSON-lines reviews")
+    table: str = "bronze_reviews"
+
+
+class LoadBronzeConfig(CommonConfig):
+    bronze: BronzeSettings = BronzeSettings()
+
+
+register_job("load_bronze", LoadBronzeConfig)
 
 
 @dataclass(frozen=True)
@@ -36,29 +42,29 @@ class BronzeLoad:
     version: int
 
 
-def read_raw_reviews(spark: SparkSession, path: str) -> DataFrame:
-    """Canonical JSON lines under ``path``, read in parallel; malformed lines keep their raw text in
-    ``_corrupt_record`` instead of being dropped."""
-    return (spark.read.schema(RAW_REVIEW_SCHEMA)
-            .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
-            .json(path)
-            .select("*", F.col("_metadata.file_path").alias("source_file")))
-
-
 def with_ingest_columns(df: DataFrame, run_id: str) -> DataFrame:
-    """Add the bronze bookkeeping columns: a stable record key, the run id and the ingest time."""
-    key = F.coalesce(F.col("review_id"), F.concat(F.lit("raw-sha256:"), F.sha2(F.col(CORRUPT), 256)))
-    return (df.withColumn("record_key", key)
+    """Add the bronze bookkeeping columns: the record key (a hash of the raw record: loading the same
+    file again adds nothing, a changed line is a new record), the run id and the ingest time."""
+    return (df.withColumn("record_key", F.sha2(F.col("raw"), 256))
               .withColumn("ingest_run_id", F.lit(run_id))
               .withColumn("ingested_at", F.current_timestamp()))
 
 
+def check_layout(store: TableStore, table: str) -> None:
+    """Refuse a bronze table written before bronze held the reader's columns (raw, _malformed, ...)."""
+    if store.exists(table) and "raw" not in store.schema(table).names:
+        raise TableError(f"{table} has the typed layout of lakedl before 0.2 (no raw column), which the text ETL "
+                         f"cannot read: move {store.path(table)} aside and run `lakedl bronze load` again")
+
+
 def load_bronze(spark: SparkSession, store: TableStore, path: str, table: str, run_id: str) -> BronzeLoad:
-    """Insert reviews from ``path`` not yet in ``table`` (by ``record_key``); a re-run inserts nothing."""
-    raw = read_raw_reviews(spark, path).cache()
+    """Parse the canonical JSON lines under ``path`` once (etl/sources/readers.py: every field as text,
+    the raw line kept, malformed lines marked, not dropped) and insert the records not yet in ``table``
+    (by ``record_key``); a re-run inserts nothing. The text ETL reads what was added (input.format=bronze)."""
+    check_layout(store, table)
+    raw = read_json_lines(spark, [path]).persist()
     try:
-        counts = raw.agg(F.count(F.lit(1)).alias("n"),
-                         F.count(F.col(CORRUPT)).alias("corrupt")).first()
+        counts = raw.agg(F.count(F.lit(1)).alias("n"), F.count(F.col(MALFORMED)).alias("corrupt")).first()
         result = store.merge(table, with_ingest_columns(raw, run_id), keys=["record_key"], update_matched=False,
                              commit_info={"lakedl.run_id": run_id})
     finally:
@@ -69,3 +75,36 @@ def load_bronze(spark: SparkSession, store: TableStore, path: str, table: str, r
 def counts_by_source(df: DataFrame) -> dict[str, int]:
     """Rows per ``source`` (an aggregate: a handful of rows reach the driver)."""
     return {r["source"] or "<none>": r["count"] for r in df.groupBy("source").count().orderBy("source").collect()}
+
+
+@dataclass
+class BronzeReport:
+    run_id: str
+    table: str
+    rows_read: int
+    rows_corrupt: int
+    rows_inserted: int
+    version: int
+    rows_by_source: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_load_bronze(cfg: LoadBronzeConfig, spark=None) -> BronzeReport:
+    """Load canonical raw reviews into the bronze table and count its rows per source."""
+    from etl.core.spark import get_spark, job_description
+
+    spark = spark or get_spark(cfg.spark)
+    store = TableStore.from_config(cfg, spark)
+    run_id = new_run_id("bronze")
+    source = cfg.bronze.input
+    if not any(Path(source).glob("*.json*")) and Path(source).is_dir():
+        raise MissingInput(f"no JSON-lines files in {source}: run `lakedl data fetch` first")
+    with job_description(spark, f"lakedl bronze load {run_id}"):
+        loaded = load_bronze(spark, store, source, cfg.bronze.table, run_id)
+        by_source = counts_by_source(store.read(cfg.bronze.table))
+    report = BronzeReport(run_id, cfg.bronze.table, loaded.rows_read, loaded.rows_corrupt, loaded.rows_inserted,
+                          loaded.version, by_source)
+    log.info("bronze loaded", extra=report.as_dict())
+    return report

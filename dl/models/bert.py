@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dl.models.base import TaskHeads, length_mask, masked_pool
+from etl.core.errors import InputError, MissingInput
 
 
 @dataclass
@@ -35,7 +36,7 @@ class BertConfig:
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"bert pooling {self.pooling!r}: mean or cls")
         if self.encoder is None and not self.pretrained:
-            raise ValueError("bert needs model.bert.pretrained: the directory `lakedl data fetch --source minilm` "
+            raise InputError("bert needs model.bert.pretrained: the directory `lakedl data fetch --source minilm` "
                              "writes (data/raw/minilm/model)")
 
     def to_dict(self) -> dict:
@@ -53,7 +54,7 @@ def _encoder(cfg: BertConfig) -> nn.Module:
         return AutoModel.from_config(AutoConfig.for_model(spec.pop("model_type"), **spec), add_pooling_layer=False)
     path = Path(cfg.pretrained).expanduser()
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.bert.pretrained={cfg.pretrained}: no config.json there; run "
+        raise MissingInput(f"model.bert.pretrained={cfg.pretrained}: no config.json there; run "
                                 "`lakedl data fetch --source minilm` (it writes data/raw/minilm/model)")
     model = AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
     cfg.encoder = {k: v for k, v in model.config.to_dict().items()
@@ -68,7 +69,7 @@ class BertClassifier(nn.Module):
         self.encoder = _encoder(cfg)
         size = self.encoder.config.vocab_size
         if cfg.vocab_size != size:
-            raise ValueError(f"the shards' tokenizer has {cfg.vocab_size} ids but the pretrained encoder has {size}: "
+            raise InputError(f"the shards' tokenizer has {cfg.vocab_size} ids but the pretrained encoder has {size}: "
                              "run the text ETL with tokenize.kind=minilm for this model")
         self._freeze(cfg.freeze_layers)
         self.drop = nn.Dropout(cfg.dropout)

@@ -3,7 +3,7 @@ causal self-attention and a GELU MLP, a final LayerNorm and an output layer tied
 
 Trained with teacher forcing (``train.task: lm``): the input is ``<bos> w1 … wL`` and the targets are
 ``w1 … wL <eos>``, so every token of a text and its end are predicted from the tokens before it — the
-same events the Kneser–Ney baseline (dl/ngram.py) scores, which makes their perplexities comparable.
+same events the Kneser–Ney baseline (dl/models/ngram.py) scores, which makes their perplexities comparable.
 Padding sits after ``<eos>`` and is never a target; with causal attention it cannot affect the targets.
 
 ``forward`` returns the logits of the real target positions only (``{"lm": (N, V), "lm_targets": (N,)}``,
@@ -31,7 +31,7 @@ class GptConfig:
     dropout: float = 0.1
     max_len: int = 128  # longest text; the position table holds max_len + 1 (<bos>)
     tie_weights: bool = True
-    bos_id: int = 2  # the word tokenizer's <bos> and <eos> (etl/textprep.py WORD_SPECIALS)
+    bos_id: int = 2  # the word tokenizer's <bos> and <eos> (etl/text/textprep.py WORD_SPECIALS)
     eos_id: int = 3
     pad_id: int = 0
 

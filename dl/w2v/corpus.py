@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from etl.core.errors import InputError, MissingInput
+
 SPLITS = ("train", "dev", "test")
 NOISE_DOMAIN = 2**31 - 1  # gensim's cum_table domain
 
@@ -44,16 +46,16 @@ def load_corpus(shards: str | Path, splits: tuple[str, ...] = SPLITS) -> Corpus:
     """Read the ``ids`` column of the shards' splits (in shard order) into a :class:`Corpus`."""
     import pyarrow.dataset as ds
 
-    from etl.textprep import WORD_SPECIALS, TextTokenizer
+    from etl.text.textprep import WORD_SPECIALS, TextTokenizer
 
     shards = Path(shards)
     manifest_path = shards / "manifest.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: build the corpus first (`lakedl w2v corpus`)")
+        raise MissingInput(f"{manifest_path} not found: build the corpus first (`lakedl w2v corpus`)")
     manifest = json.loads(manifest_path.read_text())
     tokenizer = TextTokenizer.load(shards / manifest["tokenizer_artifact"])
     if tokenizer.kind != "word":
-        raise ValueError(f"{shards} was tokenized with {tokenizer.kind!r}; word2vec needs tokenize.kind=word")
+        raise InputError(f"{shards} was tokenized with {tokenizer.kind!r}; word2vec needs tokenize.kind=word")
     specials = len(WORD_SPECIALS)
     words = tokenizer.vocabulary()[specials:]
     pieces, lengths = [], []
@@ -69,7 +71,7 @@ def load_corpus(shards: str | Path, splits: tuple[str, ...] = SPLITS) -> Corpus:
             pieces.append((flat[keep] - specials).astype(np.int32))
             lengths.append(np.bincount(row_of[keep], minlength=len(chunk)))
     if not pieces:
-        raise FileNotFoundError(f"{shards} has no Parquet files under {', '.join(splits)}")
+        raise MissingInput(f"{shards} has no Parquet files under {', '.join(splits)}")
     tokens = np.concatenate(pieces)
     sentence_lengths = np.concatenate(lengths)
     sentence_lengths = sentence_lengths[sentence_lengths > 0]  # a sentence of unknown words only trains nothing
@@ -84,7 +86,7 @@ def noise_table(counts: np.ndarray, exponent: float = 0.75) -> np.ndarray:
     a uniform integer in ``[0, cum[-1])`` falls in word i's interval with probability ∝ count_i^exponent."""
     weights = np.asarray(counts, np.float64) ** exponent
     if weights.sum() <= 0:
-        raise ValueError("the vocabulary has no counts: is the corpus empty?")
+        raise InputError("the vocabulary has no counts: is the corpus empty?")
     return np.round(np.cumsum(weights) / weights.sum() * NOISE_DOMAIN).astype(np.int64)
 
 

@@ -10,6 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from etl.core.errors import LakedlError, MissingInput
+
+
+class NotInVocabulary(LakedlError, KeyError):
+    """A queried word the vectors do not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
 PAIR_FILES = {"ws353": "wordsim353.tsv", "simlex": "simlex999.txt"}
 ANALOGY_FILE = "questions-words.txt"
 
@@ -94,7 +103,7 @@ def evaluate(words: list[str], vectors: np.ndarray, eval_dir: str | Path, restri
     eval_dir = Path(eval_dir)
     missing = [f for f in (*PAIR_FILES.values(), ANALOGY_FILE) if not (eval_dir / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{eval_dir} lacks {', '.join(missing)}: run `lakedl data fetch --source gensim_eval`")
+        raise MissingInput(f"{eval_dir} lacks {', '.join(missing)}: run `lakedl data fetch --source gensim_eval`")
     out: dict = {}
     for key, fname in PAIR_FILES.items():
         r = word_pairs(words, vectors, eval_dir / fname)
@@ -117,7 +126,7 @@ def _index_of(words: list[str], word: str) -> int:
     except ValueError:
         close = difflib.get_close_matches(lowered, words, n=5)
         hint = f"; close spellings: {', '.join(close)}" if close else ""
-        raise KeyError(f"{word!r} is not in the vocabulary ({len(words):,} words){hint}") from None
+        raise NotInVocabulary(f"{word!r} is not in the vocabulary ({len(words):,} words){hint}") from None
 
 
 def nearest(words: list[str], vectors: np.ndarray, query: np.ndarray, k: int, exclude: set[int]) -> list[tuple[str, float]]:

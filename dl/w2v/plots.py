@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from etl.core.errors import InputError
+
 METHODS = ("tsne", "umap")
 
 
@@ -36,12 +38,12 @@ def project(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
         # seeded, so single-threaded (n_jobs=1 said outright, or UMAP warns that it overrode it)
         return umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), metric="cosine",
                          random_state=seed, n_jobs=1).fit_transform(x)
-    raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
+    raise InputError(f"method {method!r}: one of {', '.join(METHODS)}")
 
 
 def word_map(words: list[str], coords: np.ndarray, out: str | Path, title: str) -> Path:
     """A scatter of the words at ``coords``, each labelled."""
-    from dl.plots import _pyplot, _save
+    from dl.train.plots import _pyplot, _save
 
     plt = _pyplot()
     side = 8 + len(words) / 60

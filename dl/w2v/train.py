@@ -32,8 +32,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from etl.config import CommonConfig, Section
-from etl.logs import get_logger
+from etl.core.config import CommonConfig, Section, register_job
+from etl.core.errors import InputError, MissingInput
+from etl.core.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -94,6 +95,9 @@ class W2vConfig(CommonConfig):
     eval: W2vEval = W2vEval()
 
 
+register_job("w2v", W2vConfig)
+
+
 # ------------------------------------------------------------------------------------------------
 # The worker (one per process)
 # ------------------------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
     ``<out_dir>/model.npz``. Returns the loss history, words counted and every rank's weights digest."""
     import torch
 
-    from dl.distributed import make_dist
+    from dl.engine.distributed import make_dist
     from dl.w2v.corpus import (
         keep_probabilities,
         keep_thresholds,
@@ -220,7 +224,7 @@ def shared_matrices(dist, syn0: np.ndarray, syn1: np.ndarray, out_dir: str) -> t
 
     hosts = sorted(set(dist.gather(socket.gethostname())))
     if len(hosts) > 1:
-        raise ValueError(f"train.sync=shared needs every process on one machine, got {hosts}: use "
+        raise InputError(f"train.sync=shared needs every process on one machine, got {hosts}: use "
                          "train.sync=sum_deltas (or average) across machines")
     token = dist.gather(uuid.uuid4().hex)[0]  # rank 0's
     shm = Path("/dev/shm")
@@ -271,8 +275,9 @@ def corpus_dir(cfg: W2vConfig) -> Path:
 def build_corpus(cfg: W2vConfig, spark=None) -> dict:
     """The text ETL over the corpus inputs, word-level, into ``<shards_dir>/<name>/`` (incremental: a
     second run adds only new texts and keeps the vocabulary)."""
-    from etl.config import load_config
-    from etl.pipelines import run_etl_text
+    from etl.core.config import load_config
+    from etl.text.config import TextEtlConfig  # noqa: F401  (registers the etl_text job)
+    from etl.text.pipeline import run_etl_text
 
     c = cfg.corpus
     etl = load_config("etl_text", overrides=[
@@ -287,28 +292,28 @@ def build_corpus(cfg: W2vConfig, spark=None) -> dict:
 def run_w2v(cfg: W2vConfig, spark=None) -> dict:
     """Train (launcher and process count from the config), export the vectors in word2vec text and binary
     formats, evaluate, and write ``result.json``; returns that summary."""
-    from dl.embeddings import write_word2vec
-    from dl.launch import launch
-    from dl.tracking import start_run
+    from dl.engine.launch import launch
+    from dl.engine.tracking import start_run
     from dl.w2v.evaluate import evaluate
-    from etl.config import dump_config
-    from etl.pipelines import new_run_id
+    from etl.core.config import dump_config
+    from etl.core.runs import new_run_id
+    from etl.core.wordvec import write_word2vec
 
     shards = corpus_dir(cfg)
     if not (shards / "manifest.json").is_file():
-        raise FileNotFoundError(f"{shards}/manifest.json not found: run `lakedl w2v corpus` first")
+        raise MissingInput(f"{shards}/manifest.json not found: run `lakedl w2v corpus` first")
     name = cfg.run.name or new_run_id("w2v")
     out = Path(cfg.paths.runs_dir) / "w2v" / name
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yml").write_text(dump_config(cfg))
     if cfg.launcher.kind != "local" and spark is None:
-        from etl.spark import get_spark
+        from etl.core.spark import get_spark
 
         spark = get_spark(cfg.spark)
     with start_run(cfg, name, tags={"job": "w2v", "launcher": cfg.launcher.kind}) as handle:
         started = time.perf_counter()
-        result = launch(settings_from(cfg, shards, out), cfg.launcher.kind, cfg.launcher.num_processes,
-                        spark=spark, worker=w2v_worker)
+        result = launch(w2v_worker, settings_from(cfg, shards, out), cfg.launcher.kind,
+                        cfg.launcher.num_processes, spark=spark)
         seconds = time.perf_counter() - started
         words, vectors, counts = load_model(out)
         write_word2vec(out / "vectors.bin", words, vectors, binary=True)
@@ -344,7 +349,7 @@ def load_model(run_dir: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The words, input vectors (the embeddings) and corpus counts of a finished run."""
     run_dir = Path(run_dir)
     if not (run_dir / "model.npz").is_file():
-        raise FileNotFoundError(f"{run_dir}/model.npz not found: is it a finished `lakedl w2v train` run?")
+        raise MissingInput(f"{run_dir}/model.npz not found: is it a finished `lakedl w2v train` run?")
     with np.load(run_dir / "model.npz") as z:
         vectors, counts = z["syn0"], z["counts"]
     return json.loads((run_dir / "vocab.json").read_text()), vectors, counts

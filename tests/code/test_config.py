@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from etl.config import ConfigError, DataSstConfig, dump_config, load_config, parse_override
+from etl.core.config import ConfigError, dump_config, parse_override
+from etl.sources.config import DataSstConfig
+from jobs.configs import load_config
 
 
 def test_base_defaults_are_loaded_into_typed_objects(conf_dir):
@@ -145,7 +147,7 @@ def test_dump_round_trips_through_a_conf_file(conf_dir, tmp_path):
 
 
 def test_demo_trains_with_train_yml_and_the_demo_settings(conf_dir):
-    from dl.demo import train_config
+    from jobs.flows.demo import train_config
 
     demo = load_config("demo", conf_dir, overrides=["paths.runs_dir=/tmp/demo-runs", "demo.model=cnn",
                                                     "demo.epochs=3", "spark.shuffle_partitions=3"])

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from etl.config import SparkSettings
-from etl.spark import embedded_conf, has_delta_jars, under_spark_submit
+from etl.core.config import SparkSettings
+from etl.core.spark import embedded_conf, has_delta_jars, under_spark_submit
 
 pytestmark = pytest.mark.spark
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from etl.sst import TreeError, binary_label, convert_sst, parse_tree
+from etl.sources.sst import TreeError, binary_label, convert_sst, parse_tree
 
 
 def test_parse_tree_labels_tokens_and_subtrees():

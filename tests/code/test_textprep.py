@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etl.textprep import BOS, PAD, UNK, Normalizer, TextTokenizer, load_minilm, train_subword, word_tokens
+from etl.text.textprep import BOS, PAD, UNK, Normalizer, TextTokenizer, load_minilm, train_subword, word_tokens
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -74,7 +74,7 @@ def test_subword_training_and_its_pinned_artifact(raw_data, tmp_path):
 
 
 def test_encode_batch_normalizes_truncates_and_pads():
-    from etl.textprep import encode_batch
+    from etl.text.textprep import encode_batch
 
     tok = TextTokenizer("word", '["<pad>", "<unk>", "<bos>", "<eos>", "good", "film"]')
     out = encode_batch(["Good FILM!", "", "film film film film film"], Normalizer(), tok, 4, fixed=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from dl.tracking import flatten, start_run, tracking_uri
-from etl.config import load_config
+from dl.engine.tracking import flatten, start_run, tracking_uri
+from jobs.configs import load_config
 
 
 def test_tracking_uri_precedence(tmp_path, monkeypatch):

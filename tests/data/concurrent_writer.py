@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from etl.config import SparkSettings
-from etl.spark import get_spark
-from etl.tables import TableStore
+from etl.core.config import SparkSettings
+from etl.core.spark import get_spark
+from etl.core.tables import TableStore
 
 tables, writer, writers, rounds, gate = sys.argv[1], *map(int, sys.argv[2:5]), Path(sys.argv[5])
 spark = get_spark(SparkSettings(master="local[1]", shuffle_partitions=1, driver_memory="768m"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from etl.tables import TableConflict, TableStore
+from etl.core.tables import TableConflict, TableStore
 
 pytestmark = pytest.mark.spark
 HERE = Path(__file__).parent

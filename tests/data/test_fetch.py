@@ -9,8 +9,17 @@ import struct
 
 import pytest
 
-from etl.fetch import (MANIFEST, SOURCES, Artifact, FetchError, fetch_all, fetch_source, is_complete,
-                       label_from_score, stars_from_score)
+from etl.sources.fetch import (
+    MANIFEST,
+    SOURCES,
+    Artifact,
+    FetchError,
+    fetch_all,
+    fetch_source,
+    is_complete,
+    label_from_score,
+    stars_from_score,
+)
 
 
 def test_vader_corpora_have_their_published_sizes(raw_data):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from etl.images import ImageEtlError, ImageRules, decode_one, idx_array
+from etl.images.pipeline import ImageEtlError, ImageRules, decode_one, idx_array
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def fashion(raw_data):
 
 
 def config(tmp_path: Path, fmt: str, paths: list[str], *extra: str):
-    from etl.config import load_config
+    from jobs.configs import load_config
 
     return load_config("etl_images", REPO / "conf", overrides=[
         f"input.paths={json.dumps(paths)}", f"input.format={fmt}", f"output.shards_dir={tmp_path / 'shards'}",
@@ -55,7 +55,7 @@ def cmyk_jpeg() -> bytes:
 @pytest.fixture(scope="module")
 def idx_shards(spark, tmp_path_factory, fashion):
     """The image ETL over 400 train + 100 test real Fashion-MNIST images written as idx files."""
-    from etl.images import run_image_etl
+    from etl.images.pipeline import run_image_etl
 
     tmp = tmp_path_factory.mktemp("idx")
     x_train, y_train, x_test, y_test = fashion
@@ -70,7 +70,7 @@ def idx_shards(spark, tmp_path_factory, fashion):
 def test_idx_files_round_trip_bit_exact_through_petastorm(idx_shards, fashion):
     from petastorm import make_reader
 
-    from etl.images import FASHION_CLASSES
+    from etl.images.pipeline import FASHION_CLASSES
 
     tmp_path, report = idx_shards
     x_train, y_train, x_test, y_test = fashion
@@ -92,7 +92,7 @@ def test_idx_files_round_trip_bit_exact_through_petastorm(idx_shards, fashion):
 
 
 def test_loader_augments_without_touching_labels_and_shards_by_rank(idx_shards, fashion):
-    from dl.image_loader import Augment, image_loader
+    from dl.data.image_loader import Augment, image_loader
 
     tmp_path, _ = idx_shards
     _, _, x_test, y_test = fashion
@@ -123,8 +123,8 @@ def test_loader_augments_without_touching_labels_and_shards_by_rank(idx_shards, 
 
 
 def test_every_bad_image_is_quarantined_with_its_reason(spark, tmp_path, fashion):
-    from etl.images import run_image_etl
-    from etl.tables import TableStore
+    from etl.core.tables import TableStore
+    from etl.images.pipeline import run_image_etl
 
     x, y, _, _ = fashion
     root = tmp_path / "tree"
@@ -169,7 +169,7 @@ def test_every_bad_image_is_quarantined_with_its_reason(spark, tmp_path, fashion
 
 
 def test_too_many_bad_images_refuses_the_run_and_writes_no_dataset(spark, tmp_path, fashion):
-    from etl.images import run_image_etl
+    from etl.images.pipeline import run_image_etl
 
     x, _, _, _ = fashion
     root = tmp_path / "tree"
@@ -189,7 +189,8 @@ def test_decode_converts_mode_and_resizes():
 
 
 def test_bad_image_config_is_refused():
-    from etl.config import ConfigError, load_config
+    from etl.core.config import ConfigError
+    from jobs.configs import load_config
 
     with pytest.raises(ConfigError, match="image.height and image.width go together"):
         load_config("etl_images", REPO / "conf", overrides=["image.height=32"])
@@ -198,7 +199,7 @@ def test_bad_image_config_is_refused():
 def test_native_loader_reads_what_petastorm_reads_and_shards_by_rank(idx_shards, fashion):
     from torch.utils.data import DataLoader
 
-    from dl.image_loader import Augment, NativeImageDataset, image_loader
+    from dl.data.image_loader import Augment, NativeImageDataset, image_loader
 
     tmp_path, _ = idx_shards
     root = tmp_path / "shards" / "imgs" / "test"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from etl.config import load_config
-from etl.tables import TableStore
-from etl.text_etl import EtlRunFailed, run_text_etl
+from etl.core.tables import TableStore
+from etl.text.pipeline import EtlRunFailed, run_text_etl
+from jobs.configs import load_config
 
 pytestmark = pytest.mark.spark
 LAKEDL = str(Path(sys.executable).parent / "lakedl")

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from etl.tables import TableError, TableStore
+from etl.core.tables import TableError, TableStore
 
 pytestmark = pytest.mark.spark
 
@@ -187,7 +187,7 @@ def test_a_table_from_another_delta_writer_is_appended_and_read(spark, store):
 
 
 def test_delta_spark_reads_what_delta_rs_wrote(spark, store):
-    from etl.spark import has_delta_jars
+    from etl.core.spark import has_delta_jars
 
     if not has_delta_jars(spark):
         pytest.skip("delta-spark's jars are not on this machine's classpath (Maven is unreachable here); "

@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from etl.config import load_config
-from etl.tables import TableStore
-from etl.text_etl import QuarantineRateError, ShardsError, run_text_etl
+from etl.core.tables import TableStore
+from etl.text.pipeline import QuarantineRateError, ShardsError, run_text_etl
+from jobs.configs import load_config
 
 pytestmark = pytest.mark.spark
 VALID = 300  # real VADER tweets taken per corpus copy
@@ -229,8 +229,8 @@ def test_sst_given_split_matches_the_treebank(spark, sst_dir, tmp_path):
 
 
 def test_csv_and_text_label_readers(spark, tmp_path):
-    from etl.readers import read_csv, read_text_label
-    from etl.validate import validate
+    from etl.sources.readers import read_csv, read_text_label
+    from etl.text.validate import validate
 
     csv = tmp_path / "reviews.csv"
     csv.write_text('id,body,rating\nc1,"Great, really",5\nc2,meh,3,EXTRA\nc3,,2\n')
@@ -253,8 +253,8 @@ def test_csv_and_text_label_readers(spark, tmp_path):
 
 
 def test_spark_sst_reader_and_the_converter_agree_at_phrase_level(spark, sst_dir, tmp_path):
-    from etl.readers import read_sst
-    from etl.sst import convert_sst
+    from etl.sources.readers import read_sst
+    from etl.sources.sst import convert_sst
 
     report = convert_sst(sst_dir, tmp_path, phrases=True)["sst_train"]
     rows = read_sst(spark, str(sst_dir), phrases=True).filter("split = 'train' AND _malformed IS NULL")

@@ -2,8 +2,8 @@
 
 import json
 
-from etl.config import SparkSettings
-from etl.spark import get_spark, under_spark_submit
+from etl.core.config import SparkSettings
+from etl.core.spark import get_spark, under_spark_submit
 
 spark = get_spark(SparkSettings(master="local[1]", shuffle_partitions=3, driver_memory="9g"))
 executors = spark.sparkContext.parallelize(range(4), 4).map(lambda _: __import__("socket").gethostname()).count()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.standalone import read_cluster, start_cluster
-from etl.tables import TableStore
+from etl.core.standalone import read_cluster, start_cluster
+from etl.core.tables import TableStore
 
 pytestmark = pytest.mark.distributed
 REPO = Path(__file__).resolve().parents[2]

@@ -13,11 +13,11 @@ import sys
 
 import deltalake
 
-from dl.score import score_incremental
-from etl.config import SparkSettings
-from etl.lease import LeaseHeld
-from etl.spark import get_spark
-from etl.tables import TableStore
+from dl.serve.score import score_incremental
+from etl.core.config import SparkSettings
+from etl.core.lease import LeaseHeld
+from etl.core.spark import get_spark
+from etl.core.tables import TableStore
 
 tables, bundle, mode = sys.argv[1:4]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dl.embed import Encoder
 from dl.models import build_model, rebuild
-from dl.train import TrainError, run_train
-from etl.config import load_config
-from etl.textprep import load_minilm
+from dl.serve.search import Encoder
+from dl.train.job import TrainError, run_train
+from etl.text.textprep import load_minilm
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def small_sst(sst_dir: Path, out: Path, n: dict[str, int]) -> Path:
 @pytest.mark.spark
 @pytest.mark.distributed
 def test_minilm_fine_tunes_on_sst_through_the_launcher(spark, sst_dir, minilm, tmp_path):
-    from etl.pipelines import run_etl_text
+    from etl.text.pipeline import run_etl_text
 
     sst = small_sst(sst_dir, tmp_path / "sst", {"train": 240, "dev": 80, "test": 80})
     etl = load_config("etl_text", REPO / "conf", overrides=[
@@ -90,9 +90,9 @@ def test_minilm_fine_tunes_on_sst_through_the_launcher(spark, sst_dir, minilm, t
     # the run as an inference bundle, scored on Spark from the silver table, reproduces the test accuracy
     from pyspark.sql import functions as F
 
-    from dl.bundle import export_bundle, load_bundle
-    from dl.score import score_frame
-    from etl.tables import TableStore
+    from dl.serve.bundle import export_bundle, load_bundle
+    from dl.serve.score import score_frame
+    from etl.core.tables import TableStore
 
     bundle = export_bundle(tmp_path / "runs" / "train" / "ft", tmp_path / "bundle")
     assert load_bundle(bundle).tokenizer.kind == "minilm"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from dl.bundle import BundleError, export_bundle, load_bundle
-from dl.train import run_train
-from etl.config import load_config
+from dl.serve.bundle import BundleError, export_bundle, load_bundle
+from dl.train.job import run_train
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_tampered_bundles_are_refused(bundle, tmp_path):
 
 
 def test_a_bundle_json_that_is_not_json_or_lacks_a_key_is_refused(bundle, tmp_path):
-    from dl.score import output_schema
+    from dl.serve.score import output_schema
 
     cut = shutil.copytree(bundle, tmp_path / "cut")
     text = (cut / "bundle.json").read_text()
@@ -94,7 +94,7 @@ def test_a_bundle_json_that_is_not_json_or_lacks_a_key_is_refused(bundle, tmp_pa
 
 @pytest.mark.spark
 def test_spark_udf_scores_like_the_bundle(spark, bundle, raw_data):
-    from dl.score import score_frame
+    from dl.serve.score import score_frame
 
     rows = [json.loads(line) for line in (raw_data / "reviews" / "vader_movie.jsonl").read_text().splitlines()[:500]]
     rows += [{"review_id": "empty", "text": ""}, {"review_id": "null", "text": None}]
@@ -110,8 +110,8 @@ def test_spark_udf_scores_like_the_bundle(spark, bundle, raw_data):
 
 @pytest.mark.spark
 def test_predictions_merge_is_idempotent(spark, bundle, raw_data, tmp_path):
-    from dl.score import score_into_table
-    from etl.tables import TableError, TableStore
+    from dl.serve.score import score_into_table
+    from etl.core.tables import TableError, TableStore
 
     store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
     df = spark.read.json(str(raw_data / "reviews" / "vader_movie.jsonl")).select("review_id", "text").limit(300)
@@ -142,9 +142,9 @@ def test_cli_exports_and_refuses_before_spark(bundle, tmp_path):
 
 @pytest.mark.spark
 def test_incremental_scoring_scores_each_row_once_and_holds_a_lease(spark, bundle, raw_data, tmp_path):
-    from dl.score import score_incremental
-    from etl.lease import Lease, LeaseHeld
-    from etl.tables import TableStore
+    from dl.serve.score import score_incremental
+    from etl.core.lease import Lease, LeaseHeld
+    from etl.core.tables import TableStore
 
     store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
     reviews = spark.read.json(str(raw_data / "reviews" / "vader_amazon.jsonl")).select("review_id", "text")
@@ -176,8 +176,8 @@ def test_incremental_scoring_scores_each_row_once_and_holds_a_lease(spark, bundl
 
 @pytest.mark.spark
 def test_unscoreable_rows_are_quarantined_and_counts_reconcile(spark, bundle, raw_data, tmp_path):
-    from dl.score import score_incremental, score_into_table
-    from etl.tables import TableStore
+    from dl.serve.score import score_incremental, score_into_table
+    from etl.core.tables import TableStore
 
     store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
     real = [(r["review_id"], r["text"]) for r in map(json.loads, (raw_data / "reviews" / "vader_nyt.jsonl")
@@ -212,8 +212,8 @@ def test_a_run_killed_mid_commit_changes_nothing_and_the_next_run_completes(spar
     import subprocess
     import sys
 
-    from dl.score import score_incremental
-    from etl.tables import TableStore
+    from dl.serve.score import score_incremental
+    from etl.core.tables import TableStore
 
     store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
     reviews = spark.read.json(str(raw_data / "reviews" / "vader_movie.jsonl")).select("review_id", "text")
@@ -238,8 +238,8 @@ def test_a_run_killed_mid_commit_changes_nothing_and_the_next_run_completes(spar
 
 @pytest.mark.spark
 def test_a_failing_run_is_recorded_as_failed(spark, bundle, tmp_path):
-    from dl.score import score_incremental
-    from etl.tables import TableError, TableStore
+    from dl.serve.score import score_incremental
+    from etl.core.tables import TableError, TableStore
 
     store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
     store.write("reviews", spark.createDataFrame([("a", "fine"), ("a", "twice")], "review_id string, text string"))
@@ -258,9 +258,9 @@ def test_two_concurrent_runs_never_duplicate(spark, bundle, raw_data, tmp_path):
     import sys
     import time
 
-    from dl.score import score_incremental
-    from etl.lease import LeaseHeld
-    from etl.tables import TableStore
+    from dl.serve.score import score_incremental
+    from etl.core.lease import LeaseHeld
+    from etl.core.tables import TableStore
 
     store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
     reviews = spark.read.json(str(raw_data / "reviews" / "vader_tweets.jsonl")).select("review_id", "text")
@@ -293,7 +293,7 @@ def test_two_concurrent_score_input_runs_write_each_prediction_once(spark, bundl
     import subprocess
     import sys
 
-    from etl.tables import TableStore
+    from etl.core.tables import TableStore
 
     lakedl = str(Path(sys.executable).parent / "lakedl")
     src = tmp_path / "in.jsonl"

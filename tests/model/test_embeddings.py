@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dl.embeddings import init_from_vectors, read_word2vec, write_word2vec
+from dl.data.embeddings import init_from_vectors
 from dl.models import build_model
+from etl.core.wordvec import read_word2vec, write_word2vec
 
 
 @pytest.mark.parametrize("binary", [True, False])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dl.models.vision import IMAGE_MODELS, build_image_model, rebuild_image_model
-from etl.images import idx_array
+from etl.images.pipeline import idx_array
 
 SMALL = {"lenet5": {}, "alexnet_small": {"width": 8, "hidden": 64, "dropout": 0.0},
          "resnet_small": {"widths": [8, 16, 32], "blocks": 1}}
@@ -81,7 +81,7 @@ def test_unknown_model_or_option_is_refused():
 def test_kernel_feature_map_and_reconstruction_pictures(batch, tmp_path):
     from PIL import Image
 
-    from dl.vision_plots import feature_maps, kernel_grid, reconstruction_grid
+    from dl.viz.vision import feature_maps, kernel_grid, reconstruction_grid
 
     x, _ = batch
     lenet = build_image_model("lenet5")

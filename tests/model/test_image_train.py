@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dl.train import TrainError, run_train
-from dl.vision_plots import run_pictures
-from etl.config import ConfigError, load_config
+from dl.train.job import TrainError, run_train
+from dl.viz.vision import run_pictures
+from etl.core.config import ConfigError
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,7 @@ def images(spark, tmp_path_factory, raw_data):
     import gzip
     import struct
 
-    from etl.images import idx_array, run_image_etl
+    from etl.images.pipeline import idx_array, run_image_etl
 
     tmp = tmp_path_factory.mktemp("imgtrain")
     src, folder = tmp / "idx", raw_data / "fashion_mnist"
@@ -58,7 +59,7 @@ def train_config(shards: Path, runs: Path, name: str, *extra: str):
 
 
 def test_lenet_trains_on_two_processes_and_its_checkpoint_rebuilds_it(images, tmp_path):
-    from dl.image_loader import Augment, image_loader
+    from dl.data.image_loader import Augment, image_loader
     from dl.models import rebuild
 
     extra = ("model.name=lenet5", "train.task=class", MEAN, STD, "optim.lr=0.003", "data.augment.flip=true")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dl.launch import LaunchError, check_launch, launch
-from dl.optim import OptimSettings, ScheduleSettings
-from dl.worker import WorkerSettings
+from dl.engine.launch import LaunchError, check_launch, launch
+from dl.engine.loop import WorkerSettings
+from dl.engine.optim import OptimSettings, ScheduleSettings
+from dl.train.worker import train_worker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def settings(root, **kw):
 
 @pytest.mark.distributed
 def test_local_two_processes_keep_identical_weights(shards):
-    result = launch(settings(shards), "local", 2)
+    result = launch(train_worker, settings(shards), "local", 2)
     assert result["world_size"] == 2
     assert len(set(result["weights_sha256_by_rank"])) == 1
     assert sum(result["steps_by_rank"]) >= 800 // 32  # the ranks split the row groups between them
@@ -35,7 +36,7 @@ def test_local_two_processes_keep_identical_weights(shards):
 @pytest.mark.distributed
 @pytest.mark.spark
 def test_torch_distributor_two_processes(spark, shards):
-    result = launch(settings(shards), "torch_distributor", 2, spark=spark)
+    result = launch(train_worker, settings(shards), "torch_distributor", 2, spark=spark)
     assert result["world_size"] == 2 and len(set(result["weights_sha256_by_rank"])) == 1
     assert [h["samples"] for h in result["history"]] == [720, 720]
     assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
@@ -49,7 +50,7 @@ def test_horovod_on_spark_two_processes_with_uneven_shards(spark, shards, schedu
     # then 6 shadow steps)
     # cosine's length depends on the steps per epoch: every rank must plan with the same count (Horovod,
     # unlike DDP's join, never re-syncs the weights, so a rank-local count makes the ranks diverge)
-    result = launch(settings(shards, clip_norm=1.0, schedule=ScheduleSettings(name=schedule)), "horovod", 2,
+    result = launch(train_worker, settings(shards, clip_norm=1.0, schedule=ScheduleSettings(name=schedule)), "horovod", 2,
                     spark=spark)
     assert result["world_size"] == 2 and len(set(result["weights_sha256_by_rank"])) == 1
     assert result["steps_by_rank"] == [30, 30]
@@ -69,13 +70,13 @@ def test_misconfiguration_is_refused_before_launch():
     with pytest.raises(LaunchError, match="only 2 slots.*Spark task slots"):
         check_launch("horovod", 3, slots=2)
     with pytest.raises(LaunchError, match="needs a SparkSession"):
-        launch(WorkerSettings(shards="x"), "torch_distributor", 2)
+        launch(train_worker, WorkerSettings(shards="x"), "torch_distributor", 2)
 
 
 @pytest.mark.distributed
 def test_a_failing_worker_is_reported(tmp_path):
     with pytest.raises(LaunchError, match="local launch with 2 processes failed"):
-        launch(WorkerSettings(shards=str(tmp_path / "missing")), "local", 2)
+        launch(train_worker, WorkerSettings(shards=str(tmp_path / "missing")), "local", 2)
 
 
 def _aborting_worker(settings, backend):
@@ -87,7 +88,7 @@ def _aborting_worker(settings, backend):
 @pytest.mark.distributed
 def test_a_worker_killed_by_a_native_abort_is_reported_with_its_python_stack(capfd):
     with pytest.raises(LaunchError, match="process 1 terminated with signal SIGABRT") as failed:
-        launch(WorkerSettings(shards="unused"), "local", 2, worker=_aborting_worker)
+        launch(_aborting_worker, WorkerSettings(shards="unused"), "local", 2)
     assert "process 1 killed by SIGABRT" in str(failed.value)  # how every process ended
     err = capfd.readouterr().err
     assert "Fatal Python error: Aborted" in err and "in _aborting_worker" in err
@@ -100,7 +101,7 @@ def _ddp_ending_worker(settings, backend):
 
     import torch
 
-    from dl.distributed import make_dist
+    from dl.engine.distributed import make_dist
 
     dist = make_dist(backend)
     dist.wrap(torch.nn.Linear(3, 2), None)
@@ -115,13 +116,13 @@ def test_ddp_workers_leave_before_the_interpreter_finalizes(tmp_path):
     # A gloo thread that frees a collective's tensors after the interpreter began finalizing kills the
     # process with SIGABRT though training finished (one toy LM run in ~15 here). A finished worker leaves
     # from the first exit handler instead, before finalizing: handlers registered earlier never run.
-    assert launch(WorkerSettings(shards=str(tmp_path)), "local", 2, worker=_ddp_ending_worker) == {"ranks": ["0", "1"]}
+    assert launch(_ddp_ending_worker, WorkerSettings(shards=str(tmp_path)), "local", 2) == {"ranks": ["0", "1"]}
     assert not list(tmp_path.glob("finalized-by-*"))
 
 
 @pytest.mark.parametrize("ending, code", [("print('done', end='')", 0), ("raise ValueError('after the worker')", 1)])
 def test_a_finished_worker_exits_with_its_status_and_output(ending, code):
-    script = f"import dl.launch; dl.launch._succeeded(); {ending}"
+    script = f"import dl.engine.launch; dl.engine.launch._succeeded(); {ending}"
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == code, done.stderr[-2000:]

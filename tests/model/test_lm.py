@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from dl.checkpoint import save_checkpoint
+from dl.engine.checkpoint import save_checkpoint
 from dl.models import build_model, describe, rebuild
-from dl.ngram import KneserNeyTrigram
-from dl.sample import sample
-from dl.train import RunError, run_train
-from etl.config import ConfigError, load_config
+from dl.models.ngram import KneserNeyTrigram
+from dl.serve.sample import sample
+from dl.train.job import run_train
+from dl.train.rundir import RunError
+from etl.core.config import ConfigError
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 V = 20

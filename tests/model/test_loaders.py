@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dl.loaders import ParquetShardDataset, list_row_groups, pad_collate, petastorm_loader
+from dl.data.loaders import ParquetShardDataset, list_row_groups, pad_collate, petastorm_loader
 
 N = 1000
 MAX_LEN = 8

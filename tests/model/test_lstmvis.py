@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from dl.checkpoint import save_checkpoint
-from dl.lstmvis import lstm_heatmap
+from dl.engine.checkpoint import save_checkpoint
 from dl.models import build_model, describe
-from dl.train import RunError, run_train
-from etl.config import load_config
+from dl.train.job import run_train
+from dl.train.rundir import RunError
+from dl.viz.lstm import lstm_heatmap
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

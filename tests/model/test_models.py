@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dl.checkpoint import read_checkpoint, save_checkpoint
+from dl.engine.checkpoint import read_checkpoint, save_checkpoint
 from dl.models import build_model, describe, rebuild
 
 VOCAB = 50

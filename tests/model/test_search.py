@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dl.embed import Encoder, build_index, search
+from dl.serve.search import Encoder, build_index, search
 
 
 @pytest.mark.spark
 def test_semantic_search_over_review_snippets(spark, raw_data, tmp_path):
-    from etl.tables import TableStore
+    from etl.core.tables import TableStore
 
     model_dir = raw_data / "minilm" / "model"
     store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")

@@ -15,8 +15,8 @@ import psutil
 import pytest
 import torch
 
-from dl.train import TrainError, run_train
-from etl.config import load_config
+from dl.train.job import TrainError, run_train
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 LAKEDL = str(Path(sys.executable).parent / "lakedl")
@@ -115,7 +115,7 @@ def test_workers_do_not_outlive_a_killed_launcher(shards, tmp_path):
 
 
 def test_model_families_and_embeddings_by_config(shards, tmp_path):
-    from etl.config import ConfigError
+    from etl.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="not bow"):
         train_cfg(shards, tmp_path, "model.embeddings=x.bin")
@@ -125,7 +125,7 @@ def test_model_families_and_embeddings_by_config(shards, tmp_path):
         run_train(train_cfg(shards, tmp_path, "model.name=cnn", "model.embeddings=missing.bin"))
     import numpy as np
 
-    from dl.embeddings import write_word2vec
+    from etl.core.wordvec import write_word2vec
 
     vectors = write_word2vec(tmp_path / "v.txt", ["good", "bad"], np.ones((2, 8), np.float32), binary=False)
     summary = run_train(train_cfg(shards, tmp_path, "model.name=cnn", "model.cnn.embed_dim=8",
@@ -141,7 +141,7 @@ def test_report_lists_the_worst_scored_test_texts(shards, tmp_path):
 
     from conftest import make_split
 
-    from dl.report import write_report
+    from dl.train.report import write_report
 
     data = tmp_path / "toy"
     shutil.copytree(shards, data)

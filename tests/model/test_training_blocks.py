@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from dl.checkpoint import load_checkpoint, save_checkpoint
-from dl.metrics import bias_variance, classification_report, coverage, rating_errors
-from dl.optim import (OptimSettings, ScheduleSettings, build_optimizer, build_scheduler, clip_gradients,
-                      constrain_max_norm, lr_factor, param_groups, penalty)
+from dl.engine.checkpoint import load_checkpoint, save_checkpoint
+from dl.engine.metrics import bias_variance, classification_report, coverage, rating_errors
+from dl.engine.optim import (
+    OptimSettings,
+    ScheduleSettings,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    constrain_max_norm,
+    lr_factor,
+    param_groups,
+    penalty,
+)
 
 
 def tiny() -> torch.nn.Module:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dl.tune import TuneError, read_space, run_tune
-from etl.config import load_config
+from dl.tune.study import TuneError, read_space, run_tune
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,8 +85,8 @@ model.bow.hidden: {type: int, low: 16, high: 32, step: 16}
 def test_a_trial_below_the_median_is_pruned_by_the_workers_report(shards, tmp_path):
     import optuna
 
-    from dl.train import run_train
-    from dl.tune import load, read_space, storage_url, trial_config
+    from dl.train.job import run_train
+    from dl.tune.study import Pruning, load, read_space, storage_url, trial_config
 
     cfg = tune_cfg(shards, tmp_path, SPACE, "tune.study=p", "tune.startup_trials=1", "train.epochs=4")
     (tmp_path / "tune" / "p").mkdir(parents=True)
@@ -94,11 +94,10 @@ def test_a_trial_below_the_median_is_pruned_by_the_workers_report(shards, tmp_pa
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0,
                                               intermediate_values={e: 1.0 for e in range(4)}))  # a perfect earlier trial
     trial = study.ask()
-    prune = {"study": "p", "storage": storage_url(cfg, "p"), "trial_id": trial._trial_id, "pruning": True,
-             "startup_trials": 1}
-    summary = run_train(trial_config(cfg, {"optim.lr": 0.001}, "p-001"), prune=prune)
-    assert summary["pruned"] and summary["epochs_run"] == 2  # epoch 0 is the warm-up, epoch 1 is below the median
-    assert sorted(optuna.load_study(study_name="p", storage=prune["storage"]).trials[1].intermediate_values) == [0, 1]
+    prune = Pruning("p", storage_url(cfg, "p"), trial._trial_id, pruning=True, startup_trials=1)
+    summary = run_train(trial_config(cfg, {"optim.lr": 0.001}, "p-001"), callbacks=[prune])
+    assert summary["pruned"] and summary["stopped_by"] == "pruned" and summary["epochs_run"] == 2  # epoch 0 is the warm-up, epoch 1 is below the median
+    assert sorted(optuna.load_study(study_name="p", storage=prune.storage).trials[1].intermediate_values) == [0, 1]
 
 
 def test_bad_searches_are_refused_with_what_to_change(shards, tmp_path):

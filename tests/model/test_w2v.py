@@ -14,7 +14,7 @@ import pytest
 
 from dl.w2v.corpus import keep_probabilities, keep_thresholds, noise_table, split_chunks
 from dl.w2v.kernels import draw_kept, draw_noise
-from etl.fetch import gcide_text
+from etl.sources.fetch import gcide_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ def w2v_run(raw_data, spark, tmp_path_factory):
     """The corpus ETL over the first 20,000 GCIDE paragraphs, then `lakedl w2v train`'s library call on 2
     processes (local launcher, gloo), 2 epochs."""
     from dl.w2v.train import build_corpus, run_w2v
-    from etl.config import load_config
+    from jobs.configs import load_config
 
     root = tmp_path_factory.mktemp("w2v")
     lines = (raw_data / "text" / "gcide.jsonl").read_text(encoding="utf-8").splitlines()[:20_000]
@@ -165,24 +165,24 @@ def test_cbow_in_one_process_learns(w2v_run, tmp_path):
 
 @pytest.mark.parametrize("kind", ["torch_distributor", "horovod"])
 def test_the_spark_launchers_run_the_w2v_worker(w2v_run, spark, tmp_path, kind):
-    from dl.launch import launch
+    from dl.engine.launch import launch
     from dl.w2v.train import W2vSettings, w2v_worker
 
     _, root = w2v_run
     settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), epochs=1, sync_words=50_000)
-    result = launch(settings, kind, 2, spark=spark, worker=w2v_worker)
+    result = launch(w2v_worker, settings, kind, 2, spark=spark)
     assert result["world_size"] == 2 and result["chunks_per_epoch"] > 1
     assert len(set(result["weights_sha256_by_rank"])) == 1 and (tmp_path / "model.npz").is_file()
 
 
 def test_shared_memory_mode_trains_one_model_and_leaves_no_file(w2v_run, tmp_path):
-    from dl.launch import launch
+    from dl.engine.launch import launch
     from dl.w2v.train import W2vSettings, w2v_worker
 
     _, root = w2v_run
     before = set(Path("/dev/shm").glob("lakedl-w2v-*"))
     settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), epochs=2, sync="shared")
-    result = launch(settings, "local", 2, worker=w2v_worker)
+    result = launch(w2v_worker, settings, "local", 2)
     losses = [h["loss"] for h in result["history"]]
     assert result["chunks_per_epoch"] == 1 and result["sync_seconds"] == 0  # nothing to merge
     assert len(set(result["weights_sha256_by_rank"])) == 1 and losses[1] < losses[0] < 0.7

@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
-from dl.optim import OptimSettings
-from dl.worker import WorkerSettings, train_worker
+from dl.engine.callbacks import EarlyStopping
+from dl.engine.loop import WorkerSettings
+from dl.engine.optim import OptimSettings
+from dl.train.worker import train_worker
 
 
 def settings(shards, **kw):
@@ -52,7 +54,7 @@ def test_max_norm_caps_every_linear_row_during_training(shards, tmp_path):
 
 
 def test_early_stopping_stops_when_dev_stalls(shards):
-    result = train_worker(settings(shards, epochs=10, patience=1, optim=OptimSettings(name="sgd", lr=1e-9)))
+    result = train_worker(settings(shards, epochs=10, callbacks=[EarlyStopping(1)], optim=OptimSettings(name="sgd", lr=1e-9)))
     assert result["epochs_run"] == 3  # best at epoch 0, then two epochs without improvement
 
 

@@ -1,0 +1,166 @@
+"""What the worker needs from a distributed backend: rank, world size, a wrapped model and optimizer
+with synchronized gradients and identical starting weights, a mean all-reduce, and uneven-input joins.
+
+``none`` (one process), ``torch`` (torch.distributed + DDP, gloo on CPU / NCCL on GPU; ranks from
+the RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT environment that torchrun, TorchDistributor and our local
+launcher set) and ``horovod`` (``hvd.DistributedOptimizer``, parameters and optimizer state broadcast
+from rank 0; ranks from ``horovod.spark.run`` or ``horovodrun``).
+
+Uneven ends: ranks may own different numbers of batches. DDP's ``join`` shadows the missing
+all-reduces. Horovod 0.28 has no equivalent that works for gradients here (a rank that stops early
+leaves the others waiting in an all-reduce), so with ``even_steps`` the worker runs the largest rank's
+step count everywhere and a rank out of data takes a *shadow step*: a zero loss over every parameter,
+which contributes a zero gradient to the average (the same weighting DDP's join uses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+
+class NoDist:
+    rank, world_size, local_rank = 0, 1, 0
+    even_steps = False  # True: every rank must run the same number of optimizer steps
+
+    def max_int(self, value: int) -> int:
+        """The largest ``value`` over ranks."""
+        return value
+
+    def broadcast_state(self, model, optimizer) -> None:
+        """After a resume: rank 0's weights and optimizer state everywhere (every rank read the same file;
+        this makes it so even if the files differed)."""
+
+    def synchronize(self, optimizer) -> None:
+        """Make the averaged gradients visible (before clipping); DDP already averaged them in backward."""
+
+    def step(self, optimizer, fn=None) -> None:
+        """Apply the update (``fn`` replaces ``optimizer.step``, e.g. a gradient scaler's step)."""
+        (fn or optimizer.step)()
+
+    def wrap(self, model, optimizer, find_unused: bool = True):
+        return model, optimizer
+
+    def mean(self, value: float) -> float:
+        return value
+
+    def gather(self, value: str) -> list[str]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        return [value]
+
+    def average_(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        """Replace ``tensor`` in place by its mean over ranks (model averaging, e.g. word2vec's matrices)."""
+        return tensor
+
+    def join(self, model):
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        pass
+
+
+class TorchDist(NoDist):
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
+
+    def wrap(self, model, optimizer, find_unused: bool = True):
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP broadcasts rank 0's weights at construction. ``find_unused``: some parameters may get no gradient
+        # in a step (the heads a task does not use), so DDP searches the graph for them each step; a model
+        # whose every parameter is used skips that search (and DDP's warning about a search that finds none).
+        # On GPU each process drives the one device its parameters live on (one process per GPU).
+        device = next(model.parameters()).device
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused), optimizer
+
+    def mean(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64)
+        self.dist.all_reduce(t)
+        return float(t.item() / self.world_size)
+
+    def gather(self, value: str) -> list[str]:
+        out: list = [None] * self.world_size
+        self.dist.all_gather_object(out, value)
+        return out
+
+    def average_(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        self.dist.all_reduce(tensor)
+        return tensor.div_(self.world_size)
+
+    def join(self, model):
+        return model.join()  # ranks with fewer batches shadow the others' all-reduces
+
+    def max_int(self, value: int) -> int:
+        t = torch.tensor([value], dtype=torch.int64)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def close(self) -> None:
+        self.dist.destroy_process_group()
+
+
+class HorovodDist(NoDist):
+    even_steps = True
+
+    def __init__(self) -> None:
+        import horovod.torch as hvd
+
+        self.hvd = hvd
+        hvd.init()
+        self.rank, self.world_size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)  # one process per GPU
+
+    def wrap(self, model, optimizer, find_unused: bool = True):
+        hvd = self.hvd
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                               op=hvd.Average)
+
+    def broadcast_state(self, model, optimizer) -> None:
+        # only with state to send: on an empty state horovod takes a zero-gradient step to create one,
+        # which would move weights under weight decay and shift Adam's step count
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def synchronize(self, optimizer) -> None:
+        optimizer.synchronize()
+
+    def step(self, optimizer, fn=None) -> None:
+        with optimizer.skip_synchronize():  # synchronize() ran before clipping
+            (fn or optimizer.step)()
+
+    def mean(self, value: float) -> float:
+        return float(self.hvd.allreduce(torch.tensor([value], dtype=torch.float64), op=self.hvd.Average).item())
+
+    def max_int(self, value: int) -> int:
+        return int(self.hvd.allreduce(torch.tensor([value], dtype=torch.int64), op=self.hvd.Max).item())
+
+    def gather(self, value: str) -> list[str]:
+        return list(self.hvd.allgather_object(value))
+
+    def average_(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
+        return self.hvd.allreduce_(tensor, op=self.hvd.Average, name=name or None)
+
+    def close(self) -> None:
+        self.hvd.shutdown()
+
+
+def make_dist(name: str) -> NoDist:
+    if name == "none":
+        return NoDist()
+    if name == "torch":
+        return TorchDist()
+    if name == "horovod":
+        return HorovodDist()
+    raise ValueError(f"unknown distributed backend {name!r}: none, torch or horovod")

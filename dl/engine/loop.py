@@ -1,0 +1,281 @@
+"""The training loop every launcher runs on every rank, over any ``TrainData`` (dl/data/protocol.py).
+
+Builds the optimizer and schedule from the settings; trains with the data's loss, L1/L2 penalties and
+gradient clipping; evaluates on dev after each epoch; calls the epoch-end callbacks (early stopping, a
+search's pruning: dl/engine/callbacks.py); checkpoints atomically; resumes exactly from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dl.engine.callbacks import EpochEnd, stop_reason
+from dl.engine.checkpoint import read_checkpoint, restore, save_checkpoint
+from dl.engine.metrics import bias_variance
+from dl.engine.optim import (
+    OptimSettings,
+    ScheduleSettings,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    constrain_max_norm,
+    param_groups,
+    penalty,
+)
+from dl.engine.tracking import MetricsSink
+from dl.models import describe
+from etl.core.errors import InputError
+
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class WorkerSettings:
+    shards: str
+    task: str = "sentiment"  # sentiment | rating | rating_reg | multitask | lm; images: class | reconstruct
+    task_weights: dict[str, float] = field(default_factory=lambda: {"sentiment": 1.0, "rating": 1.0,
+                                                                    "rating_reg": 1.0})
+    batch_size: int = 64
+    epochs: int = 5
+    seed: int = 0
+    model: str = "bow"  # a family of dl/models
+    model_options: dict = field(default_factory=dict)  # fields of that family's config dataclass
+    embeddings: str | None = None  # word2vec text/binary vectors to initialize the embedding table
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    l1: float = 0.0
+    l2: float = 0.0
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    max_norm: float | None = None  # after each step, rows of every nn.Linear weight to L2 norm <= this
+    optimal_error: float = 0.0
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    checkpoint_every: int | None = None  # also checkpoint every N optimizer steps (mid-epoch), not only per epoch
+    max_epochs_this_call: int | None = None  # stop after this many epochs (to simulate an interruption)
+    stop_after_steps: int | None = None  # stop after this many steps of this call, mid-epoch (ditto)
+    amp: str = "none"  # none | bf16 | fp16 (fp16: CUDA only)
+    device: str = "auto"  # auto (the rank's GPU if any) | cpu | cuda
+    progress: bool = False  # tqdm bar on rank 0
+    tracking_uri: str | None = None  # rank 0 logs metrics to this MLflow run as it trains
+    run_id: str | None = None
+    tensorboard_dir: str | None = None  # rank 0 writes TensorBoard scalars here
+    log_every: int = 50  # steps between step-level scalars (loss, lr)
+    eval_train_rows: int | None = None  # the per-epoch train-set evaluation stops after N rows (whole batches)
+    length_buckets: int = 0  # text: sort each run of N training batches' rows by length (less padding)
+    augment: dict = field(default_factory=dict)  # image datasets: dl.data.image_loader.Augment fields
+    loader_workers: int = 2  # image datasets: petastorm decode threads per process
+    image_loader: str = "petastorm"  # image datasets: petastorm | native (dl/data/image_loader.py)
+    callbacks: list = field(default_factory=list)  # epoch-end callbacks (dl/engine/callbacks.py): early stopping, pruning
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings, dist, amp: Amp) -> float:
+    """One optimizer step. ``batch=None`` is a shadow step (this rank is out of data while others are
+    not): a zero loss over every parameter, so the all-reduce sees a zero gradient from this rank."""
+    with amp.autocast():
+        if batch is None:
+            loss = sum((p * 0.0).sum() for p in model.parameters())
+        else:
+            loss = data.loss(net, batch) + penalty(model, s.l1, s.l2)
+    optimizer.zero_grad()
+    amp.backward(loss)
+    dist.synchronize(optimizer)  # averaged gradients before clipping
+    amp.unscale(optimizer)
+    clip_gradients(model, s.clip_norm, s.clip_value)
+    dist.step(optimizer, amp.step_fn(optimizer))
+    constrain_max_norm(model, s.max_norm)
+    if s.schedule.name != "plateau":
+        scheduler.step()
+    return float(loss.item())
+
+
+class Amp:
+    """Mixed precision by config: ``bf16`` (CPU or GPU autocast) or ``fp16`` (GPU autocast with a
+    gradient scaler); ``none`` is plain fp32."""
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        if mode not in AMP_MODES:
+            raise InputError(f"amp={mode!r}: one of {', '.join(AMP_MODES)}")
+        if mode == "fp16" and device.type != "cuda":
+            raise InputError("amp=fp16 needs a CUDA device; on CPU use amp=bf16")
+        self.mode, self.device = mode, device
+        self.scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+
+    def autocast(self):
+        if self.mode == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.mode == "bf16" else torch.float16)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, optimizer) -> None:
+        if self.scaler:
+            self.scaler.unscale_(optimizer)  # clip the true gradients
+
+    def step_fn(self, optimizer):
+        if not self.scaler:
+            return optimizer.step
+        def step():
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        return step
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    """``auto``: this rank's GPU when CUDA exists, else CPU; ``cuda`` without a GPU is refused."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError(f"device={name!r}: auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device=cuda but this machine has no CUDA device: use device=auto or cpu")
+    if name != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
+    """Train ``data`` (a ``TrainData``) on this rank; returns the history, the step count, a digest of the final
+    weights, the test figures of the weights chosen on dev and (one process) the model."""
+    rank, world_size = dist.rank, dist.world_size
+    tasks, tok_hash, label_map = data.tasks, data.fingerprint, data.label_map
+    model = data.build_model().to(device)
+    model_desc = describe(s.model, model)
+    optimizer = build_optimizer(param_groups(model, s.optim), s.optim)
+    net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used)  # same start on every rank
+    # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
+    steps_per_epoch = dist.max_int(data.planned_steps())
+    scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
+    ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
+    best_path = ckpt.with_name("best.pt") if ckpt is not None else None
+    best_weights = None  # the weights of the best dev epoch: model selection on dev only
+    start_epoch, skip, step, history, best, stale = 0, 0, 0, [], -math.inf, 0
+    if s.resume and ckpt is not None and ckpt.is_file():  # every rank loads the same file
+        state = read_checkpoint(ckpt)
+        if state["tokenizer_sha256"] != tok_hash:
+            raise InputError(f"{ckpt} was trained with {data.fingerprint_of} {state['tokenizer_sha256'][:12]}, "
+                             f"{s.shards} has {tok_hash[:12]}: resume with the same shards or start a new run")
+        restore(state, model=model, optimizer=optimizer, scheduler=scheduler)
+        dist.broadcast_state(model, optimizer)
+        progress = state["metrics"]
+        start_epoch, step, skip = state["epoch"], state["step"], progress.get("batches_done", 0)
+        if skip == 0:  # an end-of-epoch checkpoint: continue with the next epoch
+            start_epoch += 1
+        history, best, stale = progress["history"], progress["best"], progress["stale"]
+        if best_path.is_file():
+            best_weights = read_checkpoint(best_path)["model"]
+    sink = MetricsSink(s.tensorboard_dir, s.tracking_uri, s.run_id) if rank == 0 else MetricsSink()
+
+    def checkpoint(epoch: int, batches_done: int) -> None:
+        if ckpt is not None and rank == 0:
+            save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step,
+                            config=model_desc, tokenizer_sha256=tok_hash,
+                            label_map=label_map,
+                            metrics={"history": history, "best": best, "stale": stale,
+                                     "batches_done": batches_done})
+
+    ran, steps_this_call, interrupted, stopped_by = 0, 0, False, None
+    for epoch in range(start_epoch, s.epochs):
+        if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
+            break
+        mine, batches = data.epoch(epoch)
+        n_steps = dist.max_int(mine) if dist.even_steps else mine
+        done = skip if epoch == start_epoch else 0
+        losses, samples, started = [], 0, time.perf_counter()
+        bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
+                   disable=rank != 0 or not s.progress, leave=False)
+        with dist.join(net):
+            for i in range(n_steps):
+                batch = next(batches, None)
+                if i < done:  # resumed mid-epoch: these batches were trained on before the checkpoint
+                    continue
+                if batch is not None:
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                if s.stop_after_steps is not None and steps_this_call >= s.stop_after_steps:
+                    interrupted = True
+                    break
+                loss = train_step(net, model, optimizer, scheduler, batch, data, s, dist, amp)
+                step += 1
+                steps_this_call += 1
+                bar.update()
+                if batch is not None:
+                    losses.append(loss)
+                    samples += data.batch_len(batch)
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if rank == 0 and step % s.log_every == 0:
+                    sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
+                if s.checkpoint_every and step % s.checkpoint_every == 0 and i + 1 < n_steps:
+                    checkpoint(epoch, i + 1)
+        seconds = time.perf_counter() - started  # the step loop only, not evaluation
+        bar.close()
+        if interrupted:
+            break
+        dev = data.evaluate(model, "dev", device)
+        train_eval = data.evaluate(model, "train", device)
+        score = data.dev_metric(dev)
+        if s.schedule.name == "plateau":
+            scheduler.step(score)
+        history.append({"epoch": epoch, "loss": dist.mean(float(np.mean(losses)) if losses else 0.0),
+                        "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                        "samples": round(dist.mean(samples) * world_size),
+                        **{f"dev_{k}": v for k, v in dev.items()}, **{f"train_{k}": v for k, v in train_eval.items()}})
+        sink.log({k: v for k, v in history[-1].items() if k != "epoch"}, step)
+        if score > best:
+            best, stale = score, 0
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if best_path is not None and rank == 0:
+                save_checkpoint(best_path, model=model, epoch=epoch, step=step, config=model_desc,
+                                tokenizer_sha256=tok_hash, label_map=label_map,
+                                metrics={"dev": dev, "epoch": epoch})
+        else:
+            stale += 1
+        ran += 1
+        checkpoint(epoch, 0)
+        stopped_by = stop_reason(s.callbacks, EpochEnd(epoch, score, best, stale, rank), dist)
+        if stopped_by:
+            break
+    sink.close()
+    digest = weights_digest(model)
+    result = {"history": history, "epochs_run": len(history), "world_size": world_size,
+              "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),
+              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step, "interrupted": interrupted,
+              "stopped_by": stopped_by, "pruned": stopped_by == "pruned", "best_score": best}
+    if best_weights is not None:
+        model.load_state_dict(best_weights)  # what the run selected on dev
+    if history:
+        chosen = max(history, key=lambda h: data.dev_metric({k[4:]: v for k, v in h.items() if k.startswith("dev_")}))
+        result["best_epoch"] = chosen["epoch"]
+        if not interrupted and data.has_test():
+            result["test"] = data.evaluate(model, "test", device, detail=True)
+        first = tasks[0]
+        if f"train_{first}_accuracy" in chosen:
+            d = bias_variance(1 - chosen[f"train_{first}_accuracy"], 1 - chosen[f"dev_{first}_accuracy"],
+                              s.optimal_error)
+            result["diagnosis"] = {"verdict": d.verdict, "advice": d.advice}
+    if world_size == 1:
+        result["model"] = model
+    return result

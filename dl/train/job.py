@@ -1,0 +1,145 @@
+"""The ``train`` job body: config → worker settings → launcher, inside an MLflow run, then the run's
+reports (history, training curves PNG, config, checkpoint) next to the checkpoint and in MLflow.
+
+A run lives in ``<runs_dir>/train/<name>/``: ``last.pt`` (rank 0 writes it after every epoch and every
+``train.checkpoint_every`` steps), ``run.json`` (the MLflow run id, so ``--resume`` logs into the same
+run), ``config.yml``, ``history.json``, ``curves.png`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from dl.engine.callbacks import EarlyStopping
+from dl.engine.loop import WorkerSettings
+from dl.train.config import IMAGE_MODELS, TrainConfig
+from dl.train.rundir import run_dir
+from etl.core.errors import LakedlError
+from etl.core.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class TrainError(LakedlError, RuntimeError):
+    """The run cannot start or did not finish; the message says why and what to do."""
+
+
+def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None = None, run_id: str | None = None,
+                    tensorboard_dir: str | None = None, callbacks: Sequence = ()) -> WorkerSettings:
+    """The loop's settings from the validated config; ``callbacks`` come after early stopping (train.patience)."""
+    t, m = cfg.train, cfg.model
+    stopping = [EarlyStopping(t.patience)] if t.patience is not None else []
+    return WorkerSettings(
+        shards=str(Path(cfg.data.shards).absolute()), task=t.task, task_weights=dict(t.task_weights),
+        batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, model=m.name, model_options=m.options(cfg.paths.raw_dir),
+        embeddings=str(Path(m.embeddings).absolute()) if m.embeddings else None, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
+        clip_norm=t.clip_norm, clip_value=t.clip_value, max_norm=t.max_norm, optimal_error=t.optimal_error,
+        checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
+        amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
+        tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,
+        length_buckets=cfg.data.length_buckets, augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
+        image_loader=cfg.data.image_loader, callbacks=[*stopping, *callbacks])
+
+
+def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
+    shards = Path(cfg.data.shards)
+    etl = "images" if cfg.model.name in IMAGE_MODELS else "text"
+    if not (shards / "manifest.json").is_file():
+        raise TrainError(f"data.shards={shards}: no manifest.json there; run `lakedl etl {etl}` first or point "
+                         "data.shards at its output (<output.shards_dir>/<output.name>)")
+    for split in ("train", "dev"):
+        if not any((shards / split).glob("*.parquet")):
+            raise TrainError(f"{shards / split}: no Parquet shards; the {split} split is empty")
+    is_images = "classes" in json.loads((shards / "manifest.json").read_text())
+    if is_images != (etl == "images"):
+        raise TrainError(f"model.name={cfg.model.name} trains on `lakedl etl {etl}` output, but data.shards={shards} "
+                         f"is a{'n image' if is_images else ' text'} dataset: point data.shards at the other ETL's output")
+    if cfg.model.embeddings and not Path(cfg.model.embeddings).is_file():
+        raise TrainError(f"model.embeddings={cfg.model.embeddings}: no such file; `lakedl data fetch --source "
+                         "glove100` writes data/raw/glove100/vectors.bin")
+    tokenizer = json.loads((shards / "manifest.json").read_text()).get("tokenizer")
+    if cfg.model.name == "gpt" and tokenizer not in ("word", None):
+        raise TrainError(f"model.name=gpt reads the word tokenizer's <bos>/<eos> ids, but {shards} used "
+                         f"tokenize.kind={tokenizer}: rerun `lakedl etl text --set tokenize.kind=word`")
+    if cfg.model.name == "bert":
+        pretrained = Path(cfg.model.options(cfg.paths.raw_dir)["pretrained"])
+        if not (pretrained / "config.json").is_file():
+            raise TrainError(f"model.bert.pretrained={pretrained}: no config.json there; `lakedl data fetch --source "
+                             "minilm` writes data/raw/minilm/model")
+        if tokenizer != "minilm":
+            raise TrainError(f"model.name=bert needs shards tokenized with the model's own WordPiece vocabulary, but "
+                             f"{shards} used tokenize.kind={tokenizer}: rerun `lakedl etl text --set tokenize.kind=minilm`")
+    if cfg.run.resume and not (directory / "last.pt").is_file():
+        raise TrainError(f"run.resume=true but {directory / 'last.pt'} does not exist: nothing to resume "
+                         "(check run.name / run.dir)")
+    if not cfg.run.resume and (directory / "last.pt").is_file():
+        raise TrainError(f"{directory} already holds a run: pass --resume to continue it or pick another run.name")
+
+
+def run_train(cfg: TrainConfig, spark=None, callbacks: Sequence = (), tags: dict[str, str] | None = None) -> dict:
+    """Train as configured; returns the summary also written to ``result.json``. ``callbacks`` and ``tags``:
+    e.g. a `lakedl tune` trial's pruning (dl/engine/callbacks.py) and MLflow tags (its parent run)."""
+    import mlflow
+
+    from dl.engine.launch import launch
+    from dl.engine.tracking import start_run
+    from dl.train.plots import training_curves
+    from dl.train.report import write_report
+    from dl.train.worker import train_worker
+    from etl.core.config import dump_config
+    from etl.core.runs import new_run_id
+
+    name = cfg.run.name or new_run_id("train")
+    directory = run_dir(cfg, name)
+    _check_inputs(cfg, directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta_path = directory / "run.json"
+    previous = json.loads(meta_path.read_text())["mlflow_run_id"] if cfg.run.resume and meta_path.is_file() else None
+    if cfg.launcher.kind != "local" and spark is None:
+        from etl.core.spark import get_spark
+
+        spark = get_spark(cfg.spark)
+    with start_run(cfg, name, tags={"job": "train", "launcher": cfg.launcher.kind, **(tags or {})},
+                   run_id=previous) as handle:
+        meta_path.write_text(json.dumps({"name": name, "mlflow_run_id": handle.run_id}))
+        (directory / "config.yml").write_text(dump_config(cfg))
+        settings = worker_settings(cfg, directory, handle.tracking_uri, handle.run_id,
+                                   str(handle.tensorboard_dir) if handle.tensorboard_dir else None, callbacks)
+        log.info("training %s: %s launcher, %d process(es), run dir %s", name, cfg.launcher.kind,
+                 cfg.launcher.num_processes, directory)
+        started = time.perf_counter()
+        result = launch(train_worker, settings, cfg.launcher.kind, cfg.launcher.num_processes, cfg.launcher.use_gpu, spark)
+        seconds = time.perf_counter() - started
+        history = result["history"]
+        summary = {"run": name, "run_dir": str(directory), "mlflow_run_id": handle.run_id,
+                   "launcher": cfg.launcher.kind, "processes": result["world_size"],
+                   "epochs_run": result["epochs_run"], "steps": result["steps"], "seconds": round(seconds, 2),
+                   "final": history[-1] if history else {}, "best_epoch": result.get("best_epoch"),
+                   "test": result.get("test"), "diagnosis": result.get("diagnosis"),
+                   "weights_identical_across_ranks": len(set(result["weights_sha256_by_rank"])) == 1,
+                   "stopped_by": result.get("stopped_by"), "pruned": result.get("pruned", False), "best_score": result.get("best_score")}
+        (directory / "history.json").write_text(json.dumps(history, indent=1))
+        (directory / "result.json").write_text(json.dumps(summary, indent=1, default=str))
+        artifacts = ["config.yml", "history.json", "result.json", "last.pt"]
+        if history:
+            training_curves(history, directory / "curves.png", title=name)
+            artifacts.append("curves.png")
+            try:  # the run itself succeeded: a report that cannot be drawn must not fail it
+                summary["report"] = str(write_report(directory))
+                artifacts.append("report.html")
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                log.warning("report.html not written (%s); `lakedl report --run %s` retries", exc, directory)
+        for artifact in artifacts:
+            if (directory / artifact).is_file():
+                mlflow.log_artifact(str(directory / artifact))
+        if result.get("diagnosis"):
+            mlflow.set_tags({"diagnosis": result["diagnosis"]["verdict"]})
+            mlflow.log_dict(result["diagnosis"], "diagnosis.json")
+        mlflow.log_metric("train_seconds", seconds)
+        for key, value in (result.get("test") or {}).items():
+            if isinstance(value, (int, float)):
+                mlflow.log_metric(f"test_{key}", value)
+    return summary

@@ -1,0 +1,30 @@
+"""The training worker: the function every launcher starts on every rank for ``lakedl train``. It picks the
+data adapter for the model family (text shards or an image dataset) and runs the engine's loop on it."""
+
+from __future__ import annotations
+
+from dl.data.images import ImageData, is_image_model
+from dl.data.text import TextData
+from dl.engine.distributed import make_dist
+from dl.engine.loop import Amp, WorkerSettings, fit, pick_device, seed_everything
+
+
+def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
+    """Train on ``<shards>/train`` (this rank's row groups) and evaluate on all of ``<shards>/dev``;
+    returns the history, the step count, a digest of the final weights and (one process) the model."""
+    dist = make_dist(backend)
+    try:
+        return _train(s, dist)
+    finally:
+        dist.close()
+
+
+def _train(s: WorkerSettings, dist) -> dict:
+    device = pick_device(s.device, dist.local_rank)
+    amp = Amp(s.amp, device)
+    seed_everything(s.seed)
+    data = (ImageData if is_image_model(s.model) else TextData)(s, dist.rank, dist.world_size)
+    try:
+        return fit(s, dist, device, amp, data)
+    finally:
+        data.close()

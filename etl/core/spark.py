@@ -1,0 +1,101 @@
+"""The one place a SparkSession is made.
+
+Embedded (a plain ``python``/``lakedl`` run): ``local[*]`` with Arrow on, the UI off, few shuffle
+partitions and the driver bound to 127.0.0.1. Under ``spark-submit`` (or a notebook/shell that already
+has a JVM gateway) the session the cluster gives is used as is: master, resources and cluster
+settings are never overridden. Executors always run this interpreter (``PYSPARK_PYTHON``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from etl.core.config import SparkSettings
+from etl.core.logs import get_logger
+
+log = get_logger(__name__)
+
+DELTA_EXTENSION_CLASS = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def under_spark_submit() -> bool:
+    """True when a JVM was started for us (spark-submit, pyspark shell, cluster notebooks)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def ensure_python_env() -> None:
+    """Make Spark's Python workers run this interpreter unless the user chose one."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def embedded_conf(settings: SparkSettings) -> dict[str, str]:
+    """The settings an embedded session starts with (user's ``spark.conf`` entries win)."""
+    conf = {
+        "spark.app.name": settings.app_name,
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.arrow_max_records_per_batch),
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.default.parallelism": str(max(settings.shuffle_partitions, 2)),
+        "spark.ui.enabled": str(settings.ui_enabled).lower(),
+        "spark.driver.memory": settings.driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+        "spark.pyspark.driver.python": os.environ.get("PYSPARK_DRIVER_PYTHON", sys.executable),
+    }
+    if settings.master.startswith("local"):
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    conf.update(settings.conf)
+    return conf
+
+
+def get_spark(settings: SparkSettings | None = None):
+    """Return the active SparkSession, or start the embedded one from ``settings``."""
+    from pyspark.sql import SparkSession
+
+    settings = settings or SparkSettings()
+    ensure_python_env()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if under_spark_submit():
+        spark = SparkSession.builder.getOrCreate()
+        log.info("using the session spark-submit provided", extra={"master": spark.sparkContext.master})
+        return spark
+    if settings.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # bind to loopback only
+    builder = SparkSession.builder.master(settings.master)
+    for key, value in embedded_conf(settings).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("started embedded Spark", extra={"master": settings.master, "version": spark.version})
+    return spark
+
+
+def has_delta_jars(spark) -> bool:
+    """Whether delta-spark's classes are on the driver's classpath (cluster with Delta installed)."""
+    try:
+        loader = spark._jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        loader.loadClass(DELTA_EXTENSION_CLASS)
+        return True
+    except Exception:  # py4j raises Py4JJavaError wrapping ClassNotFoundException
+        return False
+
+
+@contextlib.contextmanager
+def job_description(spark, text: str) -> Iterator[None]:
+    """Label the Spark jobs started inside the block (shown in the Spark UI and history server)."""
+    sc = spark.sparkContext
+    previous = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(text)
+    try:
+        yield
+    finally:
+        sc.setJobDescription(previous)

@@ -1,0 +1,80 @@
+"""Validation: give every raw record one ``reason`` (null when it is kept) and typed fields.
+
+Reasons, checked in this order (the first that applies is recorded):
+
+=====================  ===============================================================
+malformed_json/csv/…   the reader could not parse the record (``_malformed``)
+held_out_duplicate     a training record identical to a dev/test record (SST)
+invalid_utf8           the record's bytes are not valid UTF-8
+missing_review_id      no ``review_id``
+missing_text           no ``text`` field
+wrong_type_<field>     ``review_id``/``text`` not a JSON string (a number, an object), or
+                       ``stars``/``label``/``score`` present but not a number
+empty_text             text empty or only whitespace
+text_too_long          more than ``max_chars`` characters
+stars_out_of_range     stars not within 1..5
+label_out_of_range     label not 0 or 1
+missing_split          ``split.mode: given`` and split not train/dev/test
+duplicate_review_id    a review_id seen earlier in the same input (the first one is kept)
+=====================  ===============================================================
+
+"Earlier" is file order (source paths sorted) then line order within a file.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from etl.sources.readers import MALFORMED, POSITION, WRONG_TYPE
+
+REASON = "reason"
+SPLITS = ("train", "dev", "test")
+
+
+def blank(col: str) -> Column:
+    """Empty or only whitespace — any Unicode whitespace (tabs, newlines, NBSP), which Spark's ``trim``
+    (spaces only) misses."""
+    return F.col(col).rlike(r"(?U)^\s*$")
+
+
+def first_reason(*rules: tuple[Column, str | Column]) -> Column:
+    """The reason of the first rule whose condition holds (null when none does)."""
+    expr = None
+    for cond, reason in rules:
+        value = reason if isinstance(reason, Column) else F.lit(reason)
+        expr = F.when(cond, value) if expr is None else expr.when(cond, value)
+    return expr
+
+
+def validate(df: DataFrame, max_chars: int, require_split: bool = False) -> DataFrame:
+    """Add typed ``stars``/``label``/``score`` and the ``reason`` column (null = valid)."""
+    malformed_kind = F.split(F.col(MALFORMED), ":").getItem(0)
+    stars = F.col("stars").try_cast("double")  # ANSI mode: a plain cast of "five" raises
+    label = F.col("label").try_cast("double")
+    score = F.col("score").try_cast("double")
+    rules = [
+        (F.col(MALFORMED).isNotNull(), malformed_kind),
+        (~F.is_valid_utf8("raw"), "invalid_utf8"),
+        (F.col("review_id").isNull() | blank("review_id"), "missing_review_id"),
+        (F.col("text").isNull(), "missing_text"),
+        (F.col(WRONG_TYPE).isNotNull(), F.concat(F.lit("wrong_type_"), F.col(WRONG_TYPE))),
+        (F.col("stars").isNotNull() & stars.isNull(), "wrong_type_stars"),
+        (F.col("label").isNotNull() & label.isNull(), "wrong_type_label"),
+        (F.col("score").isNotNull() & score.isNull(), "wrong_type_score"),
+        (blank("text"), "empty_text"),
+        (F.length("text") > max_chars, "text_too_long"),
+        (stars.isNotNull() & ((stars < 1) | (stars > 5)), "stars_out_of_range"),
+        (label.isNotNull() & ~label.isin(0.0, 1.0), "label_out_of_range"),
+    ]
+    if require_split:
+        rules.append((~F.coalesce(F.col("split").isin(*SPLITS), F.lit(False)), "missing_split"))
+    checked = df.withColumn(REASON, first_reason(*rules))
+    # duplicates among otherwise valid rows: keep the first in a deterministic order
+    order = Window.partitionBy("review_id").orderBy(F.col(REASON).isNull().desc(), "source_file", POSITION)
+    rank = F.when(F.col(REASON).isNull(), F.row_number().over(order))
+    valid_first = checked.withColumn("_rank", rank)
+    return (valid_first
+            .withColumn(REASON, F.when(F.col("_rank") > 1, F.lit("duplicate_review_id")).otherwise(F.col(REASON)))
+            .drop("_rank", POSITION, WRONG_TYPE)
+            .withColumn("stars", stars).withColumn("label", label.cast("int")).withColumn("score", score))

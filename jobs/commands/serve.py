@@ -1,0 +1,128 @@
+"""Using trained models: ``lakedl bundle export``, ``score``, ``embed``, ``search`` and ``sample``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from etl.core.errors import InputError
+from etl.core.io import check_paths
+from etl.text.config import MAX_CHARS
+from jobs.commands.common import ConfDir, ConfFiles, Sets, UsageError, echo_json, load
+
+
+def bundle_export(run: Annotated[Path, typer.Option(help="a finished `lakedl train` run directory (a classifier)")],
+                  out: Annotated[Path, typer.Option(help="bundle directory to write")]) -> None:
+    """Write an inference bundle (weights.safetensors, tokenizer.json, bundle.json) from a run's best.pt."""
+    from dl.serve.bundle import export_bundle
+
+    path = export_bundle(run, out)
+    meta = json.loads((path / "bundle.json").read_text())
+    typer.echo(f"wrote {path}: {meta['config']['model']} model, version {meta['model_version']}")
+
+
+def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
+                                               help="inference bundle directory (`lakedl bundle export`)")],
+          input: Annotated[Optional[str], typer.Option(help="JSON-lines file, directory or glob with the id and "
+                                                       "text columns (score all of it)")] = None,
+          source: Annotated[Optional[str], typer.Option(help="Delta table to score incrementally: only rows this "
+                                                        "model version has not scored yet, under a lease, "
+                                                        "recorded in table score_runs")] = None,
+          table: Annotated[str, typer.Option(help="Delta table the predictions are merged into")] = "predictions",
+          id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
+          text_col: Annotated[str, typer.Option("--text-col")] = "text",
+          batch_size: Annotated[int, typer.Option(min=1, help="texts per model call")] = 256,
+          max_chars: Annotated[int, typer.Option(min=1, help="longer texts are quarantined")] = MAX_CHARS,
+          quarantine: Annotated[str, typer.Option(help="Delta table for rows that cannot be scored (no id, "
+                                                  "null/blank/too long text), with the reason")] = "score_quarantine",
+          conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Score texts with a bundle on Spark and MERGE the predictions into a Delta table (a re-run adds nothing);
+    rows that cannot be scored are quarantined with a reason (rows read = scored + quarantined [+ skipped])."""
+    if (input is None) == (source is None):
+        raise UsageError("give exactly one of --input (files) or --source (a Delta table, incremental)")
+    from dl.serve.score import loaded_bundle, score_files
+    from etl.core.spark import get_spark
+    from etl.core.tables import TableStore, check_names
+
+    cfg = load("common", conf_dir, conf, set_)
+    check_names(table, quarantine, *([source] if source else []))  # before any write
+    loaded_bundle(bundle)  # refuse a broken or mismatched bundle before any Spark work (loaded once)
+    spark = get_spark(cfg.spark)
+    store = TableStore.from_config(cfg, spark)
+    if source is not None:
+        from dl.serve.score import score_incremental
+
+        echo_json(score_incremental(store, source, bundle, table, text_col=text_col, id_col=id_col,
+                                     batch_size=batch_size, quarantine=quarantine, max_chars=max_chars))
+        return
+    check_paths([input], "--input")
+    df = spark.read.json(input)
+    missing = [c for c in (id_col, text_col) if c not in df.columns]
+    if missing:
+        raise InputError(f"{input}: no column(s) {', '.join(missing)}; pick them with --id-col / --text-col")
+    report = score_files(store, df.select(id_col, text_col), bundle, str(input), table, text_col=text_col,
+                         id_col=id_col, batch_size=batch_size, quarantine=quarantine, max_chars=max_chars)
+    echo_json(report)
+
+
+def _minilm_dir(cfg, model_dir: Path | None) -> Path:
+    return model_dir or Path(cfg.paths.raw_dir) / "minilm" / "model"
+
+
+def embed(input: Annotated[Optional[str], typer.Option(help="JSON-lines file, directory or glob")] = None,
+          source: Annotated[Optional[str], typer.Option(help="Delta table to embed")] = None,
+          table: Annotated[str, typer.Option(help="Delta vector table")] = "review_vectors",
+          id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
+          text_col: Annotated[str, typer.Option("--text-col")] = "text",
+          model_dir: Annotated[Optional[Path], typer.Option(help="MiniLM directory (default "
+                                                            "<paths.raw_dir>/minilm/model)")] = None,
+          conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Embed reviews with MiniLM on Spark into a Delta vector table (rows already there are skipped)."""
+    from dl.serve.search import build_index
+    from etl.core.spark import get_spark
+    from etl.core.tables import TableStore
+
+    if (input is None) == (source is None):
+        raise UsageError("give exactly one of --input (files) or --source (a Delta table)")
+    cfg = load("common", conf_dir, conf, set_)
+    spark = get_spark(cfg.spark)
+    store = TableStore.from_config(cfg, spark)
+    if input is not None:
+        check_paths([input], "--input")
+    df = store.read(source) if source else spark.read.json(input)
+    echo_json(build_index(store, df, _minilm_dir(cfg, model_dir), table, text_col, id_col))
+
+
+def search_reviews(query: Annotated[str, typer.Argument(help="what to look for, in plain words")],
+                   k: Annotated[int, typer.Option("-k", min=1, help="how many results")] = 10,
+                   table: Annotated[str, typer.Option(help="vector table written by `lakedl embed`")] = "review_vectors",
+                   model_dir: Annotated[Optional[Path], typer.Option(help="MiniLM directory (default "
+                                                                     "<paths.raw_dir>/minilm/model)")] = None,
+                   conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """The k reviews nearest to QUERY by cosine similarity of MiniLM embeddings (exact search)."""
+    from dl.serve.search import search
+    from etl.core.tables import TableStore
+
+    cfg = load("common", conf_dir, conf, set_)
+    hits = search(TableStore(cfg.paths.tables_dir, backend="delta-rs"), query, _minilm_dir(cfg, model_dir), k, table)
+    for h in hits:
+        typer.echo(f"{h['rank']:3d}  {h['score']:.3f}  {h['review_id']}  {(h['text'] or '')[:100]}")
+
+
+def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of a model.name=gpt run")],
+                prompt: Annotated[Optional[list[str]], typer.Option(help="text to continue (repeatable; "
+                                                                    "default: start from nothing)")] = None,
+                n: Annotated[int, typer.Option(min=1, help="samples per prompt")] = 3,
+                tokens: Annotated[int, typer.Option(min=1, help="at most this many new tokens")] = 30,
+                temperature: Annotated[float, typer.Option(min=0.01)] = 0.8,
+                top_k: Annotated[int, typer.Option(min=0, help="sample among the k likeliest (0: all)")] = 40,
+                seed: Annotated[int, typer.Option()] = 0) -> None:
+    """Sample text from a trained language model (nanoGPT-style, `train.task=lm`)."""
+    from dl.serve.sample import sample
+
+    rows = sample(run, prompt or [""], n, tokens, temperature, top_k or None, seed)
+    for row in rows:
+        typer.echo(row["text"])
