@@ -16,6 +16,29 @@ from pathlib import Path
 import psutil
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RECIPES = Path(__file__).resolve().parents[1] / "conf" / "recipes"
+
+
+def recipe(name: str) -> Path:
+    """conf/recipes/<name>.yml: the configuration a quality row runs (`lakedl train --conf` it)."""
+    path = RECIPES / f"{name}.yml"
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: every quality row is a recipe file under conf/recipes/")
+    return path
+
+
+def recipe_settings(name: str) -> list[str]:
+    """The recipe as ``--set``-style overrides, for the row's record (what it ran with)."""
+    import yaml
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict) and key not in ("task_weights", "columns", "conf"):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}={json.dumps(value) if not isinstance(value, str) else value}"
+
+    return list(flat(yaml.safe_load(recipe(name).read_text()) or {}))
 
 
 def git_commit() -> str:

@@ -3,7 +3,7 @@ single-process Python loop over the same rows, at 1x and 10x the fetched corpora
 
     python bench/etl_text.py [--scales 1 10] [--repeats 3]     (make bench-etl)
 
-Both sides read the same JSON lines and run the same function (etl.textprep.encode_batch: normalize,
+Both sides read the same JSON lines and run the same function (etl.text.textprep.encode_batch: normalize,
 encode with the same word vocabulary built once up front, pad to max_len) on batches of 10,000 rows. Spark sinks to the `noop` format, so the figure is
 the cost of the work, not of a writer. 10x replicates every row 10 times on both sides.
 `jvm_read_share` is the time of the same Spark job without the UDF (JSON read + replication in the JVM)
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def bare_loop(files: list[str], scale: int, payload: str, max_len: int, batch: int = 10_000) -> int:
     """The baseline: one Python process running the UDF's own function (normalize + encode + pad) on
     batches of the same size Arrow hands the UDF."""
-    from etl.textprep import Normalizer, TextTokenizer, encode_batch
+    from etl.text.textprep import Normalizer, TextTokenizer, encode_batch
 
     norm, tok = Normalizer(), TextTokenizer("word", payload)
     rows, texts = 0, []
@@ -60,10 +60,10 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from etl.config import SparkSettings
-    from etl.readers import read_json_lines
-    from etl.spark import get_spark
-    from etl.textprep import Normalizer, build_word_vocab, encode_frame, word_tokens_udf
+    from etl.core.config import SparkSettings
+    from etl.core.spark import get_spark
+    from etl.sources.readers import read_json_lines
+    from etl.text.textprep import Normalizer, build_word_vocab, encode_frame, word_tokens_udf
 
     files = sorted(str(p) for p in Path(args.reviews).glob("*.jsonl"))
     if not files:

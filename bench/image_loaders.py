@@ -5,10 +5,10 @@ petastorm ``make_reader`` and our native loader vs decoding the same PNGs in a b
 
 bare:       read the row groups with pyarrow, then for each PNG: cv2.imdecode → float32 / 255 (the decoder
             petastorm's CompressedImageCodec uses), stacked into batches of 128 — no reader, no threads
-petastorm:  dl.image_loader.image_loader (make_reader + TransformSpec + petastorm's DataLoader), 1 or 2
+petastorm:  dl.data.image_loader.image_loader (make_reader + TransformSpec + petastorm's DataLoader), 1 or 2
             decode threads, evaluation mode (normalise only) and training mode (random crop after
             2-pixel padding + flip + a 2,048-row shuffling queue)
-native:     dl.image_loader.NativeImageDataset (pyarrow row groups + OpenCV, same transforms) through a
+native:     dl.data.image_loader.NativeImageDataset (pyarrow row groups + OpenCV, same transforms) through a
             torch DataLoader with 0 or 2 worker processes
 
 ratio = images/s of the case / images/s of the bare loop (higher is better). Every figure is the median
@@ -31,8 +31,8 @@ from common import (  # bench/common.py, beside this script
 )
 from torch.utils.data import DataLoader
 
-from dl.image_loader import Augment, NativeImageDataset, image_loader
-from dl.loaders import list_row_groups
+from dl.data.image_loader import Augment, NativeImageDataset, image_loader
+from dl.data.loaders import list_row_groups
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 128

@@ -18,11 +18,10 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from common import command_line, median_time, write_result  # bench/common.py, beside this script
 from torch.utils.data import DataLoader
 
-from common import command_line, median_time, write_result  # bench/common.py, beside this script
-
-from dl.loaders import ParquetShardDataset, list_row_groups, pad_collate, petastorm_loader
+from dl.data.loaders import ParquetShardDataset, list_row_groups, pad_collate, petastorm_loader
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["ids", "length", "sentiment", "sentiment_mask"]

@@ -5,6 +5,9 @@ official 10,000).
 
     python bench/quality_images.py [--rows resnet_small lenet5 ...]   (make quality-images)
 
+Each row's settings are conf/recipes/<row>.yml (`lakedl train --conf` runs the same); this script adds
+only where things go (work dir, run name).
+
 Writes bench/results/quality_images.json and, per row, PNGs under bench/results/quality_images/: training
 curves, the confusion matrix (classifiers), first-layer kernels and feature maps, the reconstruction grid
 (autoencoders). The autoencoder rows also report a linear probe: logistic regression on the encoder's
@@ -19,36 +22,21 @@ import shutil
 import time
 from pathlib import Path
 
-from common import command_line, git_commit, write_result  # bench/common.py, beside this script
+from common import command_line, git_commit, recipe, recipe_settings, write_result  # bench/common.py
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "quality_images"
-MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel mean / std (of [0, 1] pixels)
-COMMON = ["train.task=class", "train.batch_size=64", "train.progress=false", "train.log_every=200",
-          "data.eval_train_rows=6053", "launcher.kind=local", "launcher.num_processes=2", "train.seed=0",
-          f"data.augment.mean={MEAN}", f"data.augment.std={STD}"]
-AE = ["model.name=autoencoder", "train.task=reconstruct", "data.augment.mean=0.0", "data.augment.std=1.0",
-      "optim.name=adam", "optim.lr=0.002", "schedule.name=cosine", "train.epochs=10"]
-ROWS = {  # name: (bar on test accuracy or None, overrides)
-    "resnet_small": (0.92, ["model.name=resnet_small", "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.9",
-                            "optim.nesterov=true", "optim.weight_decay=0.0005", "schedule.name=cosine",
-                            "schedule.warmup_steps=200", "train.epochs=12", "data.augment.crop_padding=2",
-                            "data.augment.flip=true"]),
-    "lenet5": (None, ["model.name=lenet5", "optim.name=adam", "optim.lr=0.002", "schedule.name=cosine",
-                      "train.epochs=12", "data.augment.flip=true"]),
-    "alexnet_small": (None, ["model.name=alexnet_small", "optim.name=adam", "optim.lr=0.001", "schedule.name=cosine",
-                             "train.epochs=10", "data.augment.crop_padding=2", "data.augment.flip=true"]),
-    "autoencoder": (None, AE),
-    "autoencoder_denoise": (None, [*AE, "model.autoencoder.noise_std=0.3"]),
+BENCH = ["train.progress=false", "train.log_every=200"]  # added to each recipe
+ROWS = {  # name: bar on test accuracy or None; the settings are conf/recipes/<name>.yml
+    "resnet_small": 0.92, "lenet5": None, "alexnet_small": None, "autoencoder": None, "autoencoder_denoise": None,
 }
-
 
 def dataset(work: Path) -> Path:
     """Fashion-MNIST as Petastorm shards (built once; `lakedl etl images` on the fetched idx files)."""
-    from etl.config import load_config
-    from etl.images import run_image_etl
-    from etl.pipelines import new_run_id
-    from etl.spark import get_spark
+    from etl.core.runs import new_run_id
+    from etl.core.spark import get_spark
+    from etl.images.pipeline import run_image_etl
+    from jobs.configs import load_config
 
     out = work / "shards" / "fashion_mnist"
     if not (out / "manifest.json").is_file():
@@ -60,13 +48,13 @@ def dataset(work: Path) -> Path:
 
 
 def pictures(name: str, run_dir: Path, shards: Path) -> dict:
-    """The row's PNGs (dl.vision_plots.run_pictures, renamed <row>_<picture>.png); for the autoencoders also
+    """The row's PNGs (dl.viz.vision.run_pictures, renamed <row>_<picture>.png); for the autoencoders also
     the linear probe on the encoder's codes."""
     import numpy as np
     import torch
 
     from dl.models import rebuild
-    from dl.vision_plots import first_images, run_pictures
+    from dl.viz.vision import first_images, run_pictures
 
     OUT.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "curves.png", OUT / f"{name}_curves.png")
@@ -91,8 +79,8 @@ def pictures(name: str, run_dir: Path, shards: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from dl.train import run_train
-    from etl.config import load_config
+    from dl.train.job import run_train
+    from jobs.configs import load_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(REPO / "data" / "work" / "quality_images"))
@@ -103,11 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     previous = OUT.parent / "quality_images.json"
     results = {r["case"]: r for r in json.loads(previous.read_text())["results"]} if previous.is_file() else {}
     for name in args.rows:
-        bar, overrides = ROWS[name]
+        bar = ROWS[name]
         run_dir = work / "runs" / "train" / name
         shutil.rmtree(run_dir, ignore_errors=True)
-        cfg = load_config("train", REPO / "conf", overrides=[
-            f"data.shards={shards}", f"paths.runs_dir={work / 'runs'}", f"run.name={name}", *COMMON, *overrides])
+        cfg = load_config("train", REPO / "conf", [recipe(name)], overrides=[
+            f"data.shards={shards}", f"paths.runs_dir={work / 'runs'}", f"run.name={name}", *BENCH])
         started = time.perf_counter()
         summary = run_train(cfg)
         wall = time.perf_counter() - started
@@ -117,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         row = {"command": command_line(), "git_commit": git_commit(), "case": name, "dataset": "fashion_mnist",
                "model": cfg.model.name,
                "best_epoch": best + 1, "epochs_run": summary["epochs_run"], "wall_s": round(wall),
-               "processes": summary["processes"], "overrides": overrides}
+               "processes": summary["processes"], "recipe": f"conf/recipes/{name}.yml",
+               "overrides": recipe_settings(name)}
         if cfg.train.task == "class":
             row.update({"test_accuracy": round(test["class_accuracy"], 4), "test_f1_macro": round(test["class_f1_macro"], 4),
                         "dev_accuracy": round(dev["dev_class_accuracy"], 4),

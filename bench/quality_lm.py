@@ -1,5 +1,5 @@
 """Language-model quality: the nanoGPT-style decoder (`model.name=gpt`, `train.task=lm`, trained by
-`lakedl train` on 2 processes) against an interpolated Kneser–Ney trigram (dl/ngram.py) fitted on the
+`lakedl train` on 2 processes) against an interpolated Kneser–Ney trigram (dl/models/ngram.py) fitted on the
 same training shards, both scored on the same dev and test events (every token of a text and its end).
 
     python bench/quality_lm.py [--epochs 6] [--dropout 0.2] [--patience 1]        (make quality-lm)
@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from common import command_line, write_result  # bench/common.py, beside this script
+from common import command_line, recipe, write_result  # bench/common.py, beside this script
 from quality_sst import shards  # the VADER shards, built once for both scripts
 
-from dl.ngram import KneserNeyTrigram
-from dl.sample import sample
-from dl.train import run_train
-from dl.worker import shard_tokenizer
-from etl.config import load_config
+from dl.data.text import shard_tokenizer
+from dl.models.ngram import KneserNeyTrigram
+from dl.serve.sample import sample
+from dl.train.job import run_train
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "quality_lm"
@@ -57,15 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"KN trigram: dev ppl {kn_dev['lm_perplexity']:.1f}, test ppl {kn_test['lm_perplexity']:.1f} "
           f"({kn_fit:.1f} s fit)", flush=True)
 
-    overrides = ["model.name=gpt", "train.task=lm", "model.gpt.d_model=128", "model.gpt.heads=4", "model.gpt.layers=2",
-                 "model.gpt.ff=512", f"model.gpt.dropout={args.dropout}", "optim.name=adamw", "optim.lr=0.001",
-                 "optim.weight_decay=0.1", "schedule.name=cosine", "schedule.warmup_steps=200", "train.clip_norm=1.0",
-                 f"train.epochs={args.epochs}", f"train.patience={args.patience}", "train.batch_size=64", "train.seed=0",
-                 "train.progress=false", "train.log_every=200", "launcher.kind=local", "launcher.num_processes=2"]
+    overrides = [f"model.gpt.dropout={args.dropout}", f"train.epochs={args.epochs}", f"train.patience={args.patience}",
+                 "train.progress=false", "train.log_every=200"]  # conf/recipes/gpt_vader.yml, with these
     run_dir = work / "runs" / "train" / "gpt_vader"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config("train", REPO / "conf", overrides=[f"data.shards={data}", f"paths.runs_dir={work / 'runs'}",
-                                                          "run.name=gpt_vader", *overrides])
+    cfg = load_config("train", REPO / "conf", [recipe("gpt_vader")], overrides=[
+        f"data.shards={data}", f"paths.runs_dir={work / 'runs'}", "run.name=gpt_vader", *overrides])
     started = time.perf_counter()
     summary = run_train(cfg)
     gpt_wall = time.perf_counter() - started
@@ -88,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
          "test_vs_kn": round(test["lm_perplexity"] / kn_test["lm_perplexity"], 3),
          "beats_baseline": test["lm_perplexity"] < kn_test["lm_perplexity"], "best_epoch": summary["best_epoch"] + 1,
          "epochs_run": summary["epochs_run"], "wall_s": round(gpt_wall), "processes": summary["processes"],
-         "overrides": overrides, "samples": samples, "events": tokens, "vocab": vocab},
+         "recipe": "conf/recipes/gpt_vader.yml", "overrides": overrides, "samples": samples, "events": tokens, "vocab": vocab},
     ]
     for row in rows:
         print(json.dumps({k: v for k, v in row.items() if k not in ("samples", "overrides")}), flush=True)

@@ -1,4 +1,4 @@
-"""Batch scoring throughput: the Spark scoring UDF (dl/score.py, local[2], one bundle load per Python
+"""Batch scoring throughput: the Spark scoring UDF (dl/serve/score.py, local[2], one bundle load per Python
 worker) vs a bare single-process PyTorch loop calling the same `Bundle.predict` on the same texts, at 1x
 and 10x the fetched review corpora; plus Spark's peak RSS at both sizes.
 
@@ -26,7 +26,7 @@ BATCH = 256
 def bare_loop(files: list[str], scale: int, bundle_dir: str, threads: int) -> int:
     import torch
 
-    from dl.bundle import load_bundle
+    from dl.serve.bundle import load_bundle
 
     torch.set_num_threads(threads)  # 1: as one Spark Python worker has one core; 2: the whole machine
     bundle = load_bundle(bundle_dir)
@@ -55,11 +55,11 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from dl.bundle import export_bundle
-    from dl.score import score_frame
-    from etl.config import SparkSettings
-    from etl.readers import read_json_lines
-    from etl.spark import get_spark
+    from dl.serve.bundle import export_bundle
+    from dl.serve.score import score_frame
+    from etl.core.config import SparkSettings
+    from etl.core.spark import get_spark
+    from etl.sources.readers import read_json_lines
 
     bundle = args.bundle
     if bundle is None:

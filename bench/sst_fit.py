@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import torch
 from common import command_line, write_result  # bench/common.py, beside this script
 
-from dl.loaders import arrow_collate
-from dl.plots import _pyplot, _save
-from dl.train import RunError, load_run
+from dl.data.loaders import arrow_collate
+from dl.train.plots import _pyplot, _save
+from dl.train.rundir import RunError, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "data" / "work" / "quality_sst"

@@ -35,9 +35,9 @@ def study_span(summary: dict) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from dl.plots import _pyplot, _save
-    from dl.tune import run_tune
-    from etl.config import load_config
+    from dl.train.plots import _pyplot, _save
+    from dl.tune.study import run_tune
+    from jobs.configs import load_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sst", default=str(REPO.parent / "shared" / "data" / "sst"))

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import command_line, write_result  # bench/common.py, beside this script
+from common import command_line, recipe, write_result  # bench/common.py, beside this script
 
 from dl.w2v.corpus import load_corpus
 from dl.w2v.evaluate import evaluate
 from dl.w2v.train import build_corpus, corpus_dir, run_w2v
-from etl.config import load_config
+from jobs.configs import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / "data" / "raw" / "gensim_eval"
@@ -38,7 +38,7 @@ QUALITY = ("ws353_spearman", "simlex_spearman", "analogy_accuracy")
 
 
 def lakedl(epochs: int, processes: int, name: str, extra: list[str] = ()) -> dict:
-    cfg = load_config("w2v", REPO / "conf", overrides=[
+    cfg = load_config("w2v", REPO / "conf", [recipe("w2v_skipgram")], overrides=[
         f"train.epochs={epochs}", f"launcher.num_processes={processes}", f"run.name={name}",
         "train.progress=false", f"paths.runs_dir={REPO / 'data' / 'work' / 'bench_w2v' / 'runs'}", *extra])
     s = run_w2v(cfg)
@@ -68,7 +68,7 @@ def mllib_run(corpus, epochs: int, work: Path) -> dict:
     import pyarrow.parquet as pq
     from pyspark.ml.feature import Word2Vec
 
-    from etl.spark import get_spark
+    from etl.core.spark import get_spark
 
     path = work / "sentences.parquet"
     if not path.exists():
