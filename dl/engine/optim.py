@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from etl.core.config import Section
 from etl.core.errors import InputError
@@ -25,6 +25,12 @@ class OptimSettings(Section):
     alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop's smoothing")
     embedding_lr_scale: float = Field(1.0, gt=0, description="learning rate of the embedding tables as a share of "
                                       "lr, e.g. 0.1 to move pretrained vectors slowly")
+
+    @model_validator(mode="after")
+    def _nesterov(self):
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("optim.nesterov=true needs optim.momentum > 0")
+        return self
 
 
 class ScheduleSettings(Section):
@@ -55,8 +61,6 @@ def build_optimizer(params: Iterable, s: OptimSettings) -> torch.optim.Optimizer
     parameters or parameter groups (``param_groups``)."""
     params = list(params)
     if s.name == "sgd":
-        if s.nesterov and s.momentum <= 0:
-            raise ValueError("optim.nesterov=true needs optim.momentum > 0")
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
                                weight_decay=s.weight_decay)
     if s.name == "adagrad":

@@ -4,23 +4,25 @@ connected layers."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from dl.models.base import ModelConfig
 
-@dataclass
-class AlexNetConfig:
+
+class AlexNetConfig(ModelConfig):
+    """A small AlexNet: five convolutions, three fully connected layers, dropout."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("num_classes", "channels", "size")
     num_classes: int = 10
     channels: int = 1
     size: int = 28
-    width: int = 32  # channels of the first convolution (then 2x, 4x, 4x, 2x)
-    hidden: int = 512
-    dropout: float = 0.5
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    width: int = Field(32, ge=1, description="channels of the first convolution (then 2x, 4x, 4x, 2x)")
+    hidden: int = Field(512, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
 
 
 class AlexNetSmall(nn.Module):

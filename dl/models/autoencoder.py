@@ -5,22 +5,24 @@ encoder's code is a feature vector for a linear probe."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from dl.models.base import ModelConfig
 
-@dataclass
-class AutoencoderConfig:
+
+class AutoencoderConfig(ModelConfig):
+    """A convolutional autoencoder (denoising when ``noise_std`` > 0)."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("channels", "size")
     channels: int = 1
     size: int = 28  # divisible by 4
-    width: int = 32
-    code: int = 64
-    noise_std: float = 0.0  # > 0: denoising (noise added to the input in training mode only)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    width: int = Field(32, ge=1)
+    code: int = Field(64, ge=1, description="the code (feature) vector's size")
+    noise_std: float = Field(0.0, ge=0, description="> 0: denoising (Gaussian noise on training inputs)")
 
 
 class ConvAutoencoder(nn.Module):

@@ -6,10 +6,43 @@ Every model maps ``(ids (B, T), lengths (B,))`` to ``{"sentiment": (B, 2), "rati
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model_validator
 from torch import nn
 
 HEADS = {"sentiment": 2, "rating": 5, "rating_reg": 1}
+
+
+class ModelConfig(BaseModel):
+    """Base of every model family's config, kept beside the model (as nanoGPT keeps GPTConfig beside GPT):
+    the family's hyper-parameters with their defaults and checks — the one place they are declared; the
+    train config's ``model.<family>`` section is made from it (``options_section``) — plus the fields the
+    data fixes (``DATA_FIELDS``: vocabulary size, classes, image size), which the data adapter sets. The
+    checkpoint stores the whole config, so the model is rebuilt from it alone."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ()
+    REQUIRED_DATA: ClassVar[tuple[str, ...]] = ()  # data fields without which no model can be built
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def options_section(cls, base: type[BaseModel]) -> type[BaseModel]:
+        """The hyper-parameters alone (no data fields), as a config section class derived from ``base``."""
+        fields = {name: (f.annotation, f) for name, f in cls.model_fields.items() if name not in cls.DATA_FIELDS}
+
+        def family_checks(section):  # the family's own cross-field checks (e.g. d_model % heads)
+            try:
+                cls(**section.model_dump())
+            except ValidationError as exc:
+                raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+            return section
+
+        return create_model(f"{cls.__name__}Options", __base__=base, __doc__=cls.__doc__,
+                            __validators__={"family_checks": model_validator(mode="after")(family_checks)}, **fields)
 
 
 def length_mask(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -11,36 +11,30 @@ multitask losses and masks work unchanged."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from dl.models.base import TaskHeads, length_mask, masked_pool
+from dl.models.base import ModelConfig, TaskHeads, length_mask, masked_pool
 from etl.core.errors import InputError, MissingInput
 
 
-@dataclass
-class BertConfig:
-    vocab_size: int
-    pretrained: str | None = None  # a directory with config.json + model.safetensors
-    pooling: str = "mean"  # mean (how all-MiniLM-L6-v2 was trained) | cls
-    dropout: float = 0.1  # before the heads; the encoder keeps its own dropout settings
-    freeze_layers: int = 0  # freeze the embeddings and the first N encoder layers (-1: the whole encoder)
+class BertConfig(ModelConfig):
+    """A pretrained BERT-style encoder (MiniLM) fine-tuned with the task heads."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("vocab_size", "encoder", "pad_id")
+    REQUIRED_DATA: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    vocab_size: int | None = Field(None, ge=1, description="ids in the shards' tokenizer (set from the data)")
+    pretrained: str | None = Field(None, description="encoder directory (config.json + model.safetensors); "
+                                   "default <paths.raw_dir>/minilm/model (`lakedl data fetch --source minilm`)")
+    pooling: Literal["mean", "cls"] = Field("mean", description="mean: how all-MiniLM-L6-v2 was trained")
+    dropout: float = Field(0.1, ge=0, lt=1, description="before the heads; the encoder keeps its own dropout")
+    freeze_layers: int = Field(0, ge=-1, description="freeze the embeddings and the first N layers (-1: all)")
     encoder: dict[str, Any] | None = None  # the encoder's config.json, filled when the pretrained model loads
     pad_id: int = 0
-
-    def __post_init__(self) -> None:
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"bert pooling {self.pooling!r}: mean or cls")
-        if self.encoder is None and not self.pretrained:
-            raise InputError("bert needs model.bert.pretrained: the directory `lakedl data fetch --source minilm` "
-                             "writes (data/raw/minilm/model)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _encoder(cfg: BertConfig) -> nn.Module:
@@ -49,6 +43,9 @@ def _encoder(cfg: BertConfig) -> nn.Module:
 
     hf_logging.set_verbosity_error()  # "some weights were not used (the pooler)" is expected, not news
     hf_logging.disable_progress_bar()
+    if cfg.encoder is None and not cfg.pretrained:
+        raise InputError("bert needs model.bert.pretrained: the directory `lakedl data fetch --source minilm` "
+                         "writes (data/raw/minilm/model)")
     if cfg.encoder is not None:  # rebuilding from a checkpoint: the architecture only
         spec = dict(cfg.encoder)
         return AutoModel.from_config(AutoConfig.for_model(spec.pop("model_type"), **spec), add_pooling_layer=False)

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from dl.models.base import HEADS
+from dl.models.base import HEADS, ModelConfig
 
 
-@dataclass
-class BowConfig:
-    vocab_size: int
-    embed_dim: int = 64
-    hidden: int = 64
-    dropout: float = 0.1
+class BowConfig(ModelConfig):
+    """Bag of words: the mean of the token embeddings through one hidden layer."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("vocab_size", "pad_id")
+    REQUIRED_DATA: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    vocab_size: int | None = Field(None, ge=1, description="ids in the shards' tokenizer (set from the data)")
+    embed_dim: int = Field(64, ge=1)
+    hidden: int = Field(64, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = False
     pad_id: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class BowClassifier(nn.Module):

@@ -7,28 +7,30 @@ one-word phrase trains all of a filter's columns, not only its first."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from dl.models.base import TaskHeads, make_embedding
+from dl.models.base import ModelConfig, TaskHeads, make_embedding
 
 
-@dataclass
-class CnnConfig:
-    vocab_size: int
-    embed_dim: int = 128
-    filters: int = 100  # per width
-    widths: list[int] = field(default_factory=lambda: [3, 4, 5])
-    dropout: float = 0.5
+class CnnConfig(ModelConfig):
+    """Kim's text CNN: convolutions of several widths over the token embeddings, max-pooled over time."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("vocab_size", "pad_id")
+    REQUIRED_DATA: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    vocab_size: int | None = Field(None, ge=1, description="ids in the shards' tokenizer (set from the data)")
+    embed_dim: int = Field(128, ge=1)
+    filters: int = Field(100, ge=1, description="per width")
+    widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
     freeze_embeddings: bool = False
-    edge_padding: bool = False
+    edge_padding: bool = Field(False, description="pad each text with width-1 zero vectors on both sides "
+                               "(wide convolution, as in Kim's code)")
     pad_id: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class TextCnn(nn.Module):

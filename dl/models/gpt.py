@@ -12,35 +12,39 @@ N = tokens in the batch), so the ``(B, T, V)`` tensor of every padded position i
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from dl.models.base import length_mask, make_embedding
+from dl.models.base import ModelConfig, length_mask, make_embedding
 
 
-@dataclass
-class GptConfig:
-    vocab_size: int
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 2
-    ff: int = 512
-    dropout: float = 0.1
-    max_len: int = 128  # longest text; the position table holds max_len + 1 (<bos>)
+class GptConfig(ModelConfig):
+    """nanoGPT-style decoder-only language model (``train.task=lm``)."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("vocab_size", "bos_id", "eos_id", "pad_id")
+    REQUIRED_DATA: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    vocab_size: int | None = Field(None, ge=1, description="ids in the shards' tokenizer (set from the data)")
+    d_model: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    ff: int = Field(512, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_len: int = Field(128, ge=1, description="longest text in tokens (the ETL's encode.max_len); the "
+                         "position table holds max_len + 1 (<bos>)")
     tie_weights: bool = True
     bos_id: int = 2  # the word tokenizer's <bos> and <eos> (etl/text/textprep.py WORD_SPECIALS)
     eos_id: int = 3
     pad_id: int = 0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _heads_divide(self):
         if self.d_model % self.heads:
             raise ValueError(f"gpt d_model={self.d_model} is not divisible by heads={self.heads}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return self
 
 
 class Block(nn.Module):

@@ -3,23 +3,25 @@ three fully connected layers. The input is padded to 32x32 as in the paper when 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from dl.models.base import ModelConfig
 
-@dataclass
-class LeNetConfig:
+
+class LeNetConfig(ModelConfig):
+    """LeNet-5 (two convolutions, three fully connected layers)."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("num_classes", "channels", "size")
     num_classes: int = 10
     channels: int = 1
     size: int = 28  # input height = width
-    activation: str = "relu"  # relu | tanh (the paper's)
-    dropout: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    activation: Literal["relu", "tanh"] = Field("relu", description="tanh: the paper's")
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class LeNet5(nn.Module):

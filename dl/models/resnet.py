@@ -4,24 +4,27 @@ pooling and a linear classifier."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from dl.models.base import ModelConfig
 
-@dataclass
-class ResNetConfig:
+
+class ResNetConfig(ModelConfig):
+    """A small ResNet: stages of residual blocks with batch norm."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("num_classes", "channels", "size")
     num_classes: int = 10
     channels: int = 1
     size: int = 28
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # one stage each; stride 2 after the first
-    blocks: int = 2  # per stage
-    dropout: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1,
+                              description="channels per stage; stride 2 after the first")
+    blocks: int = Field(2, ge=1, description="residual blocks per stage")
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class BasicBlock(nn.Module):

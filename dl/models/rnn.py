@@ -3,38 +3,33 @@ layers; packed sequences (padding is never read); last / mean / max pooling."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dl.models.base import TaskHeads, length_mask, make_embedding, masked_pool
+from dl.models.base import ModelConfig, TaskHeads, length_mask, make_embedding, masked_pool
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
-@dataclass
-class RnnConfig:
-    vocab_size: int
-    cell: str = "lstm"  # rnn | gru | lstm
-    embed_dim: int = 128
-    hidden: int = 128
-    layers: int = 1
+class RnnConfig(ModelConfig):
+    """Recurrent classifier: vanilla RNN, GRU or LSTM over the token embeddings, pooled."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("vocab_size", "pad_id")
+    REQUIRED_DATA: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    vocab_size: int | None = Field(None, ge=1, description="ids in the shards' tokenizer (set from the data)")
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    embed_dim: int = Field(128, ge=1)
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
     bidirectional: bool = True
-    dropout: float = 0.3  # on the embeddings, between layers and before the heads
-    pooling: str = "max"  # last | mean | max
+    dropout: float = Field(0.3, ge=0, lt=1, description="on the embeddings, between layers and before the heads")
+    pooling: Literal["last", "mean", "max"] = "max"
     freeze_embeddings: bool = False
     pad_id: int = 0
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"rnn cell {self.cell!r}: one of {', '.join(CELLS)}")
-        if self.pooling not in ("last", "mean", "max"):
-            raise ValueError(f"rnn pooling {self.pooling!r}: last, mean or max")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class RnnClassifier(nn.Module):

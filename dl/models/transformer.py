@@ -4,36 +4,37 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from dl.models.base import TaskHeads, length_mask, make_embedding, masked_pool
+from dl.models.base import ModelConfig, TaskHeads, length_mask, make_embedding, masked_pool
 
 
-@dataclass
-class TransformerConfig:
-    vocab_size: int
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 2
-    ff: int = 256
-    dropout: float = 0.1
-    positions: str = "learned"  # learned | sinusoidal
-    pooling: str = "cls"  # cls | mean | max
-    max_len: int = 512
+class TransformerConfig(ModelConfig):
+    """Transformer encoder classifier: learned or sinusoidal positions; cls, mean or max pooling."""
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("vocab_size", "pad_id")
+    REQUIRED_DATA: ClassVar[tuple[str, ...]] = ("vocab_size",)
+    vocab_size: int | None = Field(None, ge=1, description="ids in the shards' tokenizer (set from the data)")
+    d_model: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    ff: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    pooling: Literal["cls", "mean", "max"] = "cls"
+    max_len: int = Field(512, ge=1)
     freeze_embeddings: bool = False
     pad_id: int = 0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _heads_divide(self):
         if self.d_model % self.heads:
             raise ValueError(f"transformer d_model={self.d_model} is not divisible by heads={self.heads}")
-        if self.positions not in ("learned", "sinusoidal") or self.pooling not in ("cls", "mean", "max"):
-            raise ValueError("transformer positions: learned | sinusoidal; pooling: cls | mean | max")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return self
 
 
 def sinusoidal(n: int, d: int) -> torch.Tensor:

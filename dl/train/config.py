@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
 from dl.engine.optim import OptimSettings, ScheduleSettings
+from dl.models import FAMILIES, IMAGE_MODELS, TEXT_MODELS  # noqa: F401  (re-exported)
 from etl.core.config import CommonConfig, Section, register_job
 
 Task = Literal["sentiment", "rating", "rating_reg"]
@@ -35,115 +36,26 @@ class DataSettings(Section):
                                                          "make_reader, or pyarrow + OpenCV (dl/data/image_loader.py)")
 
 
-class BowOptions(Section):
-    embed_dim: int = Field(64, ge=1)
-    hidden: int = Field(64, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    batch_norm: bool = False
-
-
-class RnnOptions(Section):
-    cell: Literal["rnn", "gru", "lstm"] = "lstm"
-    embed_dim: int = Field(128, ge=1)
-    hidden: int = Field(128, ge=1)
-    layers: int = Field(1, ge=1)
-    bidirectional: bool = True
-    dropout: float = Field(0.3, ge=0, lt=1)
-    pooling: Literal["last", "mean", "max"] = "max"
-    freeze_embeddings: bool = False
-
-
-class CnnOptions(Section):
-    embed_dim: int = Field(128, ge=1)
-    filters: int = Field(100, ge=1)
-    widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
-    dropout: float = Field(0.5, ge=0, lt=1)
-    freeze_embeddings: bool = False
-    edge_padding: bool = Field(False, description="pad each text with width-1 zero vectors on both sides "
-                               "(wide convolution, as in Kim's code)")
-
-
-class TransformerOptions(Section):
-    d_model: int = Field(128, ge=8)
-    heads: int = Field(4, ge=1)
-    layers: int = Field(2, ge=1)
-    ff: int = Field(256, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    positions: Literal["learned", "sinusoidal"] = "learned"
-    pooling: Literal["cls", "mean", "max"] = "cls"
-    max_len: int = Field(512, ge=1)
-    freeze_embeddings: bool = False
-
-
-class BertOptions(Section):
-    pretrained: str | None = Field(None, description="encoder directory (config.json + model.safetensors); "
-                                   "default <paths.raw_dir>/minilm/model (`lakedl data fetch --source minilm`)")
-    pooling: Literal["mean", "cls"] = "mean"
-    dropout: float = Field(0.1, ge=0, lt=1)
-    freeze_layers: int = Field(0, ge=-1, description="freeze the embeddings and the first N layers (-1: all)")
-
-
-class GptOptions(Section):
-    d_model: int = Field(128, ge=8)
-    heads: int = Field(4, ge=1)
-    layers: int = Field(2, ge=1)
-    ff: int = Field(512, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    max_len: int = Field(128, ge=1, description="longest text in tokens (the ETL's encode.max_len)")
-    tie_weights: bool = True
-
-
-class LeNetOptions(Section):
-    activation: Literal["relu", "tanh"] = "relu"
-    dropout: float = Field(0.0, ge=0, lt=1)
-
-
-class AlexNetOptions(Section):
-    width: int = Field(32, ge=1, description="channels of the first convolution (then 2x, 4x, 4x, 2x)")
-    hidden: int = Field(512, ge=1)
-    dropout: float = Field(0.5, ge=0, lt=1)
-
-
-class ResNetOptions(Section):
-    widths: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1,
-                              description="channels per stage; stride 2 after the first")
-    blocks: int = Field(2, ge=1, description="residual blocks per stage")
-    dropout: float = Field(0.0, ge=0, lt=1)
-
-
-class AutoencoderOptions(Section):
-    width: int = Field(32, ge=1)
-    code: int = Field(64, ge=1, description="the code (feature) vector's size")
-    noise_std: float = Field(0.0, ge=0, description="> 0: denoising (Gaussian noise on training inputs)")
-
-
-TEXT_MODELS = ("bow", "rnn", "cnn", "transformer", "bert", "gpt")
-IMAGE_MODELS = ("lenet5", "alexnet_small", "resnet_small", "autoencoder")
-
-
-class ModelSettings(Section):
-    name: Literal["bow", "rnn", "cnn", "transformer", "bert", "gpt",
-                  "lenet5", "alexnet_small", "resnet_small", "autoencoder"] = "bow"
-    bow: BowOptions = BowOptions()
-    rnn: RnnOptions = RnnOptions()
-    cnn: CnnOptions = CnnOptions()
-    transformer: TransformerOptions = TransformerOptions()
-    bert: BertOptions = BertOptions()
-    gpt: GptOptions = GptOptions()
-    lenet5: LeNetOptions = LeNetOptions()
-    alexnet_small: AlexNetOptions = AlexNetOptions()
-    resnet_small: ResNetOptions = ResNetOptions()
-    autoencoder: AutoencoderOptions = AutoencoderOptions()
-    embeddings: str | None = Field(None, description="word2vec text/binary vectors for the embedding table, "
-                                   "e.g. data/raw/glove100/vectors.bin (`lakedl data fetch --source glove100`)")
-
+class _ModelSettings(Section):
     def options(self, raw_dir: str = "data/raw") -> dict:
-        """The options of the chosen family, as its config dataclass takes them (file paths absolute: the
+        """The options of the chosen family, as its config class takes them (file paths absolute: the
         workers may not share the driver's working directory)."""
         options = getattr(self, self.name).model_dump()
         if self.name == "bert":
             options["pretrained"] = str(Path(options["pretrained"] or Path(raw_dir) / "minilm" / "model").absolute())
         return options
+
+
+# model.name is one of the registry's families; model.<family> is that family's hyper-parameters, made from
+# its config class (dl/models/<family>.py), where each is declared once with its default and check
+ModelSettings = create_model(
+    "ModelSettings", __base__=_ModelSettings,
+    name=(Literal[tuple(FAMILIES)], "bow"),
+    **{name: (section, section()) for name, section in
+       ((name, family.config.options_section(Section)) for name, family in FAMILIES.items())},
+    embeddings=(str | None, Field(None, description="word2vec text/binary vectors for the embedding table, e.g. "
+                "data/raw/glove100/vectors.bin (`lakedl data fetch --source glove100`)")),
+)
 
 
 class TrainSettings(Section):
@@ -200,26 +112,20 @@ class TrainConfig(CommonConfig):
             raise ValueError("train.task=lm (language modelling) goes with model.name=gpt and only with it; "
                              f"got model.name={self.model.name}, train.task={self.train.task}")
         name, task = self.model.name, self.train.task
-        image_task = {"autoencoder": "reconstruct"}.get(name, "class") if name in IMAGE_MODELS else None
-        if image_task and task != image_task:
-            raise ValueError(f"model.name={name} is an image model: set train.task={image_task} (got {task}); "
+        family = FAMILIES[name]
+        if task not in family.tasks and family.kind == "image":
+            raise ValueError(f"model.name={name} is an image model: set train.task={family.tasks[0]} (got {task}); "
                              "data.shards must be `lakedl etl images` output")
-        if not image_task and task in ("class", "reconstruct"):
+        if task not in family.tasks:
             raise ValueError(f"train.task={task} is for image models ({', '.join(IMAGE_MODELS)}), not {name}")
         if name == "autoencoder" and (self.data.augment.mean, self.data.augment.std) != (0.0, 1.0):
             raise ValueError("the autoencoder reconstructs pixels in [0, 1]: set data.augment.mean=0 and "
                              "data.augment.std=1")
-        if image_task and self.data.length_buckets:
+        if family.kind == "image" and self.data.length_buckets:
             raise ValueError(f"data.length_buckets={self.data.length_buckets} sorts text rows by token count; "
                              f"{name} is an image model: drop the setting")
-        if self.model.embeddings and self.model.name in ("bow", "bert", "gpt", *IMAGE_MODELS):
+        if self.model.embeddings and "freeze_embeddings" not in family.config.model_fields:  # no embedding table to fill
             raise ValueError(f"model.embeddings initializes rnn, cnn or transformer embeddings, not {self.model.name}")
-        for family in ("transformer", "gpt"):
-            t = getattr(self.model, family)
-            if t.d_model % t.heads:
-                raise ValueError(f"model.{family}.d_model={t.d_model} is not divisible by model.{family}.heads={t.heads}")
-        if self.optim.nesterov and self.optim.momentum <= 0:
-            raise ValueError("optim.nesterov=true needs optim.momentum > 0")
         return self
 
 
