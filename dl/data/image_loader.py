@@ -6,7 +6,6 @@ bench/image_loaders.py compares the two with a bare decoding loop)."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,11 +13,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from etl.core.errors import InputError
+from etl.core.logs import quiet_known_warnings
 
-# petastorm 0.12 on pyarrow 14 (the pins petastorm forces, STACK.md): its legacy-dataset calls warn on every
-# row group, and its reader threads leave files to the garbage collector; neither is actionable for a user
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
-warnings.filterwarnings("ignore", category=ResourceWarning, message=r"unclosed file <_io\.BufferedReader name='[^']*\.parquet'>")
+quiet_known_warnings()  # petastorm on pyarrow 14: see etl/core/logs.py
 
 
 @dataclass(frozen=True)

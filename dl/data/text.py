@@ -35,20 +35,26 @@ def shard_tokenizer(shards: Path):
 
 
 def task_loss(out: dict, batch: dict, tasks: list[str], weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum of per-task losses, each averaged over the examples that have that label."""
+    """Weighted sum of per-task losses, each averaged over the examples that have that label. The heads that
+    add nothing this step (another task's, or a task without labels in the batch) enter with weight 0, so
+    every parameter gets a gradient every step and DDP need not search the graph for unused ones."""
     total = torch.zeros(())
+    unused = {t for t in ("sentiment", "rating", "rating_reg") if t in out} - set(tasks)
     for t in tasks:
         if t == "lm":  # next-token cross-entropy over every real target position (dl/models/gpt.py)
             total = total + weights.get(t, 1.0) * F.cross_entropy(out["lm"], out["lm_targets"])
             continue
         mask = batch[MASK[t]].bool()
         if not mask.any():
+            unused.add(t)
             continue
         if t == "rating_reg":
             loss = F.mse_loss(out[t][mask], (batch["rating"][mask] + 1).float())
         else:
             loss = F.cross_entropy(out[t][mask], batch[t][mask].long())
         total = total + weights.get(t, 1.0) * loss
+    for t in sorted(unused):
+        total = total + 0.0 * out[t].float().sum()
     return total
 
 
@@ -125,9 +131,7 @@ class TextData:
     def __init__(self, s: WorkerSettings, rank: int, world_size: int) -> None:
         self.s, self.root, self.rank = s, Path(s.shards), rank
         self.tasks = tasks_of(s.task)
-        # a classifier has a head per task and trains only its task's (or, multitask, skips a head in a batch
-        # without its labels); the language model uses all of its parameters
-        self.every_parameter_used = self.tasks == ["lm"]
+        self.every_parameter_used = True  # the loss reaches every head (task_loss), the LM every parameter
         self.tokenizer = shard_tokenizer(self.root)
         self.fingerprint = self.tokenizer.sha256  # resuming checks the shards use the checkpoint's vocabulary
         self.fingerprint_of = "tokenizer"

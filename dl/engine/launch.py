@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from etl.core.errors import LakedlError
+from etl.core.logs import quiet_known_warnings
 
 KINDS = ("local", "torch_distributor", "horovod")
 RANK_SPECIFIC = ("model", "weights_sha256")  # not returned through TorchDistributor's one return file
@@ -79,6 +80,7 @@ def _worker_process() -> None:
     (SIGABRT from a C++ exception in gloo, SIGSEGV) prints every thread's Python stack to stderr."""
     torch.set_num_threads(1)
     faulthandler.enable()
+    quiet_known_warnings()
 
 
 def _exit_before_finalizing() -> None:

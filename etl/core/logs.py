@@ -32,8 +32,24 @@ class _Formatter(logging.Formatter):
         return line
 
 
+def quiet_known_warnings() -> None:
+    """Silence the third-party warnings a correct run prints by the dozen, by their text (not by the module
+    they are attributed to, which differs between petastorm's reader threads, its ETL helpers and pyarrow):
+    petastorm 0.12 on pyarrow 14 (the pins petastorm forces, STACK.md) calls pyarrow's legacy dataset API,
+    which warns on every call, and its reader threads leave Parquet files to the garbage collector. Called
+    by every entry point (the CLI's logging set-up, each launched worker process) and by the modules that
+    use petastorm, so notebooks get it too."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(deprecated as of pyarrow|"
+                            r"use_legacy_dataset|ParquetDatasetPiece)")
+    warnings.filterwarnings("ignore", category=ResourceWarning,
+                            message=r"unclosed file <_io\.BufferedReader name='[^']*\.parquet'>")
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Route the ``etl``/``dl``/``jobs`` loggers to stderr; py4j and friends stay at WARNING."""
+    quiet_known_warnings()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(fmt))
     for name in ("etl", "dl", "jobs"):

@@ -73,10 +73,54 @@ def get_spark(settings: SparkSettings | None = None):
     builder = SparkSession.builder.master(settings.master)
     for key, value in embedded_conf(settings).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _jvm_stderr_filtered():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("started embedded Spark", extra={"master": settings.master, "version": spark.version})
     return spark
+
+
+# Printed by the JVM itself at start (Spark 4's launcher always adds --add-modules=jdk.incubator.vector, for
+# its vectorised BLAS): a notice, not a problem, and the only "WARNING" of a clean run.
+_JVM_NOTICES = (b"WARNING: Using incubator modules: jdk.incubator.vector\n",)
+
+
+@contextlib.contextmanager
+def _jvm_stderr_filtered() -> Iterator[None]:
+    """Start the embedded JVM with its stderr (fd 2) on a pipe that a thread copies to ours, dropping the
+    JVM's start-up notices (``_JVM_NOTICES``); everything else — Spark's log lines, progress bars, Python
+    workers' output — passes through unchanged, as it is written."""
+    import threading
+
+    try:
+        read_end, write_end = os.pipe()
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect (an embedding host): start the JVM as is
+        yield
+        return
+
+    def copy() -> None:
+        pending = True
+        while chunk := os.read(read_end, 65536):
+            if pending:
+                for notice in _JVM_NOTICES:
+                    if notice in chunk:
+                        chunk, pending = chunk.replace(notice, b"", 1), False
+            if chunk:
+                os.write(target, chunk)
+        os.close(read_end)
+
+    target = os.dup(saved)  # where the copy goes; ours to close with the thread
+    sys.stderr.flush()
+    os.dup2(write_end, 2)  # the JVM inherits the pipe as its stderr
+    os.close(write_end)
+    threading.Thread(target=copy, name="jvm-stderr", daemon=True).start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # this process writes to the terminal again; only the JVM keeps the pipe
+        os.close(saved)
 
 
 def has_delta_jars(spark) -> bool:
