@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -32,19 +33,31 @@ class _Formatter(logging.Formatter):
         return line
 
 
+# petastorm 0.12 on pyarrow 14 (the pins petastorm forces, STACK.md): its legacy-dataset calls warn on every
+# call, and its reader threads leave Parquet files to the garbage collector; neither is actionable for a user.
+_KNOWN_WARNINGS = (
+    ("FutureWarning", "petastorm.fs_utils"), ("FutureWarning", "petastorm.reader"),
+    ("FutureWarning", "petastorm.py_dict_reader_worker"), ("FutureWarning", "petastorm.arrow_reader_worker"),
+    ("FutureWarning", "petastorm.etl.dataset_metadata"), ("FutureWarning", "petastorm.unischema"),
+    ("ResourceWarning", "petastorm.workers_pool.thread_pool"),
+)
+
+
 def quiet_known_warnings() -> None:
-    """Silence the third-party warnings a correct run prints by the dozen, by their text (not by the module
-    they are attributed to, which differs between petastorm's reader threads, its ETL helpers and pyarrow):
-    petastorm 0.12 on pyarrow 14 (the pins petastorm forces, STACK.md) calls pyarrow's legacy dataset API,
-    which warns on every call, and its reader threads leave Parquet files to the garbage collector. Called
-    by every entry point (the CLI's logging set-up, each launched worker process) and by the modules that
-    use petastorm, so notebooks get it too."""
+    """Silence the third-party warnings a correct run prints by the dozen (``_KNOWN_WARNINGS``), in this
+    process and — through ``PYTHONWARNINGS``, read before anything runs — in every process it starts:
+    training workers, Spark's Python workers (they inherit the JVM's environment, which inherits ours).
+    The environment route also survives libraries that reset the filter list. Idempotent; called by the CLI's
+    logging set-up, each launched worker and the modules that use petastorm (so notebooks get it too)."""
     import warnings
 
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(deprecated as of pyarrow|"
-                            r"use_legacy_dataset|ParquetDatasetPiece)")
-    warnings.filterwarnings("ignore", category=ResourceWarning,
-                            message=r"unclosed file <_io\.BufferedReader name='[^']*\.parquet'>")
+    for category, module in _KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", category={"FutureWarning": FutureWarning,
+                                                     "ResourceWarning": ResourceWarning}[category],
+                                module=module.replace(".", r"\.") + r"\Z")
+    ours = [f"ignore::{category}:{module}" for category, module in _KNOWN_WARNINGS]
+    given = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w and w not in ours]
+    os.environ["PYTHONWARNINGS"] = ",".join([*given, *ours])
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
