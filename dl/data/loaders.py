@@ -33,9 +33,6 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from etl.core.errors import InputError, MissingInput
-from etl.core.logs import quiet_known_warnings
-
-quiet_known_warnings()  # petastorm_loader: petastorm on pyarrow 14 (etl/core/logs.py)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ _LOADED: dict[str, object] = {}  # bundle path + file times -> Bundle, per Pytho
 RUNS_SCHEMA = ("run_id string, source string, model_version string, status string, rows_read long, rows_scored long, "
                "rows_inserted long, rows_skipped long, rows_failed long, reasons string, watermark long, "
                "predictions_version long, seconds double, finished_at string, error string")
-RUNS_COLUMNS = [c.split()[0] for c in RUNS_SCHEMA.split(", ")]
 
 
 def loaded_bundle(path: str | os.PathLike):

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, create_model, model_validator
 
 from dl.engine.optim import OptimSettings, ScheduleSettings
-from dl.models import FAMILIES, IMAGE_MODELS, TEXT_MODELS  # noqa: F401  (re-exported)
+from dl.models import FAMILIES, IMAGE_MODELS
 from etl.core.config import CommonConfig, Section, register_job
 
 Task = Literal["sentiment", "rating", "rating_reg"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from dl.engine.callbacks import EarlyStopping
 from dl.engine.loop import WorkerSettings
-from dl.train.config import IMAGE_MODELS, TrainConfig
+from dl.models import IMAGE_MODELS
+from dl.train.config import TrainConfig
 from dl.train.rundir import run_dir
 from etl.core.errors import LakedlError
 from etl.core.logs import get_logger

@@ -48,7 +48,7 @@ def quiet_known_warnings() -> None:
     process and — through ``PYTHONWARNINGS``, read before anything runs — in every process it starts:
     training workers, Spark's Python workers (they inherit the JVM's environment, which inherits ours).
     The environment route also survives libraries that reset the filter list. Idempotent; called by the CLI's
-    logging set-up, each launched worker and the modules that use petastorm (so notebooks get it too)."""
+    logging set-up, each launched worker and dl/data/image_loader.py (so notebooks reading images get it too)."""
     import warnings
 
     for category, module in _KNOWN_WARNINGS:

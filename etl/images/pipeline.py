@@ -27,12 +27,11 @@ from pyspark.sql import types as T
 
 from etl.core.errors import LakedlError
 from etl.core.lease import file_lock
-from etl.core.logs import get_logger, quiet_known_warnings
+from etl.core.logs import get_logger
 from etl.core.runs import ETL_RUNS, ETL_RUNS_SCHEMA, Tally, new_run_id, quarantine, recorded_run
 from etl.core.tables import local_path, remove_leftovers, swapped_in
 
 log = get_logger(__name__)
-quiet_known_warnings()  # petastorm on pyarrow 14 (etl/core/logs.py)
 
 FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle boot"]

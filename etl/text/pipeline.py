@@ -165,7 +165,7 @@ def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEt
     except Exception as exc:
         report.status, report.error = "failed", one_line(exc, 2000)
         try:
-            _record_run(spark, store, report, started)
+            _record_run(store, report, started)
         except Exception:  # e.g. the disk is full: the failure itself must still be told
             log.exception("could not record the failed run", extra={"run_id": run_id})
         raise EtlRunFailed(f"text ETL run {run_id} into {silver} failed: {one_line(exc)}. It is recorded in "
@@ -220,7 +220,7 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
 
     if rate > cfg.validation.max_quarantine_rate:
         report.status = "failed_quarantine_rate"
-        _record_run(spark, store, report, started)
+        _record_run(store, report, started)
         raise QuarantineRateError(
             f"{quarantined} of {read} rows ({rate:.1%}) were quarantined, above validation.max_quarantine_rate="
             f"{cfg.validation.max_quarantine_rate:.1%}; reasons: {reasons}. Nothing was added to {silver}; "
@@ -248,12 +248,12 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
         report.rows_kept = result.inserted
     elif not store.exists(silver):
         report.status = "succeeded"  # nothing valid was read and there is no silver table yet
-        _record_run(spark, store, report, started)
+        _record_run(store, report, started)
         return report
     elif not artifact.is_file():  # nothing new, and the shards could not be rebuilt if they lagged
         report.silver_version = store.version(silver)
         report.status = "failed_tokenizer_missing"
-        _record_run(spark, store, report, started)
+        _record_run(store, report, started)
         raise ShardsError(
             f"{silver} holds every input row but its tokenizer {artifact} is gone, so its shards cannot be "
             f"rewritten with the same ids; drop {store.path(silver)} (and {dataset_dir}) and run the ETL again")
@@ -262,7 +262,7 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
     report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
     sync_shards(spark, store, silver, dataset_dir, cfg, report)
     report.status = "succeeded"
-    _record_run(spark, store, report, started)
+    _record_run(store, report, started)
     log.info("text etl done", extra={k: v for k, v in asdict(report).items() if k != "reasons"})
     return report
 
@@ -325,7 +325,7 @@ def _write_manifest(store: TableStore, silver: str, dataset_dir: Path, cfg, repo
     tmp.replace(dataset_dir / "manifest.json")
 
 
-def _record_run(spark: SparkSession, store: TableStore, report: TextEtlReport, started: float) -> None:
+def _record_run(store: TableStore, report: TextEtlReport, started: float) -> None:
     report.seconds = round(time.time() - started, 2)
     record_run(store, RUNS_TABLE, {**asdict(report), "stage": "text"}, ETL_RUNS_SCHEMA)
 
