@@ -6,16 +6,17 @@ the RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT environment that torchrun, TorchDist
 launcher set) and ``horovod`` (``hvd.DistributedOptimizer``, parameters and optimizer state broadcast
 from rank 0; ranks from ``horovod.spark.run`` or ``horovodrun``).
 
-Uneven ends: ranks may own different numbers of batches. DDP's ``join`` shadows the missing
-all-reduces. Horovod 0.28 has no equivalent that works for gradients here (a rank that stops early
-leaves the others waiting in an all-reduce), so with ``even_steps`` the worker runs the largest rank's
-step count everywhere and a rank out of data takes a *shadow step*: a zero loss over every parameter,
-which contributes a zero gradient to the average (the same weighting DDP's join uses).
+Uneven ends: ranks may own different numbers of batches. With every backend the loop runs the largest
+rank's step count everywhere, and a rank out of data takes a *shadow step* (dl/engine/loop.py
+``train_step``): its last batch's loss times zero, which contributes a zero gradient to the average (the
+weighting DDP's ``join`` uses) while the rank steps its optimizer and schedule like the others, so every
+rank holds the same weights and learning rate at every step. (DDP's ``join`` would shadow the all-reduces
+but not the optimizer and scheduler steps, so a rank that joined early ran its LR schedule behind; it also
+sets a process-wide ``warnings.simplefilter("once")``. Horovod 0.28 has no join for gradients.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -23,7 +24,6 @@ import torch
 
 class NoDist:
     rank, world_size, local_rank = 0, 1, 0
-    even_steps = False  # True: every rank must run the same number of optimizer steps
 
     def max_int(self, value: int) -> int:
         """The largest ``value`` over ranks."""
@@ -53,9 +53,6 @@ class NoDist:
     def average_(self, tensor: torch.Tensor, name: str = "") -> torch.Tensor:
         """Replace ``tensor`` in place by its mean over ranks (model averaging, e.g. word2vec's matrices)."""
         return tensor
-
-    def join(self, model):
-        return contextlib.nullcontext()
 
     def close(self) -> None:
         pass
@@ -97,9 +94,6 @@ class TorchDist(NoDist):
         self.dist.all_reduce(tensor)
         return tensor.div_(self.world_size)
 
-    def join(self, model):
-        return model.join()  # ranks with fewer batches shadow the others' all-reduces
-
     def max_int(self, value: int) -> int:
         t = torch.tensor([value], dtype=torch.int64)
         self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
@@ -110,8 +104,6 @@ class TorchDist(NoDist):
 
 
 class HorovodDist(NoDist):
-    even_steps = True
-
     def __init__(self) -> None:
         import horovod.torch as hvd
 

@@ -8,6 +8,7 @@ search's pruning: dl/engine/callbacks.py); checkpoints atomically; resumes exact
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import random
 import time
@@ -84,14 +85,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings, dist, amp: Amp) -> float:
-    """One optimizer step. ``batch=None`` is a shadow step (this rank is out of data while others are
-    not): a zero loss over every parameter, so the all-reduce sees a zero gradient from this rank."""
+def train_step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings, dist, amp: Amp,
+               shadow: bool = False) -> float:
+    """One optimizer step. ``shadow``: this rank is out of data while others are not; ``batch`` (the last
+    one it trained on) goes through the wrapped model with its loss times zero, so the all-reduce sees a
+    zero gradient from this rank (a forward through ``net``: DDP only reduces after its own forward) and
+    the optimizer and schedule still step like everywhere else (dl/engine/distributed.py)."""
     with amp.autocast():
-        if batch is None:
-            loss = sum((p * 0.0).sum() for p in model.parameters())
-        else:
-            loss = data.loss(net, batch) + penalty(model, s.l1, s.l2)
+        loss = data.loss(net, batch) + penalty(model, s.l1, s.l2)
+        if shadow:
+            loss = loss * 0.0
     optimizer.zero_grad()
     amp.backward(loss)
     dist.synchronize(optimizer)  # averaged gradients before clipping
@@ -149,8 +152,6 @@ def pick_device(name: str, local_rank: int) -> torch.device:
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -198,38 +199,43 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
                             metrics={"history": history, "best": best, "stale": stale,
                                      "batches_done": batches_done})
 
-    ran, steps_this_call, interrupted, stopped_by = 0, 0, False, None
+    ran, steps_this_call, interrupted, stopped_by, last_batch = 0, 0, False, None, None
+    lr_trace = hashlib.sha256()  # every step's learning rates: equal on every rank, shadow steps included
     for epoch in range(start_epoch, s.epochs):
         if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
             break
         mine, batches = data.epoch(epoch)
-        n_steps = dist.max_int(mine) if dist.even_steps else mine
+        n_steps = dist.max_int(mine)  # every rank steps as often as the rank with the most batches
         done = skip if epoch == start_epoch else 0
         losses, samples, started = [], 0, time.perf_counter()
         bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
                    disable=rank != 0 or not s.progress, leave=False)
-        with dist.join(net):
-            for i in range(n_steps):
-                batch = next(batches, None)
-                if i < done:  # resumed mid-epoch: these batches were trained on before the checkpoint
-                    continue
-                if batch is not None:
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                if s.stop_after_steps is not None and steps_this_call >= s.stop_after_steps:
-                    interrupted = True
-                    break
-                loss = train_step(net, model, optimizer, scheduler, batch, data, s, dist, amp)
-                step += 1
-                steps_this_call += 1
-                bar.update()
-                if batch is not None:
-                    losses.append(loss)
-                    samples += data.batch_len(batch)
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if rank == 0 and step % s.log_every == 0:
-                    sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
-                if s.checkpoint_every and step % s.checkpoint_every == 0 and i + 1 < n_steps:
-                    checkpoint(epoch, i + 1)
+        for i in range(n_steps):
+            batch = next(batches, None)
+            shadow = batch is None  # this rank is out of batches: a shadow step on its last one
+            last_batch = last_batch if shadow else batch
+            if i < done:  # resumed mid-epoch: these batches were trained on before the checkpoint
+                continue
+            if last_batch is None:
+                raise InputError(f"rank {rank} has no training batch while another rank has {n_steps}: the train "
+                                 "split has fewer rows than processes; use fewer processes or more data")
+            batch = {k: v.to(device, non_blocking=True) for k, v in last_batch.items()}
+            if s.stop_after_steps is not None and steps_this_call >= s.stop_after_steps:
+                interrupted = True
+                break
+            loss = train_step(net, model, optimizer, scheduler, batch, data, s, dist, amp, shadow=shadow)
+            lr_trace.update(np.array([g["lr"] for g in optimizer.param_groups], dtype=np.float64).tobytes())
+            step += 1
+            steps_this_call += 1
+            bar.update()
+            if not shadow:
+                losses.append(loss)
+                samples += data.batch_len(batch)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if rank == 0 and step % s.log_every == 0 and not shadow:
+                sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
+            if s.checkpoint_every and step % s.checkpoint_every == 0 and i + 1 < n_steps:
+                checkpoint(epoch, i + 1)
         seconds = time.perf_counter() - started  # the step loop only, not evaluation
         bar.close()
         if interrupted:
@@ -262,7 +268,8 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
     digest = weights_digest(model)
     result = {"history": history, "epochs_run": len(history), "world_size": world_size,
               "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),
-              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step, "interrupted": interrupted,
+              "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step,
+              "lr_sha256_by_rank": dist.gather(lr_trace.hexdigest()), "interrupted": interrupted,
               "stopped_by": stopped_by, "pruned": stopped_by == "pruned", "best_score": best}
     if best_weights is not None:
         model.load_state_dict(best_weights)  # what the run selected on dev

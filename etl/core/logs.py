@@ -39,6 +39,7 @@ _KNOWN_WARNINGS = (
     ("FutureWarning", "petastorm.fs_utils"), ("FutureWarning", "petastorm.reader"),
     ("FutureWarning", "petastorm.py_dict_reader_worker"), ("FutureWarning", "petastorm.arrow_reader_worker"),
     ("FutureWarning", "petastorm.etl.dataset_metadata"), ("FutureWarning", "petastorm.unischema"),
+    ("FutureWarning", "petastorm.utils"),
     ("ResourceWarning", "petastorm.workers_pool.thread_pool"),
 )
 
