@@ -13,6 +13,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from etl.core import catalog
 from etl.core.config import CommonConfig, Section, register_job
 from etl.core.errors import MissingInput
 from etl.core.logs import get_logger
@@ -24,7 +25,7 @@ log = get_logger(__name__)
 
 class BronzeSettings(Section):
     input: str = Field("data/raw/reviews", description="directory or glob of canonical JSON-lines reviews")
-    table: str = "bronze_reviews"
+    table: str = catalog.BRONZE_REVIEWS
 
 
 class LoadBronzeConfig(CommonConfig):

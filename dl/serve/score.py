@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from etl.core import catalog
 from etl.core.runs import quarantine as quarantine_rows
 from etl.text.config import MAX_CHARS
 
@@ -107,8 +108,8 @@ def checked_input(df, text_col: str = "text", id_col: str = "review_id", max_cha
     return df.withColumn(REASON, reason).withColumn("quarantine_key", key)
 
 
-def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = "predictions", text_col: str = "text",
-                     id_col: str = "review_id", batch_size: int = 256, quarantine: str = "score_quarantine",
+def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = catalog.PREDICTIONS, text_col: str = "text",
+                     id_col: str = "review_id", batch_size: int = 256, quarantine: str = catalog.SCORE_QUARANTINE,
                      max_chars: int = MAX_CHARS, run_id: str | None = None) -> dict:
     """Score ``df`` and MERGE the predictions into Delta table ``table`` keyed by (``id_col``,
     ``model_version``): rows already scored by this model version are left alone, so a re-run adds
@@ -152,9 +153,9 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = "pr
             "table_version": result.version if result else None, "model_version": version}
 
 
-def score_incremental(store, source: str, bundle_path: str | os.PathLike, predictions: str = "predictions",
-                      runs: str = "score_runs", text_col: str = "text", id_col: str = "review_id",
-                      batch_size: int = 256, lease_seconds: float = 3600, quarantine: str = "score_quarantine",
+def score_incremental(store, source: str, bundle_path: str | os.PathLike, predictions: str = catalog.PREDICTIONS,
+                      runs: str = catalog.SCORE_RUNS, text_col: str = "text", id_col: str = "review_id",
+                      batch_size: int = 256, lease_seconds: float = 3600, quarantine: str = catalog.SCORE_QUARANTINE,
                       max_chars: int = MAX_CHARS) -> dict:
     """Score the rows of Delta table ``source`` this bundle's model version has neither scored nor
     quarantined yet, MERGE them into ``predictions`` (unscoreable rows into ``quarantine``) and append a
@@ -169,7 +170,7 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
 
     store.check_names(source, predictions, runs, quarantine)
     version = loaded_bundle(bundle_path).version  # a broken or mismatched bundle is refused before any work
-    with Lease(store.root / "_leases" / f"{predictions}.json", lease_seconds), \
+    with Lease(catalog.lease_file(store.root, predictions), lease_seconds), \
             recorded_run(store, runs, source, version) as record:
         record["watermark"] = watermark = store.version(source)
         src = checked_input(store.read(source, version=watermark).select(id_col, text_col), text_col, id_col,
@@ -188,9 +189,9 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
     return record
 
 
-def score_files(store, df, bundle_path: str | os.PathLike, source: str, predictions: str = "predictions",
-                runs: str = "score_runs", text_col: str = "text", id_col: str = "review_id", batch_size: int = 256,
-                quarantine: str = "score_quarantine", max_chars: int = MAX_CHARS) -> dict:
+def score_files(store, df, bundle_path: str | os.PathLike, source: str, predictions: str = catalog.PREDICTIONS,
+                runs: str = catalog.SCORE_RUNS, text_col: str = "text", id_col: str = "review_id", batch_size: int = 256,
+                quarantine: str = catalog.SCORE_QUARANTINE, max_chars: int = MAX_CHARS) -> dict:
     """``score_into_table`` of a whole input (``source`` names it in the record), recorded in ``runs`` like
     an incremental run: concurrent runs over the same input insert each prediction once (the MERGE is
     conflict-safe), and each run's record counts what it inserted."""

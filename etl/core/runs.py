@@ -25,7 +25,8 @@ from etl.core.logs import get_logger
 
 log = get_logger(__name__)
 
-ETL_RUNS = "etl_runs"
+from etl.core.catalog import ETL_RUNS  # noqa: F401  (re-exported: the run records live in it)
+
 ETL_RUNS_SCHEMA = ("run_id string, dataset string, status string, rows_read long, rows_kept long, "
                    "rows_quarantined long, rows_already_present long, quarantine_rate double, reasons string, "
                    "rows_per_split string, tokenizer string, tokenizer_sha256 string, silver_version long, "

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from etl.core import catalog
 from etl.core.errors import LakedlError
 from etl.core.lease import file_lock
 from etl.core.logs import get_logger
@@ -358,7 +359,7 @@ def run_image_etl(cfg, spark: SparkSession, run_id: str) -> ImageEtlReport:
     img = cfg.image
     rules = ImageRules(img.mode, img.height, img.width, img.max_pixels, tuple(img.accept_modes))
     store = TableStore.from_config(cfg, spark)
-    store.check_names(f"quarantine_{name}", ETL_RUNS)
+    store.check_names(catalog.quarantine(name), ETL_RUNS)
     decoded = decode_frame(raw, rules).persist(StorageLevel.MEMORY_AND_DISK)
     report = ImageEtlReport(run_id, name, "running", 0, 0, 0)
     record = {"run_id": run_id, "dataset": name, "stage": "images"}
@@ -395,7 +396,7 @@ def _run(cfg, spark: SparkSession, store, decoded: DataFrame, report: ImageEtlRe
                .select(F.sha2(F.concat_ws("\u0001", "source_file", "image_id"), 256).alias("quarantine_key"),
                        "image_id", "label", "split", "source_file", "reason", "detail", "bytes",
                        F.col("bad_content").alias("content")))
-        quarantine(store, f"quarantine_{name}", bad, run_id)
+        quarantine(store, catalog.quarantine(name), bad, run_id)
     rate = tally.rate
     if rate > cfg.validation.max_quarantine_rate:
         report.status = "failed_quarantine_rate"

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from etl.core import catalog
 from etl.core.config import CommonConfig, Section, register_job
 
 
@@ -24,7 +25,7 @@ class InputSettings(Section):
     paths: list[str] = Field(default_factory=list, description="files, directories or globs (not for bronze)")
     format: Literal["json", "csv", "sst", "text", "bronze"] = Field("json", description="bronze: the rows the "
                                                                     "bronze table gained since this dataset's last run")
-    table: str = Field("bronze_reviews", description="format=bronze: the bronze table (`lakedl bronze load`)")
+    table: str = Field(catalog.BRONZE_REVIEWS, description="format=bronze: the bronze table (`lakedl bronze load`)")
     source: str | None = Field(None, description="source name for csv/text/sst rows that carry none")
     csv: CsvSettings = CsvSettings()
     sst_phrases: bool = Field(False, description="SST: also emit every labelled subtree of train")

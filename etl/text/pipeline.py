@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
+from etl.core import catalog
 from etl.core.errors import LakedlError, MissingInput
 from etl.core.lease import file_lock
 from etl.core.logs import get_logger
@@ -143,7 +144,7 @@ def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEt
     started = time.time()
     name = cfg.output.name
     store = TableStore.from_config(cfg, spark)
-    silver, quarantine_table = f"silver_{name}", f"quarantine_{name}"
+    silver, quarantine_table = catalog.silver(name), catalog.quarantine(name)
     store.check_names(silver, quarantine_table, RUNS_TABLE)
     dataset_dir = Path(cfg.output.shards_dir).absolute() / name
     report = TextEtlReport(run_id, name, "running", 0, 0, 0, 0, 0.0, shards_dir=str(dataset_dir))

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from etl.core import catalog
 from etl.core.errors import InputError
 from etl.core.io import check_paths
 from etl.text.config import MAX_CHARS
@@ -31,13 +32,13 @@ def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
           source: Annotated[Optional[str], typer.Option(help="Delta table to score incrementally: only rows this "
                                                         "model version has not scored yet, under a lease, "
                                                         "recorded in table score_runs")] = None,
-          table: Annotated[str, typer.Option(help="Delta table the predictions are merged into")] = "predictions",
+          table: Annotated[str, typer.Option(help="Delta table the predictions are merged into")] = catalog.PREDICTIONS,
           id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
           text_col: Annotated[str, typer.Option("--text-col")] = "text",
           batch_size: Annotated[int, typer.Option(min=1, help="texts per model call")] = 256,
           max_chars: Annotated[int, typer.Option(min=1, help="longer texts are quarantined")] = MAX_CHARS,
           quarantine: Annotated[str, typer.Option(help="Delta table for rows that cannot be scored (no id, "
-                                                  "null/blank/too long text), with the reason")] = "score_quarantine",
+                                                  "null/blank/too long text), with the reason")] = catalog.SCORE_QUARANTINE,
           conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
     """Score texts with a bundle on Spark and MERGE the predictions into a Delta table (a re-run adds nothing);
     rows that cannot be scored are quarantined with a reason (rows read = scored + quarantined [+ skipped])."""

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from dl.train.config import TrainConfig  # noqa: F401  (registers the train job)
 from etl.bronze import BronzeSettings, run_load_bronze
+from etl.core import catalog
 from etl.core.config import Section, load_config, register_job
 from etl.core.logs import get_logger
 from etl.images.config import ImageEtlConfig  # noqa: F401  (registers the etl_images job)
@@ -102,12 +103,12 @@ def train_and_score(cfg: DemoConfig, etl_text: dict, spark=None, conf_dir: str |
     bundle = export_bundle(directory, Path(cfg.paths.runs_dir) / "bundles" / RUN_NAME)
     spark = spark or get_spark(cfg.spark)
     store = TableStore.from_config(cfg, spark)
-    silver = f"silver_{cfg.output.name}"
+    silver = catalog.silver(cfg.output.name)
     scoring = score_incremental(store, silver, bundle)
     sample = []
     if cfg.demo.sample:
         texts = store.read(silver).select("review_id", "text")
-        sample = [r.asDict() for r in (store.read("predictions")
+        sample = [r.asDict() for r in (store.read(catalog.PREDICTIONS)
                                        .filter(F.col("model_version") == scoring["model_version"])
                                        .join(texts, "review_id").orderBy(F.xxhash64("review_id"))
                                        .limit(cfg.demo.sample).collect())]
