@@ -18,8 +18,59 @@ sets a process-wide ``warnings.simplefilter("once")``. Horovod 0.28 has no join 
 from __future__ import annotations
 
 import os
+from collections import Counter
+from typing import Literal
 
 import torch
+from pydantic import Field
+
+from etl.core.config import Section
+
+
+class SyncSettings(Section):
+    """How the ranks exchange gradients (``sync:`` in train.yml; no effect on one process)."""
+    sparse_embeddings: bool = Field(True, description="exchange an embedding table's gradient as the rows the "
+                                    "batch touched (allgather of rows, exact) instead of all-reducing the whole "
+                                    "table; off automatically with train.l1/l2 (their gradient is dense) or a "
+                                    "table shared with another layer (tied weights)")
+    compression: Literal["none", "fp16", "bf16"] = Field("none", description="send dense gradients as 16-bit "
+                                                        "floats (DDP comm hook / hvd.Compression.fp16; Horovod has "
+                                                        "no bf16 and uses fp16): half the bytes, ~3 significant digits")
+
+
+def sparse_embeddings(model: torch.nn.Module) -> list[str]:
+    """Switch every trainable embedding table that no other layer shares to sparse gradients (before the
+    model is wrapped: DDP decides per parameter at construction); returns their module names."""
+    uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    switched = []
+    for name, module in model.named_modules():
+        if (isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and module.weight.requires_grad
+                and uses[id(module.weight)] == 1 and module.max_norm is None):
+            module.sparse = True
+            switched.append(name)
+    return switched
+
+
+def densify_grads(model: torch.nn.Module) -> None:
+    """After the exchange: sparse gradients (the rows every rank touched, summed and averaged) as dense
+    tensors, which every optimizer, clipping and the gradient checks take."""
+    for p in model.parameters():
+        if p.grad is not None and p.grad.is_sparse:
+            p.grad = p.grad.to_dense()
+
+
+def compress_hook(kind: str):
+    """A DDP comm hook: dense buckets all-reduced as fp16/bf16 (torch's compress hooks), sparse ones (embedding
+    rows) as they are: they are small already and the compress hooks take dense buffers only."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    dense = {"fp16": default_hooks.fp16_compress_hook, "bf16": default_hooks.bf16_compress_hook}[kind]
+
+    def hook(group, bucket):
+        if bucket.buffer().is_sparse:
+            return default_hooks.allreduce_hook(group, bucket)
+        return dense(group, bucket)
+    return hook
 
 
 class NoDist:
@@ -40,7 +91,7 @@ class NoDist:
         """Apply the update (``fn`` replaces ``optimizer.step``, e.g. a gradient scaler's step)."""
         (fn or optimizer.step)()
 
-    def wrap(self, model, optimizer, find_unused: bool = True):
+    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None):
         return model, optimizer
 
     def mean(self, value: float) -> float:
@@ -69,16 +120,22 @@ class TorchDist(NoDist):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
 
-    def wrap(self, model, optimizer, find_unused: bool = True):
+    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None):
         from torch.nn.parallel import DistributedDataParallel
 
         # DDP broadcasts rank 0's weights at construction. ``find_unused``: some parameters may get no gradient
-        # in a step (the heads a task does not use), so DDP searches the graph for them each step; a model
-        # whose every parameter is used skips that search (and DDP's warning about a search that finds none).
-        # On GPU each process drives the one device its parameters live on (one process per GPU).
+        # in a step, so DDP searches the graph for them each step; a model whose every parameter is used skips
+        # that search. Gradients are views into DDP's buckets (no copy after the all-reduce). Sparse embedding
+        # gradients (``sync.sparse_embeddings``, switched on by the caller) go through gloo's sparse all-reduce,
+        # an allgather of the touched rows. On GPU each process drives the one device its parameters live on.
+        sync = sync or SyncSettings()
         device = next(model.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused), optimizer
+        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused,
+                                      gradient_as_bucket_view=True)
+        if sync.compression != "none":
+            net.register_comm_hook(self.dist.group.WORLD, compress_hook(sync.compression))
+        return net, optimizer
 
     def mean(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64)
@@ -113,11 +170,14 @@ class HorovodDist(NoDist):
         if torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)  # one process per GPU
 
-    def wrap(self, model, optimizer, find_unused: bool = True):
+    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None):
         hvd = self.hvd
+        sync = sync or SyncSettings()
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        # sparse embedding gradients: horovod allgathers their rows and values (sparse_as_dense=False)
+        compression = _horovod_fp16(hvd) if sync.compression != "none" else hvd.Compression.none
         return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
-                                               op=hvd.Average)
+                                               op=hvd.Average, compression=compression)
 
     def broadcast_state(self, model, optimizer) -> None:
         # only with state to send: on an empty state horovod takes a zero-gradient step to create one,
@@ -146,6 +206,18 @@ class HorovodDist(NoDist):
 
     def close(self) -> None:
         self.hvd.shutdown()
+
+
+def _horovod_fp16(hvd):
+    """``hvd.Compression.fp16`` for the dense gradients; horovod 0.28 also hands it the sparse ones' results
+    to decompress, with no context (they were never compressed), and fails on them: pass those through."""
+    fp16 = hvd.Compression.fp16
+
+    class DenseFP16(fp16):
+        @staticmethod
+        def decompress(tensor, ctx):
+            return tensor if ctx is None else fp16.decompress(tensor, ctx)
+    return DenseFP16
 
 
 def make_dist(name: str) -> NoDist:

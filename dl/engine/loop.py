@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from dl.engine.callbacks import EpochEnd, stop_reason
 from dl.engine.checkpoint import read_checkpoint, restore, save_checkpoint
+from dl.engine.distributed import SyncSettings, densify_grads, sparse_embeddings
 from dl.engine.metrics import bias_variance
 from dl.engine.optim import (
     OptimSettings,
@@ -76,6 +77,7 @@ class WorkerSettings:
     augment: dict = field(default_factory=dict)  # image datasets: dl.data.image_loader.Augment fields
     loader_workers: int = 2  # image datasets: petastorm decode threads per process
     image_loader: str = "petastorm"  # image datasets: petastorm | native (dl/data/image_loader.py)
+    sync: SyncSettings = field(default_factory=SyncSettings)  # how ranks exchange gradients
     callbacks: list = field(default_factory=list)  # epoch-end callbacks (dl/engine/callbacks.py): early stopping, pruning
 
 
@@ -98,6 +100,7 @@ def train_step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings,
     optimizer.zero_grad()
     amp.backward(loss)
     dist.synchronize(optimizer)  # averaged gradients before clipping
+    densify_grads(model)
     amp.unscale(optimizer)
     clip_gradients(model, s.clip_norm, s.clip_value)
     dist.step(optimizer, amp.step_fn(optimizer))
@@ -167,7 +170,10 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
     model = data.build_model().to(device)
     model_desc = describe(s.model, model)
     optimizer = build_optimizer(param_groups(model, s.optim), s.optim)
-    net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used)  # same start on every rank
+    if dist.world_size > 1 and s.sync.sparse_embeddings and not (s.l1 or s.l2):  # a penalty's gradient is dense
+        sparse_embeddings(model)
+    net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used,
+                               sync=s.sync)  # same start on every rank
     # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
     steps_per_epoch = dist.max_int(data.planned_steps())
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)

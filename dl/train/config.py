@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, create_model, model_validator
 
+from dl.engine.distributed import SyncSettings
 from dl.engine.optim import OptimSettings, ScheduleSettings
 from dl.models import FAMILIES, IMAGE_MODELS
 from etl.core.config import CommonConfig, Section, register_job
@@ -102,6 +103,7 @@ class TrainConfig(CommonConfig):
     optim: OptimSettings = OptimSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     launcher: LauncherSettings = LauncherSettings()
+    sync: SyncSettings = SyncSettings()
     run: RunSettings = RunSettings()
 
     @model_validator(mode="after")

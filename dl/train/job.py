@@ -42,7 +42,7 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
         amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
         tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,
         length_buckets=cfg.data.length_buckets, augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
-        image_loader=cfg.data.image_loader, callbacks=[*stopping, *callbacks])
+        image_loader=cfg.data.image_loader, sync=cfg.sync, callbacks=[*stopping, *callbacks])
 
 
 def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
