@@ -1,25 +1,34 @@
-"""Training throughput with 2 processes vs 1, for the torch_distributor and horovod launchers, on the
-text ETL's real shards (the demo corpus), same model, data and per-process batch size.
+"""Training throughput with 2 processes vs 1, for the torch_distributor and horovod launchers, on real shards
+(the text ETL's demo corpus; ResNet on the demo's Fashion-MNIST shards), same model, data, per-process batch
+and gradient exchange (conf/base/train.yml's ``sync:`` defaults: sparse embedding rows, no compression).
 
-    python bench/scaling.py [--shards data/shards/reviews] [--model bow rnn] [--epochs 3] [--batch 64]   (make bench-scaling)
+    python bench/scaling.py [--model bow rnn cnn transformer resnet] [--epochs 4]   (make bench-scaling)
 
-samples/s = training rows per epoch (all ranks) / seconds of the step loop (evaluation excluded),
-the median over epochs after the first (the first warms up). Cases, per BENCH.md:
-  <launcher>_2x1_vs_1x1   2 processes × 1 thread  vs the same launcher with 1 process × 1 thread
-  <launcher>_2x1_vs_1x2   2 processes × 1 thread  vs 1 process × 2 threads in this process (what a user
-                          of this 2-core box would otherwise run)
+samples/s = training rows per epoch (all ranks) / seconds of the whole epoch (step loop + dev and train
+evaluation), the median over the epochs after the first (the first warms up). Per model, in one run:
+  <model>_<launcher>_2x1_vs_1x1  2 processes x 1 thread vs the same launcher with 1 process x 1 thread
+  <model>_<launcher>_2x1_vs_1x2  2 processes x 1 thread vs 1 process x 2 threads (what a user of this
+                                 2-core box would otherwise run; local launcher, no communication)
+  <model>_ceiling                two independent 1 x 1 trainings at once vs one alone (summed samples/s):
+                                 what two processes can reach on this machine with no communication at all
+and beside them the gradient exchange measured alone: a gloo all-reduce of the model's dense gradient and of
+the full embedding table (what the rows exchange saves), milliseconds, median of 20 after 3 warm-ups, against
+the 2x1 step time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import statistics
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from common import RESULTS, command_line, write_result  # bench/common.py, beside this script
+from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
 
 from dl.engine.launch import launch
 from dl.engine.loop import WorkerSettings
@@ -29,51 +38,142 @@ from etl.core.config import SparkSettings
 from etl.core.spark import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_OPTIONS = {"bow": {}, "rnn": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True},
-                 "cnn": {"embed_dim": 128, "filters": 100}, "transformer": {"d_model": 128, "layers": 2}}
+TEXT = REPO / "data" / "shards" / "reviews"
+IMAGES = REPO / "data" / "shards" / "fashion_mnist_demo"
+MODELS = {  # model: (shards, WorkerSettings fields)
+    "bow": (TEXT, {"batch_size": 512}),
+    "rnn": (TEXT, {"model_options": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True}}),
+    "cnn": (TEXT, {"model_options": {"embed_dim": 128, "filters": 100}}),
+    "transformer": (TEXT, {"model_options": {"d_model": 128, "layers": 2}}),
+    "resnet": (IMAGES, {"model": "resnet_small", "task": "class", "image_loader": "native", "loader_workers": 1,
+                        "optim": OptimSettings(name="sgd", lr=0.05, momentum=0.9)}),
+}
 
 
-def throughput(result: dict) -> tuple[float, int]:
+def settings_for(model: str, epochs: int) -> WorkerSettings:
+    shards, fields = MODELS[model]
+    base = WorkerSettings(shards=str(shards), epochs=epochs, seed=0, model=model, batch_size=64,
+                          optim=OptimSettings(name="adamw", lr=2e-3), progress=False)
+    return replace(base, **fields)
+
+
+def throughput(result: dict) -> dict:
+    """samples/s over whole epochs (steps + evaluation), median after the first; step and evaluation seconds."""
     history = result["history"]
     timed = history[1:] or history
-    seconds = statistics.median(h["epoch_seconds"] for h in timed)
-    return history[-1]["samples"] / seconds, history[-1]["samples"]
+    whole = statistics.median(h["epoch_seconds"] + h["eval_seconds"] for h in timed)
+    steps = max(result["steps_by_rank"]) / len(history) if "steps_by_rank" in result else None
+    return {"samples_per_s": history[-1]["samples"] / whole, "rows": history[-1]["samples"],
+            "step_ms": round(1000 * statistics.median(h["epoch_seconds"] for h in timed) / steps, 1) if steps else None,
+            "eval_s": round(statistics.median(h["eval_seconds"] for h in timed), 2)}
+
+
+def _alone(settings: WorkerSettings, queue) -> None:
+    torch.set_num_threads(1)
+    queue.put(throughput(train_worker(settings, "none"))["samples_per_s"])
+
+
+def ceiling(settings: WorkerSettings) -> tuple[float, list[float]]:
+    """One 1 x 1 training alone, then two at once (separate processes, no communication)."""
+    ctx = mp.get_context("spawn")
+
+    def run(n: int) -> list[float]:
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_alone, args=(settings, queue)) for _ in range(n)]
+        for p in procs:
+            p.start()
+        speeds = [queue.get() for _ in procs]
+        for p in procs:
+            p.join()
+        return speeds
+
+    return run(1)[0], run(2)
+
+
+def _exchange_worker(settings: WorkerSettings, backend: str) -> dict:
+    """gloo all-reduce time of this model's dense gradient and of its whole embedding table."""
+    import torch.distributed as dist
+
+    from dl.data.images import ImageData, is_image_model
+    from dl.data.text import TextData
+    from dl.engine.distributed import make_dist
+
+    torch.set_num_threads(1)
+    d = make_dist(backend)
+    data = (ImageData if is_image_model(settings.model) else TextData)(settings, d.rank, d.world_size)
+    model = data.build_model()
+    data.close()
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def median_ms(numel: int) -> float | None:
+        if numel == 0:
+            return None
+        t = torch.ones(numel)
+        times = []
+        for i in range(23):
+            started = time.perf_counter()
+            dist.all_reduce(t)
+            if i >= 3:
+                times.append(time.perf_counter() - started)
+        return round(1000 * statistics.median(times), 2)
+
+    out = {"params": total, "embedding_params": embedding, "allreduce_dense_ms": median_ms(total - embedding),
+           "allreduce_embedding_table_ms": median_ms(embedding)}
+    d.close()
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shards", default=str(REPO / "data" / "shards" / "reviews"))
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch", type=int, nargs="+", default=[64])
-    ap.add_argument("--model", nargs="+", default=["bow", "rnn"], choices=list(MODEL_OPTIONS))
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--model", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--launchers", nargs="+", default=["torch_distributor", "horovod"])
     args = ap.parse_args(argv)
-    if not (Path(args.shards) / "manifest.json").is_file():
-        sys.exit(f"{args.shards}: no shards; run `make demo` (or `lakedl etl text`) first")
+    for model in args.model:
+        shards = MODELS[model][0]
+        if not (shards / "manifest.json").is_file():
+            sys.exit(f"{shards}: no shards; run `make demo` first")
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=2))
+    commit = git_commit()
     results = []
-    for model, batch in [(m, b) for m in args.model for b in args.batch]:
-        settings = WorkerSettings(shards=args.shards, epochs=args.epochs, batch_size=batch, seed=0, model=model,
-                                  model_options=MODEL_OPTIONS[model], optim=OptimSettings(name="adamw", lr=2e-3))
+    for model in args.model:
+        settings = settings_for(model, args.epochs)
         torch.set_num_threads(2)
-        one_by_two, rows = throughput(launch(train_worker, settings, "local", 1))  # in this process, 2 threads
-        print(f"{model}, batch {batch}: 1 process x 2 threads: {one_by_two:,.0f} samples/s ({rows} rows/epoch)", flush=True)
+        one_by_two = throughput(launch(train_worker, settings, "local", 1))  # in this process, 2 threads
+        torch.set_num_threads(1)
+        alone, pair = ceiling(settings)
+        exchange = launch(_exchange_worker, settings, "local", 2)
+        print(f"{model}: 1x2 {one_by_two['samples_per_s']:,.0f}/s; ceiling {sum(pair):,.0f}/s vs {alone:,.0f}/s "
+              f"alone = {sum(pair) / alone:.2f}x; all-reduce {exchange}", flush=True)
+        common = {"command": command_line(), "git_commit": commit, "model": model,
+                  "batch_per_process": settings.batch_size, "rows_per_epoch": one_by_two["rows"],
+                  "epochs": args.epochs}
+        results.append({"case": f"{model}_ceiling", "ratio": round(sum(pair) / alone, 3),
+                        "baseline": "one 1x1 training alone (local, no communication)",
+                        "samples_per_s_two_at_once": [round(x) for x in pair], "samples_per_s_alone": round(alone),
+                        **exchange, **common})
         for kind in args.launchers:
-            single, _ = throughput(launch(train_worker, settings, kind, 1, spark=spark))  # the entry sets 1 thread
-            double, _ = throughput(launch(train_worker, settings, kind, 2, spark=spark))
-            print(f"{model}, batch {batch}: {kind}: 1x1 {single:,.0f}/s, 2x1 {double:,.0f}/s -> {double / single:.2f}x, "
-                  f"vs 1x2 {double / one_by_two:.2f}x", flush=True)
-            common = {"command": command_line(), "launcher": kind, "model": model, "batch_per_process": batch, "rows_per_epoch": rows,
-                      "samples_per_s_2x1": round(double), "goal": 1.7}
-            results.append({"case": f"{model}_{kind}_2x1_vs_1x1", "ratio": round(double / single, 3),
-                             "baseline": f"{kind} with 1 process x 1 thread, same model/data/batch",
-                             "samples_per_s_1x1": round(single), **common})
-            results.append({"case": f"{model}_{kind}_2x1_vs_1x2", "ratio": round(double / one_by_two, 3),
+            single = throughput(launch(train_worker, settings, kind, 1, spark=spark))  # the entry sets 1 thread
+            double = throughput(launch(train_worker, settings, kind, 2, spark=spark))
+            r1, r2 = double["samples_per_s"] / single["samples_per_s"], double["samples_per_s"] / one_by_two["samples_per_s"]
+            print(f"{model}: {kind}: 1x1 {single['samples_per_s']:,.0f}/s, 2x1 {double['samples_per_s']:,.0f}/s -> "
+                  f"{r1:.2f}x (ceiling {sum(pair) / alone:.2f}x), vs 1x2 {r2:.2f}x; step ms 1x1 {single['step_ms']}, "
+                  f"2x1 {double['step_ms']}", flush=True)
+            sides = {"launcher": kind, "samples_per_s_2x1": round(double["samples_per_s"]),
+                     "step_ms_2x1": double["step_ms"], "eval_s_2x1": double["eval_s"], **common}
+            results.append({"case": f"{model}_{kind}_2x1_vs_1x1", "ratio": round(r1, 3), "goal": 1.7,
+                            "ceiling_ratio": round(sum(pair) / alone, 3),
+                            "baseline": f"{kind} with 1 process x 1 thread, same model/data/batch",
+                            "samples_per_s_1x1": round(single["samples_per_s"]), "step_ms_1x1": single["step_ms"],
+                            "eval_s_1x1": single["eval_s"], **sides})
+            results.append({"case": f"{model}_{kind}_2x1_vs_1x2", "ratio": round(r2, 3),
                             "baseline": "1 process x 2 threads (local launcher, no communication)",
-                            "samples_per_s_1x2": round(one_by_two), **common})
-    previous = RESULTS / "scaling.json"  # keep the cases of other models/batches from earlier runs
+                            "samples_per_s_1x2": round(one_by_two["samples_per_s"]), "step_ms_1x2": one_by_two["step_ms"],
+                            **sides})
+    previous = RESULTS / "scaling.json"  # keep other models' rows from earlier runs (each row has its commit)
     kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if (r["model"], r["batch_per_process"]) not in {(x["model"], x["batch_per_process"]) for x in results}]
+            if r["model"] not in args.model and r.get("git_commit")]
     path = write_result("scaling", command_line(), kept + results)
     print(f"wrote {path}")
 

@@ -83,15 +83,16 @@ def image_loader(url: str, batch_size: int, rank: int = 0, world_size: int = 1, 
 
 class NativeImageDataset(IterableDataset):
     """The same datasets without petastorm: a ``torch`` ``IterableDataset`` over this rank's row groups
-    (dl/data/loaders.py's units: permuted per epoch with ``seed``, dealt out by rank then DataLoader worker),
+    (dl/data/loaders.py's units: permuted per epoch with ``seed``, cut into equal runs of rows per rank
+    (``rank_share``), then dealt out to DataLoader workers),
     PNGs decoded with OpenCV as petastorm's codec does, the same augmentation and normalisation, rows
     shuffled within each row group when training; yields ready batches (``DataLoader(ds, batch_size=None)``)."""
 
     def __init__(self, root: str, batch_size: int, rank: int = 0, world_size: int = 1, aug: Augment = Augment(),
                  train: bool = False, seed: int = 0) -> None:
-        from dl.data.loaders import list_row_groups, split_units
+        from dl.data.loaders import list_row_groups
 
-        self.units = split_units(list_row_groups(root), world_size)
+        self.units = list_row_groups(root)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.aug, self.train, self.seed, self.epoch = aug, train, seed, 0
 
@@ -101,6 +102,8 @@ class NativeImageDataset(IterableDataset):
     def __iter__(self):
         import cv2
 
+        from dl.data.loaders import rank_share
+
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         order = np.arange(len(self.units))
@@ -108,8 +111,8 @@ class NativeImageDataset(IterableDataset):
             order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         images, labels = [], []
-        for i in order[self.rank::self.world_size][worker::workers]:
-            table = self.units[i].read(["image", "label"])
+        for unit in rank_share(self.units, order, self.rank, self.world_size)[worker::workers]:
+            table = unit.read(["image", "label"])
             raw, label = table.column("image").to_pylist(), table.column("label").to_numpy()
             rows = rng.permutation(len(raw)) if self.train else range(len(raw))
             for r in rows:

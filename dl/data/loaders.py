@@ -2,8 +2,9 @@
 across all ranks and DataLoader workers.
 
 * ``ParquetShardDataset`` — native pyarrow ``IterableDataset``: the unit of work is a row group; the
-  row groups of all files are listed in a fixed order, permuted with ``seed + epoch``, dealt out to
-  ranks (``unit % world_size``) and then to DataLoader workers, and read with pyarrow. With
+  row groups of all files are listed in a fixed order, permuted with ``seed + epoch``, laid end to end
+  and cut into equal runs of rows, one per rank (``rank_share``: a row group across a cut is sliced),
+  then dealt out to DataLoader workers, and read with pyarrow. With
   ``batch_size`` it yields ready tensor batches built column-wise from Arrow (use
   ``DataLoader(ds, batch_size=None)``): rows are shuffled within a seeded buffer of row groups and
   ragged columns (``ids``) are padded with numpy; ``length_buckets=k`` sorts each run of k batches'
@@ -12,16 +13,16 @@ across all ranks and DataLoader workers.
 * ``petastorm_loader`` — petastorm's ``make_batch_reader`` with ``cur_shard``/``shard_count`` (also by
   row group); petastorm batches fixed-length columns only, so read ``input_ids``, not ``ids``.
 
-Ranks may get different numbers of rows (row groups differ in size): a distributed loop must cope
-with uneven ends (DDP ``join``, or stop on the smallest rank's count).
+With the native loader the ranks' row counts differ by at most one row, so their step counts by at most
+one; petastorm deals whole row groups, which can differ a lot in size: the training loop still copes with
+uneven ends (shadow steps, dl/engine/loop.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,19 +50,28 @@ class RowGroup:
         return table if self.stop is None else table.slice(self.start, self.stop - self.start)
 
 
-def split_units(units: list[RowGroup], world_size: int) -> list[RowGroup]:
-    """Row groups cut into equal row slices when there are fewer than two per rank, so every rank gets
-    data (a small dataset written as one row group would otherwise leave all but one rank idle)."""
-    wanted = 2 * world_size
-    if len(units) >= wanted:
-        return units
-    pieces = math.ceil(wanted / len(units))
-    out = []
-    for u in units:
-        total = u.rows if u.stop is None else u.stop - u.start
-        bounds = [u.start + total * k // pieces for k in range(pieces + 1)]
-        out += [RowGroup(u.path, u.index, b - a, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-    return out
+def rank_share(units: Sequence[RowGroup], order: Sequence[int], rank: int, world_size: int,
+               position: Callable[[RowGroup, int], int] | None = None) -> list[RowGroup]:
+    """This rank's share of ``units`` taken in ``order``: their rows (``unit.rows`` each) laid end to end and
+    cut into ``world_size`` runs of equal length, so the ranks' row counts differ by at most one, whatever
+    the row groups' sizes (two groups of 10k and 17k rows would otherwise give one rank 60% more steps, which
+    the other waits out). A unit across a cut is sliced; ``position(unit, k)`` maps the k-th counted row to
+    its row offset (rows counted with a filter); by default they are the same."""
+    position = position or (lambda unit, k: unit.start + k)
+    total = sum(u.rows for u in units)
+    lo, hi = total * rank // world_size, total * (rank + 1) // world_size
+    share, seen = [], 0
+    for i in order:
+        unit = units[i]
+        first, last = max(lo - seen, 0), min(hi - seen, unit.rows)
+        seen += unit.rows
+        if first < last:
+            whole = first == 0 and last == unit.rows
+            share.append(unit if whole else dataclasses.replace(
+                unit, rows=last - first, start=position(unit, first), stop=position(unit, last)))
+        if seen >= hi:
+            break
+    return share
 
 
 def list_row_groups(root: str | os.PathLike) -> list[RowGroup]:
@@ -93,7 +103,7 @@ class ParquetShardDataset(IterableDataset):
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         if length_buckets and not (batch_size and ragged):
             raise ValueError("length_buckets needs batch_size and a ragged column to sort by")
-        self.units = split_units(list_row_groups(root), world_size)
+        self.units = list_row_groups(root)
         self.columns = list(columns)
         missing = {*self.columns, *([keep_if] if keep_if else [])} - set(pq.read_schema(self.units[0].path).names)
         if missing:
@@ -115,8 +125,13 @@ class ParquetShardDataset(IterableDataset):
         order = np.arange(len(self.units))
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(order)
-        mine = order[self.rank::self.world_size][worker::workers]
-        return [self.units[i] for i in mine]
+        position = self._kept_position if self.keep_if else None
+        return rank_share(self.units, order, self.rank, self.world_size, position)[worker::workers]
+
+    def _kept_position(self, unit: RowGroup, k: int) -> int:
+        """Row offset of the k-th row of ``unit`` that ``keep_if`` keeps (its end for k = all of them)."""
+        kept = np.flatnonzero(unit.read([self.keep_if]).column(self.keep_if).to_numpy(zero_copy_only=False) != 0)
+        return unit.start + (int(kept[k]) if k < len(kept) else unit.read([self.keep_if]).num_rows)
 
     def _read(self, unit: RowGroup) -> pa.Table:
         columns = self.columns if not self.keep_if or self.keep_if in self.columns else [*self.columns, self.keep_if]

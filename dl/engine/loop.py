@@ -246,13 +246,15 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         bar.close()
         if interrupted:
             break
+        evaluating = time.perf_counter()
         dev = data.evaluate(model, "dev", device)
         train_eval = data.evaluate(model, "train", device)
+        eval_seconds = time.perf_counter() - evaluating
         score = data.dev_metric(dev)
         if s.schedule.name == "plateau":
             scheduler.step(score)
         history.append({"epoch": epoch, "loss": dist.mean(float(np.mean(losses)) if losses else 0.0),
-                        "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                        "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds, "eval_seconds": eval_seconds,
                         "samples": round(dist.mean(samples) * world_size),
                         **{f"dev_{k}": v for k, v in dev.items()}, **{f"train_{k}": v for k, v in train_eval.items()}})
         sink.log({k: v for k, v in history[-1].items() if k != "epoch"}, step)

@@ -33,10 +33,8 @@ def make_split(path, n, seed):
     pq.write_table(table, path / "part-0.parquet", row_group_size=128)
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds") / "toy"
-    make_split(root / "train", 800, 0)
+def toy_shards(root, train_rows: int):
+    make_split(root / "train", train_rows, 0)
     make_split(root / "dev", 200, 1)
     payload = json.dumps(WORDS)
     sha = hashlib.sha256(payload.encode()).hexdigest()
@@ -45,5 +43,17 @@ def shards(tmp_path_factory):
     (root / "manifest.json").write_text(json.dumps({"tokenizer_artifact": "_artifacts/tokenizer-word.json",
                                                     "tokenizer_sha256": sha}))
     return root
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return toy_shards(tmp_path_factory.mktemp("ds") / "toy", 800)  # 720 labelled rows in 7 row groups
+
+
+@pytest.fixture(scope="module")
+def odd_shards(tmp_path_factory):
+    """705 labelled training rows: two ranks own 352 and 353 of them, 11 and 12 batches of 32 an epoch, so
+    the first rank ends each epoch with a shadow step."""
+    return toy_shards(tmp_path_factory.mktemp("ds") / "odd", 784)
 
 

@@ -24,15 +24,15 @@ def settings(root, **kw):
 
 
 @pytest.mark.distributed
-def test_local_two_processes_keep_identical_weights_and_learning_rates(shards):
-    # uneven shards (one rank 15 batches an epoch, the other 9): under DDP too the short rank takes shadow
-    # steps, so both step their optimizer and cosine schedule 30 times with the same LR at every step
-    result = launch(train_worker, settings(shards, schedule=ScheduleSettings(name="cosine")), "local", 2)
+def test_local_two_processes_keep_identical_weights_and_learning_rates(odd_shards):
+    # one rank 11 batches an epoch, the other 12: under DDP too the short rank takes a shadow step, so both
+    # step their optimizer and cosine schedule 24 times with the same LR at every step
+    result = launch(train_worker, settings(odd_shards, schedule=ScheduleSettings(name="cosine")), "local", 2)
     assert result["world_size"] == 2
     assert len(set(result["weights_sha256_by_rank"])) == 1
-    assert result["steps_by_rank"] == [30, 30]
+    assert result["steps_by_rank"] == [24, 24]
     assert len(set(result["lr_sha256_by_rank"])) == 1
-    assert [h["samples"] for h in result["history"]] == [720, 720]  # every labelled row once per epoch across ranks
+    assert [h["samples"] for h in result["history"]] == [705, 705]  # every labelled row once per epoch across ranks
     assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
 
 
@@ -48,16 +48,15 @@ def test_torch_distributor_two_processes(spark, shards):
 @pytest.mark.distributed
 @pytest.mark.spark
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_horovod_on_spark_two_processes_with_uneven_shards(spark, shards, schedule):
-    # 720 labelled rows in 7 row groups: one rank owns 461 rows (15 batches), the other 259 (9 batches,
-    # then 6 shadow steps)
-    # cosine's length depends on the steps per epoch: every rank must plan with the same count (Horovod,
-    # unlike DDP's join, never re-syncs the weights, so a rank-local count makes the ranks diverge)
-    result = launch(train_worker, settings(shards, clip_norm=1.0, schedule=ScheduleSettings(name=schedule)), "horovod", 2,
-                    spark=spark)
+def test_horovod_on_spark_two_processes_with_uneven_shards(spark, odd_shards, schedule):
+    # 705 labelled rows: one rank owns 352 (11 batches), the other 353 (12 batches), so the first ends each
+    # epoch with a shadow step. cosine's length depends on the steps per epoch: every rank must plan with the
+    # same count (Horovod never re-syncs the weights, so a rank-local count makes the ranks diverge)
+    result = launch(train_worker, settings(odd_shards, clip_norm=1.0, schedule=ScheduleSettings(name=schedule)),
+                    "horovod", 2, spark=spark)
     assert result["world_size"] == 2 and len(set(result["weights_sha256_by_rank"])) == 1
-    assert result["steps_by_rank"] == [30, 30] and len(set(result["lr_sha256_by_rank"])) == 1
-    assert [h["samples"] for h in result["history"]] == [720, 720]  # shadow steps add no rows
+    assert result["steps_by_rank"] == [24, 24] and len(set(result["lr_sha256_by_rank"])) == 1
+    assert [h["samples"] for h in result["history"]] == [705, 705]  # shadow steps add no rows
     assert result["history"][-1]["dev_sentiment_accuracy"] >= 0.9
 
 

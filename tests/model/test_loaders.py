@@ -210,3 +210,23 @@ def test_a_single_row_group_is_split_so_every_rank_gets_data(tmp_path, keep_if):
     expected = {f"r{i}" for i in range(rows) if keep_if is None or i % 2}
     assert set(seen) == expected and set(seen.values()) == {1}
     assert min(per_rank) >= len(expected) // 2 - 1  # an even split, not 301 rows on one rank
+
+
+@pytest.mark.parametrize("keep_if", [None, "sentiment"])
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_get_equal_row_counts_from_uneven_row_groups(shards, keep_if, world_size):
+    """Row groups of 250, 100, 64 and 44 rows: whole groups dealt to ranks leave one rank with far more steps
+    than another (which waits them out); the cut into equal runs of rows leaves at most one row apart, in every
+    epoch's permutation, and still every row once."""
+    for epoch in range(4):
+        seen, counts = Counter(), []
+        for rank in range(world_size):
+            ds = ParquetShardDataset(shards, ["row"], rank, world_size, seed=5, batch_size=32, keep_if=keep_if)
+            ds.set_epoch(epoch)
+            rows = [r for b in DataLoader(ds, batch_size=None) for r in b["row"].tolist()]
+            assert len(rows) == ds.rows_this_epoch()
+            counts.append(len(rows))
+            seen.update(rows)
+        assert max(counts) - min(counts) <= 1, counts
+        expected = range(1, N, 2) if keep_if else range(N)
+        assert sorted(seen) == list(expected) and set(seen.values()) == {1}
