@@ -39,7 +39,7 @@ from etl.core.spark import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO / "data" / "shards" / "reviews"
-IMAGES = REPO / "data" / "shards" / "fashion_mnist_demo"
+IMAGES = REPO / "data" / "shards" / "fashion_mnist"
 MODELS = {  # model: (shards, WorkerSettings fields)
     "bow": (TEXT, {"batch_size": 512}),
     "rnn": (TEXT, {"model_options": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True}}),
@@ -52,7 +52,7 @@ MODELS = {  # model: (shards, WorkerSettings fields)
 
 def settings_for(model: str, epochs: int) -> WorkerSettings:
     shards, fields = MODELS[model]
-    base = WorkerSettings(shards=str(shards), epochs=epochs, seed=0, model=model, batch_size=64,
+    base = WorkerSettings(shards=str(shards), epochs=epochs, seed=0, model=model, batch_size=64, eval_train_rows=2048,
                           optim=OptimSettings(name="adamw", lr=2e-3), progress=False)
     return replace(base, **fields)
 
