@@ -87,18 +87,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings, dist, amp: Amp,
-               shadow: bool = False) -> float:
-    """One optimizer step. ``shadow``: this rank is out of data while others are not; ``batch`` (the last
-    one it trained on) goes through the wrapped model with its loss times zero, so the all-reduce sees a
-    zero gradient from this rank (a forward through ``net``: DDP only reduces after its own forward) and
-    the optimizer and schedule still step like everywhere else (dl/engine/distributed.py)."""
-    with amp.autocast():
-        loss = data.loss(net, batch) + penalty(model, s.l1, s.l2)
-        if shadow:
-            loss = loss * 0.0
+def train_step(net, model, optimizer, scheduler, micro: list, data, s: WorkerSettings, dist, amp: Amp) -> float | None:
+    """One optimizer step over ``micro``: ``(batch, shadow)`` pairs, ``sync.accumulate`` of them (fewer at the
+    end of an epoch). Each micro-batch's loss is divided by their number and its gradient added locally; the
+    last one's backward exchanges the sum (DDP), or ``synchronize`` does (Horovod). ``shadow``: this rank is
+    out of data while others are not; ``batch`` (the last one it trained on) goes through the wrapped model
+    with its loss times zero, so the exchange sees a zero gradient from it (a forward through ``net``: DDP
+    only reduces after its own forward) and the optimizer and schedule still step like everywhere else
+    (dl/engine/distributed.py). Returns the mean loss of the real micro-batches (None: all were shadows)."""
     optimizer.zero_grad()
-    amp.backward(loss)
+    losses = []
+    for j, (batch, shadow) in enumerate(micro):
+        with contextlib.nullcontext() if j == len(micro) - 1 else dist.no_sync(net):
+            with amp.autocast():
+                loss = data.loss(net, batch) + penalty(model, s.l1, s.l2)
+            amp.backward(loss * (0.0 if shadow else 1.0 / len(micro)))
+        if not shadow:
+            losses.append(float(loss.item()))
     dist.synchronize(optimizer)  # averaged gradients before clipping
     densify_grads(model)
     amp.unscale(optimizer)
@@ -107,7 +112,7 @@ def train_step(net, model, optimizer, scheduler, batch, data, s: WorkerSettings,
     constrain_max_norm(model, s.max_norm)
     if s.schedule.name != "plateau":
         scheduler.step()
-    return float(loss.item())
+    return sum(losses) / len(losses) if losses else None
 
 
 class Amp:
@@ -175,7 +180,8 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
     net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used,
                                sync=s.sync)  # same start on every rank
     # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
-    steps_per_epoch = dist.max_int(data.planned_steps())
+    accumulate = s.sync.accumulate
+    steps_per_epoch = math.ceil(dist.max_int(data.planned_steps()) / accumulate)
     scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
     ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
     best_path = ckpt.with_name("best.pt") if ckpt is not None else None
@@ -211,35 +217,39 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
             break
         mine, batches = data.epoch(epoch)
-        n_steps = dist.max_int(mine)  # every rank steps as often as the rank with the most batches
+        n_batches = dist.max_int(mine)  # every rank steps as often as the rank with the most batches
+        n_steps = math.ceil(n_batches / accumulate)
         done = skip if epoch == start_epoch else 0
         losses, samples, started = [], 0, time.perf_counter()
         bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
                    disable=rank != 0 or not s.progress, leave=False)
         for i in range(n_steps):
-            batch = next(batches, None)
-            shadow = batch is None  # this rank is out of batches: a shadow step on its last one
-            last_batch = last_batch if shadow else batch
+            micro = []
+            for _ in range(min(accumulate, n_batches - i * accumulate)):
+                batch = next(batches, None)
+                shadow = batch is None  # this rank is out of batches: a shadow pass on its last one
+                last_batch = last_batch if shadow else batch
+                micro.append((last_batch, shadow))
             if i < done:  # resumed mid-epoch: these batches were trained on before the checkpoint
                 continue
             if last_batch is None:
-                raise InputError(f"rank {rank} has no training batch while another rank has {n_steps}: the train "
-                                 "split has fewer rows than processes; use fewer processes or more data")
-            batch = {k: v.to(device, non_blocking=True) for k, v in last_batch.items()}
+                raise InputError(f"rank {rank} has no training batch while another rank has {n_batches}: the "
+                                 "train split has fewer rows than processes; use fewer processes or more data")
             if s.stop_after_steps is not None and steps_this_call >= s.stop_after_steps:
                 interrupted = True
                 break
-            loss = train_step(net, model, optimizer, scheduler, batch, data, s, dist, amp, shadow=shadow)
+            micro = [({k: v.to(device, non_blocking=True) for k, v in b.items()}, shadow) for b, shadow in micro]
+            loss = train_step(net, model, optimizer, scheduler, micro, data, s, dist, amp)
             lr_trace.update(np.array([g["lr"] for g in optimizer.param_groups], dtype=np.float64).tobytes())
             step += 1
             steps_this_call += 1
             bar.update()
-            if not shadow:
+            if loss is not None:
                 losses.append(loss)
-                samples += data.batch_len(batch)
+                samples += sum(data.batch_len(b) for b, shadow in micro if not shadow)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if rank == 0 and step % s.log_every == 0 and not shadow:
-                sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
+                if rank == 0 and step % s.log_every == 0:
+                    sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
             if s.checkpoint_every and step % s.checkpoint_every == 0 and i + 1 < n_steps:
                 checkpoint(epoch, i + 1)
         seconds = time.perf_counter() - started  # the step loop only, not evaluation

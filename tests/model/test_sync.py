@@ -97,3 +97,39 @@ def test_shared_and_frozen_tables_keep_dense_gradients():
     assert sparse_embeddings(tied) == [] and not tied.embed.sparse
     assert sparse_embeddings(frozen) == []
     assert sparse_embeddings(_Bag()) == ["embed"]
+
+
+def _accumulation_runs(shards, kind: str, processes: int, spark=None) -> tuple[dict, dict]:
+    """The same 2 epochs with batches of 32, and with 2 accumulated micro-batches of 16 (no dropout, SGD)."""
+    from dl.engine.loop import WorkerSettings
+    from dl.engine.optim import OptimSettings
+    from dl.train.worker import train_worker
+
+    def run(batch_size: int, accumulate: int) -> dict:
+        s = WorkerSettings(shards=str(shards), epochs=2, batch_size=batch_size, seed=3, model_options={"dropout": 0.0},
+                           optim=OptimSettings(name="sgd", lr=0.2), sync=SyncSettings(accumulate=accumulate))
+        return launch(train_worker, s, kind, processes, spark=spark)
+
+    return run(32, 1), run(16, 2)
+
+
+def test_accumulating_two_micro_batches_is_one_batch_of_twice_the_rows(odd_shards):
+    whole, accumulated = _accumulation_runs(odd_shards, "local", 1)
+    assert whole["steps"] == accumulated["steps"] == 46  # 705 rows: 23 steps of 32, or of 2 x 16, an epoch
+    for name, tensor in whole["model"].state_dict().items():
+        assert torch.allclose(tensor, accumulated["model"].state_dict()[name], atol=1e-5), name
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("kind", ["local", "horovod"])
+def test_accumulation_across_processes_exchanges_the_summed_micro_batches(odd_shards, kind, request):
+    # DDP: no_sync around the first micro-batch's backward; Horovod: backward_passes_per_step=2. Either way
+    # each step's update is that of one batch of 32 per process, so the epoch losses match (the second
+    # epoch's only if the first's updates did)
+    spark = request.getfixturevalue("spark") if kind == "horovod" else None
+    whole, accumulated = _accumulation_runs(odd_shards, kind, 2, spark)
+    assert whole["steps_by_rank"] == accumulated["steps_by_rank"] == [24, 24]  # one rank ends with a shadow step
+    assert len(set(accumulated["weights_sha256_by_rank"])) == 1
+    for a, b in zip(whole["history"], accumulated["history"]):
+        assert a["samples"] == b["samples"] == 705
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
