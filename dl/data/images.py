@@ -130,7 +130,8 @@ class ImageData:
     def has_test(self) -> bool:
         return any((self.root / "test").glob("*.parquet"))
 
-    def evaluate(self, model, split: str, device, detail: bool = False) -> dict:
+    def evaluate(self, model, split: str, device, detail: bool = False, dist=None) -> dict:
+        """Every rank scores the whole split (not yet a share per rank, as text does)."""
         limit = self.s.eval_train_rows if split == "train" else None
         model.eval()
         gold, preds, sq = [], [], {"reconstruct": 0.0, "denoise": 0.0, "noisy_input": 0.0}

@@ -35,8 +35,10 @@ class TrainData(Protocol):
     def has_test(self) -> bool:
         """Whether a test split exists (evaluated once, with the weights chosen on dev)."""
 
-    def evaluate(self, model: torch.nn.Module, split: str, device: Any, detail: bool = False) -> dict:
-        """Metrics of ``split`` (dev, test, train); ``detail`` adds per-class figures."""
+    def evaluate(self, model: torch.nn.Module, split: str, device: Any, detail: bool = False, dist: Any = None) -> dict:
+        """Metrics of ``split`` (dev, test, train); ``detail`` adds per-class figures. Every rank calls it with the
+        same weights and its ``dist`` (dl/engine/distributed.py): an adapter may score a share of the split per
+        rank and gather (text does), or score all of it on every rank (images)."""
 
     def dev_metric(self, metrics: dict) -> float:
         """The one number model selection and early stopping watch (higher is better)."""

@@ -62,10 +62,16 @@ def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu"
              limit: int | None = None) -> dict:
     """Metrics per task over ``loader`` (examples with that task's label only; the first ``limit`` rows
     when given); ``detail`` adds the confusion matrix, per-class precision/recall/F1 and the example count."""
+    return metrics_of(tally(model, loader, tasks, device, limit), tasks, detail)
+
+
+def tally(model, loader, tasks: list[str], device: torch.device | str = "cpu", limit: int | None = None) -> dict:
+    """What the metrics are computed from: per task the predictions and gold labels; for the LM the summed
+    negative log-likelihood (nats) and target count. Tallies of disjoint rows add up (``merge_tallies``)."""
     model.eval()
     preds: dict[str, list] = {t: [] for t in tasks}
     gold: dict[str, list] = {t: [] for t in tasks}
-    nll, tokens, seen = 0.0, 0, 0  # the language model's summed negative log-likelihood (nats) and target count
+    nll, tokens, seen = 0.0, 0, 0
     with torch.no_grad():
         for batch in loader:
             if limit is not None and seen >= limit:
@@ -86,6 +92,19 @@ def evaluate(model, loader, tasks: list[str], device: torch.device | str = "cpu"
                     preds[t] += out[t][mask].argmax(-1).tolist()
                     gold[t] += batch[t][mask].tolist()
     model.train()
+    return {"preds": preds, "gold": gold, "nll": nll, "tokens": tokens}
+
+
+def merge_tallies(parts: list[dict]) -> dict:
+    """The tally of the union of the parts' rows (in the parts' order)."""
+    tasks = parts[0]["preds"]
+    return {"preds": {t: [x for p in parts for x in p["preds"][t]] for t in tasks},
+            "gold": {t: [x for p in parts for x in p["gold"][t]] for t in tasks},
+            "nll": sum(p["nll"] for p in parts), "tokens": sum(p["tokens"] for p in parts)}
+
+
+def metrics_of(counts: dict, tasks: list[str], detail: bool = False) -> dict:
+    preds, gold, nll, tokens = counts["preds"], counts["gold"], counts["nll"], counts["tokens"]
     metrics = {}
     for t in tasks:
         if t == "lm":
@@ -172,14 +191,20 @@ class TextData:
     def has_test(self) -> bool:
         return any((self.root / "test").glob("*.parquet"))
 
-    def evaluate(self, model, split: str, device, detail: bool = False) -> dict:
-        """``split`` dev, test or train (the rows of this task, all ranks' shards, ``eval_train_rows`` at most)."""
+    def evaluate(self, model, split: str, device, detail: bool = False, dist=None) -> dict:
+        """``split`` dev, test or train (the rows of this task, all ranks' shards, ``eval_train_rows`` at most).
+        With ``dist`` of 2+ ranks (every rank calls this with the same weights) each rank scores its equal
+        share of the split and the figures are those of the whole split, from every rank's predictions."""
+        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         if split not in self._eval:
-            self._eval[split] = ParquetShardDataset(self.root / split, self.columns, shuffle=False, batch_size=256,
-                                                    keep_if=self.keep_if if split == "train" else None)
+            self._eval[split] = ParquetShardDataset(self.root / split, self.columns, rank, world, shuffle=False,
+                                                    batch_size=256, keep_if=self.keep_if if split == "train" else None)
         ds = self._eval[split]
-        limit = self.s.eval_train_rows if split == "train" else None
-        return evaluate(model, epoch_loader(ds), self.tasks, device, detail, limit)
+        limit = -(-self.s.eval_train_rows // world) if split == "train" and self.s.eval_train_rows else None
+        mine = tally(model, epoch_loader(ds), self.tasks, device, limit)
+        if world > 1:
+            mine = merge_tallies([json.loads(part) for part in dist.gather(json.dumps(mine))])
+        return metrics_of(mine, self.tasks, detail)
 
     def dev_metric(self, metrics: dict) -> float:
         return dev_metric(metrics, self.s.task)

@@ -257,8 +257,8 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         if interrupted:
             break
         evaluating = time.perf_counter()
-        dev = data.evaluate(model, "dev", device)
-        train_eval = data.evaluate(model, "train", device)
+        dev = data.evaluate(model, "dev", device, dist=dist)
+        train_eval = data.evaluate(model, "train", device, dist=dist)
         eval_seconds = time.perf_counter() - evaluating
         score = data.dev_metric(dev)
         if s.schedule.name == "plateau":
@@ -295,7 +295,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         chosen = max(history, key=lambda h: data.dev_metric({k[4:]: v for k, v in h.items() if k.startswith("dev_")}))
         result["best_epoch"] = chosen["epoch"]
         if not interrupted and data.has_test():
-            result["test"] = data.evaluate(model, "test", device, detail=True)
+            result["test"] = data.evaluate(model, "test", device, detail=True, dist=dist)
         first = tasks[0]
         if f"train_{first}_accuracy" in chosen:
             d = bias_variance(1 - chosen[f"train_{first}_accuracy"], 1 - chosen[f"dev_{first}_accuracy"],

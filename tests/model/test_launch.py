@@ -129,3 +129,22 @@ def test_a_finished_worker_exits_with_its_status_and_output(ending, code):
                           check=False)
     assert done.returncode == code, done.stderr[-2000:]
     assert (done.stdout == "done") if code == 0 else ("ValueError: after the worker" in done.stderr)
+
+
+@pytest.mark.distributed
+def test_two_ranks_score_half_of_dev_each_and_report_the_whole_split(odd_shards, tmp_path):
+    # each rank evaluates its equal share of dev and the predictions are gathered: the figures are those one
+    # process computes over all of dev with the same weights (the last epoch's, saved in last.pt)
+    from dl.data.text import TextData
+    from dl.engine.checkpoint import read_checkpoint
+    from dl.models import rebuild
+
+    s = settings(odd_shards, task="multitask", checkpoint_dir=str(tmp_path))
+    result = launch(train_worker, s, "local", 2)
+    state = read_checkpoint(tmp_path / "last.pt")
+    model = rebuild(state["config"])
+    model.load_state_dict(state["model"])
+    whole = TextData(s, 0, 1).evaluate(model, "dev", "cpu")
+    last = result["history"][-1]
+    assert {k: last[f"dev_{k}"] for k in whole} == whole
+    assert set(whole) >= {"sentiment_accuracy", "rating_accuracy", "rating_reg_mae"}
