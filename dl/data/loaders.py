@@ -130,8 +130,9 @@ class ParquetShardDataset(IterableDataset):
 
     def _kept_position(self, unit: RowGroup, k: int) -> int:
         """Row offset of the k-th row of ``unit`` that ``keep_if`` keeps (its end for k = all of them)."""
-        kept = np.flatnonzero(unit.read([self.keep_if]).column(self.keep_if).to_numpy(zero_copy_only=False) != 0)
-        return unit.start + (int(kept[k]) if k < len(kept) else unit.read([self.keep_if]).num_rows)
+        mask = unit.read([self.keep_if]).column(self.keep_if).to_numpy(zero_copy_only=False) != 0
+        kept = np.flatnonzero(mask)
+        return unit.start + (int(kept[k]) if k < len(kept) else len(mask))
 
     def _read(self, unit: RowGroup) -> pa.Table:
         columns = self.columns if not self.keep_if or self.keep_if in self.columns else [*self.columns, self.keep_if]
