@@ -105,7 +105,7 @@ package: setup
 	@ls -l dist
 
 cluster-up: setup
-	$(BIN)/lakedl cluster up
+	$(BIN)/lakedl cluster up $(if $(HOSTS),--hosts $(HOSTS)) $(if $(BANDWIDTH),--bandwidth $(BANDWIDTH))
 
 cluster-down:
 	$(BIN)/lakedl cluster down

@@ -31,7 +31,7 @@ groups = {
     "viz": _group("Pictures of trained models."),
     "w2v": _group("Distributed word2vec: corpus, training, queries, evaluation."),
     "tables": _group("Inspect the project's Delta tables."),
-    "cluster": _group("A Spark standalone cluster on 127.0.0.1 (for testing)."),
+    "cluster": _group("A Spark standalone cluster on this machine: on 127.0.0.1, or on separate network hosts."),
 }
 for name, group in groups.items():
     app.add_typer(group, name=name)
@@ -64,6 +64,7 @@ COMMANDS = [
     ("tables", "show", tables.tables_show),
     (None, "demo", demo.demo),
     ("cluster", "up", cluster.cluster_up),
+    ("cluster", "status", cluster.cluster_status),
     ("cluster", "down", cluster.cluster_down),
 ]
 for group, name, fn in COMMANDS:

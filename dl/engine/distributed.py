@@ -41,6 +41,10 @@ class SyncSettings(Section):
                             "gradients add up locally (DDP no_sync, Horovod backward_passes_per_step) and are "
                             "exchanged once per step; the step sees train.batch_size x accumulate rows per process. "
                             "Also on one process (a larger batch than memory holds)")
+    interface: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:@-]+$", description="network interface the "
+                                  "ranks exchange over (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME / "
+                                  "HOROVOD_GLOO_IFACE); default: the one this host routes the rendezvous "
+                                  "address through, found on each host")
 
 
 def sparse_embeddings(model: torch.nn.Module) -> list[str]:
@@ -88,6 +92,12 @@ def compress_hook(kind: str):
 
 class NoDist:
     rank, world_size, local_rank = 0, 1, 0
+    interface: str | None = None  # what the ranks exchange over (None: one process, or the library's choice)
+
+    @property
+    def address(self) -> str | None:
+        """This rank's address on the exchange interface: which host it ran on."""
+        return interface_addresses().get(self.interface) if self.interface else None
 
     def max_int(self, value: int) -> int:
         """The largest ``value`` over ranks."""
@@ -126,12 +136,73 @@ class NoDist:
         pass
 
 
+def interface_to(address: str) -> str | None:
+    """The name of this host's interface whose address the kernel would send to ``address`` from (None if
+    there is no route): the interface the ranks must bind for a rendezvous at ``address``."""
+    import socket
+
+    try:
+        address = socket.gethostbyname(address)
+    except OSError:
+        return None
+    own = interface_of(address)  # the rendezvous is on this host (rank 0's): its interface, not loopback's route
+    if own:
+        return own
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((address, 9))  # a datagram socket's connect sends nothing; it only picks the route
+            local = s.getsockname()[0]
+    except OSError:
+        return None
+    return interface_of(local)
+
+
+def interface_addresses() -> dict[str, str]:
+    """This host's IPv4 address per interface (Linux: SIOCGIFADDR on each; interfaces without one left out)."""
+    import fcntl
+    import socket
+    import struct
+
+    found = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+            found[name] = socket.inet_ntoa(packed[20:24])
+    return found
+
+
+def interface_of(ip: str) -> str | None:
+    """The interface holding IPv4 address ``ip``."""
+    return next((name for name, address in interface_addresses().items() if address == ip), None)
+
+
+def bind_interface(forced: str | None, rendezvous: str | None, variables: tuple[str, ...]) -> str | None:
+    """Point the collective library at one interface: ``forced`` (sync.interface), else what the user's
+    environment already says, else the interface routing to the rendezvous address. On a host whose name
+    resolves to 127.0.0.1 (a container, a namespace) gloo would otherwise advertise loopback to its peers."""
+    name = forced or next((os.environ[v] for v in variables if os.environ.get(v)), None)
+    if name is None and rendezvous:
+        name = interface_to(rendezvous)
+    if name:
+        for variable in variables:
+            os.environ[variable] = name
+    return name
+
+
 class TorchDist(NoDist):
-    def __init__(self) -> None:
+    def __init__(self, interface: str | None = None) -> None:
         import torch.distributed as dist
 
         self.dist = dist
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        variables = ("NCCL_SOCKET_IFNAME",) if backend == "nccl" else ("GLOO_SOCKET_IFNAME",)
+        if not dist.is_initialized():
+            self.interface = bind_interface(interface, os.environ.get("MASTER_ADDR"), variables)
+        else:
+            self.interface = os.environ.get(variables[0])
         if not dist.is_initialized():
             dist.init_process_group(backend)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -181,10 +252,16 @@ class TorchDist(NoDist):
 
 
 class HorovodDist(NoDist):
-    def __init__(self) -> None:
+    def __init__(self, interface: str | None = None) -> None:
         import horovod.torch as hvd
 
         self.hvd = hvd
+        # horovod.spark names the first of the interfaces every task has (it may be "lo", which hosts cannot
+        # reach each other over): bind the one this host routes the rendezvous (the driver) through instead
+        if not interface:
+            os.environ.pop("HOROVOD_GLOO_IFACE", None)
+        self.interface = bind_interface(interface, os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR"),
+                                        ("HOROVOD_GLOO_IFACE",))
         hvd.init()
         self.rank, self.world_size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
         if torch.cuda.is_available():
@@ -243,11 +320,11 @@ def _horovod_fp16(hvd):
     return DenseFP16
 
 
-def make_dist(name: str) -> NoDist:
+def make_dist(name: str, interface: str | None = None) -> NoDist:
     if name == "none":
         return NoDist()
     if name == "torch":
-        return TorchDist()
+        return TorchDist(interface)
     if name == "horovod":
-        return HorovodDist()
+        return HorovodDist(interface)
     raise ValueError(f"unknown distributed backend {name!r}: none, torch or horovod")

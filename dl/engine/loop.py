@@ -288,6 +288,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
               "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),
               "steps_by_rank": [int(x) for x in dist.gather(str(step))], "steps": step,
               "lr_sha256_by_rank": dist.gather(lr_trace.hexdigest()), "interrupted": interrupted,
+              "address_by_rank": dist.gather(str(dist.address)),
               "stopped_by": stopped_by, "pruned": stopped_by == "pruned", "best_score": best}
     if best_weights is not None:
         model.load_state_dict(best_weights)  # what the run selected on dev

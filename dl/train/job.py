@@ -121,6 +121,7 @@ def run_train(cfg: TrainConfig, spark=None, callbacks: Sequence = (), tags: dict
                    "final": history[-1] if history else {}, "best_epoch": result.get("best_epoch"),
                    "test": result.get("test"), "diagnosis": result.get("diagnosis"),
                    "weights_identical_across_ranks": len(set(result["weights_sha256_by_rank"])) == 1,
+                   "address_by_rank": result.get("address_by_rank"),
                    "stopped_by": result.get("stopped_by"), "pruned": result.get("pruned", False), "best_score": result.get("best_score")}
         (directory / "history.json").write_text(json.dumps(history, indent=1))
         (directory / "result.json").write_text(json.dumps(summary, indent=1, default=str))

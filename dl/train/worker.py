@@ -12,7 +12,7 @@ from dl.engine.loop import Amp, WorkerSettings, fit, pick_device, seed_everythin
 def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
     """Train on ``<shards>/train`` (this rank's row groups) and evaluate on all of ``<shards>/dev``;
     returns the history, the step count, a digest of the final weights and (one process) the model."""
-    dist = make_dist(backend)
+    dist = make_dist(backend, s.sync.interface)
     try:
         return _train(s, dist)
     finally:

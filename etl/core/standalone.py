@@ -1,8 +1,12 @@
-"""A real Spark standalone cluster on loopback (one master, N workers) from the installed pyspark.
+"""A real Spark standalone cluster on one machine (one master, N workers) from the installed pyspark.
 
 Used by the test suite and by ``make cluster-up`` / ``make cluster-down`` so that jobs are exercised
-with separate executor JVMs and ``spark-submit --master spark://...``, not only in local mode. Every
-process binds to 127.0.0.1 and is stopped by the pid recorded in ``<state_dir>/cluster.json``.
+with separate executor JVMs and ``spark-submit --master spark://...``, not only in local mode.
+
+Two shapes: every process on 127.0.0.1 (``hosts=0``), or ``hosts=N`` separate network hosts (etl.core.netns:
+a namespace per worker with its own address on a private bridge, links optionally rate-limited) and a head
+namespace for the master, where drivers run too (``ip netns exec <head> spark-submit ...``). Every process is stopped by the pid
+recorded in ``<state_dir>/cluster.json``, and the namespaces and links by the names recorded there.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from etl.core import netns
 from etl.core.errors import LakedlError
 
 STATE = "cluster.json"
@@ -32,6 +37,14 @@ class Cluster:
     pids: list[int]
     state_dir: str
     logs: list[str]
+    driver_host: str = "127.0.0.1"      # the address a driver binds to so that every executor reaches it
+    driver_namespace: str | None = None  # with separate hosts: run drivers here (the head host)
+    network: dict | None = None         # netns.HostNet.to_dict() when the workers are separate hosts
+    worker_hosts: list[str] | None = None  # the address of each worker, in worker order
+
+    @property
+    def hostnet(self) -> netns.HostNet | None:
+        return netns.HostNet.from_dict(self.network) if self.network else None
 
 
 def spark_home() -> Path:
@@ -46,11 +59,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(state_dir: Path) -> dict[str, str]:
+def _env(state_dir: Path, address: str = "127.0.0.1") -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "SPARK_HOME": str(spark_home()),
-        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOCAL_IP": address,
         "SPARK_LOCAL_DIRS": str(state_dir / "local"),
         "SPARK_LOG_DIR": str(state_dir / "logs"),
         "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
@@ -76,46 +89,68 @@ def _wait_for(log: Path, needle: str, proc: subprocess.Popen, timeout: float, wh
     raise ClusterError(f"{what} not ready after {timeout:.0f}s; log tail:\n{_tail(log)}")
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path, env: dict[str, str], host: netns.Host | None = None) -> subprocess.Popen:
     cmd = [str(spark_home() / "bin" / "spark-class"), *args]
+    if host is not None:
+        cmd = netns.in_host(host, cmd)
     with log.open("w") as fh:
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def start_cluster(state_dir: str | os.PathLike, workers: int = 2, cores: int = 1, memory: str = "2g",
-                  timeout: float = 120.0) -> Cluster:
-    """Start a master and ``workers`` workers (``cores`` and ``memory`` each) on 127.0.0.1."""
+                  timeout: float = 120.0, hosts: int = 0, bandwidth: str | None = None) -> Cluster:
+    """Start a master and ``workers`` workers (``cores`` and ``memory`` each): on 127.0.0.1, or with
+    ``hosts`` > 0 one worker on each of ``hosts`` network namespaces (then ``workers`` is ``hosts``),
+    their links shaped to ``bandwidth`` (a tc rate, e.g. ``1gbit``) if given."""
     state = Path(state_dir).absolute()
     if (state / STATE).exists():
         raise ClusterError(f"a cluster is already recorded in {state / STATE}; stop it first (make cluster-down)")
+    if bandwidth and not hosts:
+        raise ClusterError("--bandwidth shapes the links between hosts: give --hosts N as well")
     (state / "logs").mkdir(parents=True, exist_ok=True)
     (state / "local").mkdir(exist_ok=True)
-    env = _env(state)
-    port = _free_port()
-    url = f"spark://127.0.0.1:{port}"
+    net = netns.make_hosts(hosts, _tag(state), bandwidth) if hosts else None
+    head = net.head_address if net else "127.0.0.1"
+    places = net.hosts if net else [None] * workers
+    port = 7077 if net else _free_port()  # a fresh namespace has every port free
+    url = f"spark://{head}:{port}"
     procs: list[subprocess.Popen] = []
     logs: list[Path] = []
     try:
         log = state / "logs" / "master.log"
-        procs.append(_spawn(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                             "--webui-port", str(_free_port())], log, env))
+        procs.append(_spawn(["org.apache.spark.deploy.master.Master", "--host", head, "--port", str(port),
+                             "--webui-port", "8080" if net else str(_free_port())], log, _env(state, head),
+                            net.head if net else None))
         logs.append(log)
         _wait_for(log, "I have been elected leader", procs[-1], timeout, "Spark master")
-        for i in range(workers):
+        for i, place in enumerate(places):
+            address = place.address if place else "127.0.0.1"
             log = state / "logs" / f"worker-{i}.log"
-            procs.append(_spawn(["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                                 "--cores", str(cores), "--memory", memory, "--webui-port", str(_free_port()),
-                                 "--work-dir", str(state / f"work-{i}")], log, env))
+            webui = "8081" if place else str(_free_port())
+            procs.append(_spawn(["org.apache.spark.deploy.worker.Worker", url, "--host", address,
+                                 "--cores", str(cores), "--memory", memory, "--webui-port", webui,
+                                 "--work-dir", str(state / f"work-{i}")], log, _env(state, address), place))
             logs.append(log)
         for proc, log in zip(procs[1:], logs[1:]):
             _wait_for(log, "Successfully registered with master", proc, timeout, f"Spark worker ({log.name})")
     except BaseException:
         for proc in procs:
             _terminate(proc.pid)
+        if net:
+            netns.remove_hosts(net)
         raise
-    cluster = Cluster(url, [p.pid for p in procs], str(state), [str(p) for p in logs])
+    cluster = Cluster(url, [p.pid for p in procs], str(state), [str(p) for p in logs], driver_host=head,
+                      driver_namespace=net.head.name if net else None, network=net.to_dict() if net else None,
+                      worker_hosts=[p.address if p else "127.0.0.1" for p in places])
     (state / STATE).write_text(json.dumps(asdict(cluster), indent=2))
     return cluster
+
+
+def _tag(state: Path) -> str:
+    """A short name for this cluster's namespaces and links, unique per state directory."""
+    import hashlib
+
+    return "ldl" + hashlib.sha1(str(state).encode()).hexdigest()[:6]
 
 
 def _alive(pid: int) -> bool:
@@ -153,6 +188,8 @@ def stop_cluster(state_dir: str | os.PathLike) -> list[int]:
     cluster = Cluster(**json.loads(state.read_text()))
     for pid in reversed(cluster.pids):
         _terminate(pid)
+    if cluster.hostnet:
+        netns.remove_hosts(cluster.hostnet)
     state.unlink()
     return cluster.pids
 
@@ -160,3 +197,23 @@ def stop_cluster(state_dir: str | os.PathLike) -> list[int]:
 def read_cluster(state_dir: str | os.PathLike) -> Cluster | None:
     state = Path(state_dir).absolute() / STATE
     return Cluster(**json.loads(state.read_text())) if state.exists() else None
+
+
+def driver_command(cluster: Cluster, cmd: list[str]) -> list[str]:
+    """``cmd`` (spark-submit, python, a notebook server) as it must run to be this cluster's driver: inside the
+    head host when the workers are separate hosts, as is otherwise."""
+    return netns.in_host(cluster.driver_namespace, cmd) if cluster.driver_namespace else cmd
+
+
+def cluster_health(state_dir: str | os.PathLike) -> dict | None:
+    """What ``cluster status`` shows: each recorded process, where it runs and whether it is alive."""
+    cluster = read_cluster(state_dir)
+    if cluster is None:
+        return None
+    net = cluster.hostnet
+    names = [h.name for h in net.hosts] if net else ["127.0.0.1"] * (len(cluster.pids) - 1)
+    addresses = cluster.worker_hosts or ["127.0.0.1"] * (len(cluster.pids) - 1)
+    return {"master_url": cluster.master_url, "master_alive": _alive(cluster.pids[0]),
+            "network": cluster.network,
+            "workers": [{"host": name, "address": address, "pid": pid, "alive": _alive(pid)}
+                        for name, address, pid in zip(names, addresses, cluster.pids[1:])]}
