@@ -62,6 +62,10 @@ class WorkerSettings:
     optimal_error: float = 0.0
     checkpoint_dir: str | None = None
     resume: bool = False
+    # a last.pt found at start is this run's own (the job refused to start over a foreign one): resume from it.
+    # Set by `lakedl train`, so that a restart (the launcher's, or Spark retrying a failed barrier stage)
+    # continues from the newest checkpoint instead of starting over
+    restartable: bool = False
     checkpoint_every: int | None = None  # also checkpoint every N optimizer steps (mid-epoch), not only per epoch
     max_epochs_this_call: int | None = None  # stop after this many epochs (to simulate an interruption)
     stop_after_steps: int | None = None  # stop after this many steps of this call, mid-epoch (ditto)
@@ -85,6 +89,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+class Heartbeat:
+    """Each rank's ``<run dir>/ranks/rank<r>.json`` after every step: its pid, host address, epoch and step.
+    The launcher reads how far a failed attempt got (the steps a restart loses), and a person or a test
+    can see which process is which rank."""
+
+    def __init__(self, run_dir: Path | None, rank: int, address: str | None) -> None:
+        import os
+
+        self.path = run_dir / "ranks" / f"rank{rank}.json" if run_dir is not None else None
+        self.fixed = f'"rank": {rank}, "pid": {os.getpid()}, "address": "{address}"'
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, epoch: int, step: int) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f'{{{self.fixed}, "epoch": {epoch}, "step": {step}, "time": {time.time():.3f}}}')
+        tmp.replace(self.path)
 
 
 def train_step(net, model, optimizer, scheduler, micro: list, data, s: WorkerSettings, dist, amp: Amp) -> float | None:
@@ -187,7 +212,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
     best_path = ckpt.with_name("best.pt") if ckpt is not None else None
     best_weights = None  # the weights of the best dev epoch: model selection on dev only
     start_epoch, skip, step, history, best, stale = 0, 0, 0, [], -math.inf, 0
-    if s.resume and ckpt is not None and ckpt.is_file():  # every rank loads the same file
+    if (s.resume or s.restartable) and ckpt is not None and ckpt.is_file():  # every rank loads the same file
         state = read_checkpoint(ckpt)
         if state["tokenizer_sha256"] != tok_hash:
             raise InputError(f"{ckpt} was trained with {data.fingerprint_of} {state['tokenizer_sha256'][:12]}, "
@@ -202,6 +227,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         if best_path.is_file():
             best_weights = read_checkpoint(best_path)["model"]
     sink = MetricsSink(s.tensorboard_dir, s.tracking_uri, s.run_id) if rank == 0 else MetricsSink()
+    beat = Heartbeat(Path(s.checkpoint_dir) if s.checkpoint_dir else None, rank, dist.address)
 
     def checkpoint(epoch: int, batches_done: int) -> None:
         if ckpt is not None and rank == 0:
@@ -243,6 +269,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
             lr_trace.update(np.array([g["lr"] for g in optimizer.param_groups], dtype=np.float64).tobytes())
             step += 1
             steps_this_call += 1
+            beat(epoch, step)
             bar.update()
             if loss is not None:
                 losses.append(loss)

@@ -88,6 +88,10 @@ class LauncherSettings(Section):
     kind: Literal["local", "torch_distributor", "horovod"] = "local"
     num_processes: int = Field(2, ge=1)
     use_gpu: bool = False
+    max_restarts: int = Field(2, ge=0, description="when a training process dies (killed, out of memory, its "
+                              "executor lost) the job restarts from the newest checkpoint (every epoch, and every "
+                              "train.checkpoint_every steps) by itself, at most this often; then it fails with "
+                              "the first error")
 
 
 class RunSettings(Section):

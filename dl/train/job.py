@@ -38,7 +38,8 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
         batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, model=m.name, model_options=m.options(cfg.paths.raw_dir),
         embeddings=str(Path(m.embeddings).absolute()) if m.embeddings else None, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
         clip_norm=t.clip_norm, clip_value=t.clip_value, max_norm=t.max_norm, optimal_error=t.optimal_error,
-        checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, checkpoint_every=t.checkpoint_every,
+        checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, restartable=True,
+        checkpoint_every=t.checkpoint_every,
         amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
         tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,
         length_buckets=cfg.data.length_buckets, augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
@@ -80,6 +81,45 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
         raise TrainError(f"{directory} already holds a run: pass --resume to continue it or pick another run.name")
 
 
+def launch_with_restarts(start, directory: Path, max_restarts: int) -> tuple[dict, list[dict]]:
+    """``start()`` (a launch of every rank); when it fails, start it again — the workers resume from
+    ``last.pt`` — up to ``max_restarts`` times. Returns the result and one record per restart: the error, the
+    step the failed attempt had reached (its ranks' heartbeats), the checkpoint's step it resumed from, and the
+    steps lost between them. When every attempt failed, raises the first error."""
+    import mlflow
+
+    from dl.engine.checkpoint import read_checkpoint
+    from dl.engine.launch import LaunchError
+
+    restarts: list[dict] = []
+    first: LaunchError | None = None
+    while True:
+        try:
+            return start(), restarts
+        except LaunchError as exc:
+            first = first or exc
+            if len(restarts) >= max_restarts:
+                if restarts:
+                    raise LaunchError(f"training failed {len(restarts) + 1} times (launcher.max_restarts="
+                                      f"{max_restarts}); the first failure: {first}") from first
+                raise
+            beats = [json.loads(p.read_text()) for p in (directory / "ranks").glob("rank*.json")]
+            last = max(beats, key=lambda b: b["step"], default={"step": 0, "epoch": 0})
+            reached = last["step"]
+            ckpt = directory / "last.pt"
+            state = read_checkpoint(ckpt) if ckpt.is_file() else None
+            resumed = state["step"] if state else 0
+            restarts.append({"attempt": len(restarts) + 1, "error": str(exc).splitlines()[0],
+                             "epoch": last["epoch"], "reached_step": reached,
+                             "resumed_from_step": resumed, "steps_lost": max(0, reached - resumed)})
+            log.warning("training failed at step %d (%s); restart %d of %d from the checkpoint at step %d",
+                        reached, restarts[-1]["error"], len(restarts), max_restarts, resumed)
+            if mlflow.active_run() is not None:
+                mlflow.log_metrics({"restarts": len(restarts), "steps_lost": sum(r["steps_lost"] for r in restarts)},
+                                   step=reached)
+                mlflow.set_tag("restarts", str(len(restarts)))
+
+
 def run_train(cfg: TrainConfig, spark=None, callbacks: Sequence = (), tags: dict[str, str] | None = None) -> dict:
     """Train as configured; returns the summary also written to ``result.json``. ``callbacks`` and ``tags``:
     e.g. a `lakedl tune` trial's pruning (dl/engine/callbacks.py) and MLflow tags (its parent run)."""
@@ -112,16 +152,22 @@ def run_train(cfg: TrainConfig, spark=None, callbacks: Sequence = (), tags: dict
         log.info("training %s: %s launcher, %d process(es), run dir %s", name, cfg.launcher.kind,
                  cfg.launcher.num_processes, directory)
         started = time.perf_counter()
-        result = launch(train_worker, settings, cfg.launcher.kind, cfg.launcher.num_processes, cfg.launcher.use_gpu, spark)
+        result, restarts = launch_with_restarts(
+            lambda: launch(train_worker, settings, cfg.launcher.kind, cfg.launcher.num_processes,
+                           cfg.launcher.use_gpu, spark), directory, cfg.launcher.max_restarts)
         seconds = time.perf_counter() - started
         history = result["history"]
+        for restart in restarts:  # in the history of the epoch each one happened in
+            at = next((h for h in history if h["epoch"] == restart["epoch"]), None)
+            if at is not None:
+                at.setdefault("restarts", []).append(restart)
         summary = {"run": name, "run_dir": str(directory), "mlflow_run_id": handle.run_id,
                    "launcher": cfg.launcher.kind, "processes": result["world_size"],
                    "epochs_run": result["epochs_run"], "steps": result["steps"], "seconds": round(seconds, 2),
                    "final": history[-1] if history else {}, "best_epoch": result.get("best_epoch"),
                    "test": result.get("test"), "diagnosis": result.get("diagnosis"),
                    "weights_identical_across_ranks": len(set(result["weights_sha256_by_rank"])) == 1,
-                   "address_by_rank": result.get("address_by_rank"),
+                   "address_by_rank": result.get("address_by_rank"), "restarts": restarts,
                    "stopped_by": result.get("stopped_by"), "pruned": result.get("pruned", False), "best_score": result.get("best_score")}
         (directory / "history.json").write_text(json.dumps(history, indent=1))
         (directory / "result.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -64,34 +64,93 @@ def _workers(parent: psutil.Process) -> list[psutil.Process]:
     return [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
 
 
+def _heartbeat(run: Path, rank: int) -> dict | None:
+    try:
+        return json.loads((run / "ranks" / f"rank{rank}.json").read_text())
+    except (OSError, ValueError):  # not written yet
+        return None
+
+
+def _kill_rank_at(proc: subprocess.Popen, run: Path, rank: int, step: int, not_pid: int | None = None) -> int:
+    """SIGKILL ``rank``'s process (its pid from its heartbeat) once it has reached ``step``; returns the pid."""
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        beat = _heartbeat(run, rank)
+        if beat and beat["step"] >= step and beat["pid"] != not_pid:
+            os.kill(beat["pid"], signal.SIGKILL)
+            return beat["pid"]
+        time.sleep(0.01)
+    raise AssertionError(f"rank {rank} never reached step {step} (exit {proc.poll()})")
+
+
+TRAIN_ARGS = ["--set", "train.epochs=4", "--set", "train.batch_size=8", "--set", "train.checkpoint_every=10",
+              "--set", "optim.lr=0.01", "--set", "train.progress=false"]
+
+
+def _train_cli(shards, tmp_path, name, *more):
+    return ["train", "--conf-dir", str(REPO / "conf"), "--shards", str(shards), "--processes", "2",
+            "--run-name", name, "--set", f"paths.runs_dir={tmp_path}", *TRAIN_ARGS, *more]
+
+
 @pytest.mark.distributed
-def test_killed_worker_is_reported_and_the_run_resumes(shards, tmp_path):
-    args = ["train", "--conf-dir", str(REPO / "conf"), "--shards", str(shards), "--processes", "2",
-            "--run-name", "k", "--set", f"paths.runs_dir={tmp_path}", "--set", "train.epochs=8",
-            "--set", "train.batch_size=8", "--set", "train.checkpoint_every=10", "--set", "optim.lr=0.01",
-            "--set", "train.progress=false"]
-    ckpt = tmp_path / "train" / "k" / "last.pt"
+def test_killed_worker_without_restarts_is_reported_and_the_run_resumes_by_hand(shards, tmp_path):
+    args = _train_cli(shards, tmp_path, "k", "--set", "launcher.max_restarts=0")
+    run = tmp_path / "train" / "k"
     proc = subprocess.Popen([LAKEDL, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    workers = _workers(psutil.Process(proc.pid))
-    assert ckpt.exists() and len(workers) == 2, "the run did not reach its first checkpoint"
-    os.kill(workers[1].pid, signal.SIGKILL)  # mid-epoch: 50 steps per epoch, checkpoints every 10
+    _kill_rank_at(proc, run, 1, 25)  # mid-epoch: 45 steps per epoch, checkpoints every 10
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert "error: local launch with 2 processes failed" in err and "SIGKILL" in err
-    assert not (tmp_path / "train" / "k" / "result.json").exists()
+    assert not (run / "result.json").exists()
 
     resumed = subprocess.run([LAKEDL, *args, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    result = json.loads((tmp_path / "train" / "k" / "result.json").read_text())
-    assert result["epochs_run"] == 8 and result["weights_identical_across_ranks"]
+    result = json.loads((run / "result.json").read_text())
+    assert result["epochs_run"] == 4 and result["weights_identical_across_ranks"] and result["restarts"] == []
 
-    clean = run_train(train_cfg(shards, tmp_path, "run.name=clean", "train.epochs=8", "train.batch_size=8",
-                                "optim.lr=0.01"))
-    assert result["steps"] == clean["steps"]
-    assert abs(result["final"]["dev_sentiment_accuracy"] - clean["final"]["dev_sentiment_accuracy"]) <= 0.03
+
+@pytest.mark.distributed
+def test_a_killed_worker_restarts_from_the_checkpoint_by_itself(shards, tmp_path):
+    """launcher.max_restarts (default 2): rank 1 SIGKILLed mid-epoch → the launcher restarts every rank from
+    last.pt without a person; the run ends with the optimizer steps and dev accuracy of an uninterrupted one."""
+    from mlflow.tracking import MlflowClient
+
+    run = tmp_path / "train" / "auto"
+    proc = subprocess.Popen([LAKEDL, *_train_cli(shards, tmp_path, "auto")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = _kill_rank_at(proc, run, 1, 25)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "restart 1 of 2 from the checkpoint at step 20" in err
+    result = json.loads((run / "result.json").read_text())
+    [restart] = result["restarts"]
+    assert restart["resumed_from_step"] == 20 and restart["reached_step"] >= 25
+    assert restart["steps_lost"] == restart["reached_step"] - 20 and "SIGKILL" in restart["error"]
+    assert result["epochs_run"] == 4 and result["weights_identical_across_ranks"]
+    assert _heartbeat(run, 1)["pid"] != killed  # the rank that finished is a new process
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history if "restarts" in h] == [restart["epoch"]] == [0]
+
+    clean = run_train(train_cfg(shards, tmp_path, "run.name=clean", "train.epochs=4", "train.batch_size=8",
+                                "train.checkpoint_every=10", "optim.lr=0.01"))
+    client = MlflowClient((tmp_path / "mlflow").absolute().as_uri())  # (after a run here: the file store's switch)
+    assert [m.value for m in client.get_metric_history(result["mlflow_run_id"], "restarts")] == [1]
+    assert result["steps"] == clean["steps"] and clean["restarts"] == []
+    assert abs(result["final"]["dev_sentiment_accuracy"] - clean["final"]["dev_sentiment_accuracy"]) <= 0.01
+
+
+@pytest.mark.distributed
+def test_a_run_that_keeps_failing_stops_after_max_restarts_with_the_first_error(shards, tmp_path):
+    run = tmp_path / "train" / "twice"
+    proc = subprocess.Popen([LAKEDL, *_train_cli(shards, tmp_path, "twice", "--set", "launcher.max_restarts=1")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = _kill_rank_at(proc, run, 1, 25)
+    _kill_rank_at(proc, run, 0, 35, not_pid=None if _heartbeat(run, 0) is None else _heartbeat(run, 0)["pid"])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
+    [line] = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "training failed 2 times (launcher.max_restarts=1); the first failure: local launch" in line
+    assert "process 1 killed by SIGKILL" in line and first
 
 
 @pytest.mark.distributed
