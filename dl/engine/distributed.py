@@ -199,11 +199,10 @@ class TorchDist(NoDist):
         self.dist = dist
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         variables = ("NCCL_SOCKET_IFNAME",) if backend == "nccl" else ("GLOO_SOCKET_IFNAME",)
-        if not dist.is_initialized():
-            self.interface = bind_interface(interface, os.environ.get("MASTER_ADDR"), variables)
-        else:
+        if dist.is_initialized():
             self.interface = os.environ.get(variables[0])
-        if not dist.is_initialized():
+        else:
+            self.interface = bind_interface(interface, os.environ.get("MASTER_ADDR"), variables)
             dist.init_process_group(backend)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))

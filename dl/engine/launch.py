@@ -38,6 +38,11 @@ class LaunchError(LakedlError, RuntimeError):
     """The launch was refused or a worker failed; the message says which and why."""
 
 
+class WorkerFailed(LaunchError):
+    """A worker process failed or died after the launch started (what a restart can recover from; a refused
+    launch cannot)."""
+
+
 def check_launch(kind: str, num_processes: int, use_gpu: bool = False, slots: int | None = None) -> None:
     """Refuse before launching: unknown launcher, bad process count, more processes than slots, GPU asked
     with none present."""
@@ -166,7 +171,7 @@ def launch(worker, settings, kind: str = "local", num_processes: int = 1, use_gp
     except LaunchError:
         raise
     except Exception as exc:  # a worker failed: keep the tail of what it said
-        raise LaunchError(f"{kind} launch with {num_processes} processes failed:\n{_tail(exc)}") from exc
+        raise WorkerFailed(f"{kind} launch with {num_processes} processes failed:\n{_tail(exc)}") from exc
 
 
 def _spawn_local(worker, settings, n: int) -> dict:
@@ -180,7 +185,7 @@ def _spawn_local(worker, settings, n: int) -> dict:
             while not context.join():  # raises for the first process that failed, after stopping the rest
                 pass
         except Exception as exc:
-            raise LaunchError(f"local launch with {n} processes failed ({statuses}):\n{_tail(exc)}") from exc
+            raise WorkerFailed(f"local launch with {n} processes failed ({statuses}):\n{_tail(exc)}") from exc
         return torch.load(Path(out) / "rank0.pt", weights_only=False)
 
 

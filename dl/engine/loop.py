@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -97,10 +99,8 @@ class Heartbeat:
     can see which process is which rank."""
 
     def __init__(self, run_dir: Path | None, rank: int, address: str | None) -> None:
-        import os
-
         self.path = run_dir / "ranks" / f"rank{rank}.json" if run_dir is not None else None
-        self.fixed = f'"rank": {rank}, "pid": {os.getpid()}, "address": "{address}"'
+        self.fixed = {"rank": rank, "pid": os.getpid(), "address": address}
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -108,7 +108,7 @@ class Heartbeat:
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(f'{{{self.fixed}, "epoch": {epoch}, "step": {step}, "time": {time.time():.3f}}}')
+        tmp.write_text(json.dumps({**self.fixed, "epoch": epoch, "step": step, "time": round(time.time(), 3)}))
         tmp.replace(self.path)
 
 

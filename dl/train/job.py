@@ -83,25 +83,26 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
 
 def launch_with_restarts(start, directory: Path, max_restarts: int) -> tuple[dict, list[dict]]:
     """``start()`` (a launch of every rank); when it fails, start it again — the workers resume from
-    ``last.pt`` — up to ``max_restarts`` times. Returns the result and one record per restart: the error, the
+    ``last.pt`` — up to ``max_restarts`` times. Only a worker that failed after the start is retried; a refused
+    launch (a misconfiguration) is raised as is. Returns the result and one record per restart: the error, the
     step the failed attempt had reached (its ranks' heartbeats), the checkpoint's step it resumed from, and the
     steps lost between them. When every attempt failed, raises the first error."""
     import mlflow
 
     from dl.engine.checkpoint import read_checkpoint
-    from dl.engine.launch import LaunchError
+    from dl.engine.launch import WorkerFailed
 
     restarts: list[dict] = []
-    first: LaunchError | None = None
+    first: WorkerFailed | None = None
     while True:
         try:
             return start(), restarts
-        except LaunchError as exc:
+        except WorkerFailed as exc:
             first = first or exc
             if len(restarts) >= max_restarts:
                 if restarts:
-                    raise LaunchError(f"training failed {len(restarts) + 1} times (launcher.max_restarts="
-                                      f"{max_restarts}); the first failure: {first}") from first
+                    raise WorkerFailed(f"training failed {len(restarts) + 1} times (launcher.max_restarts="
+                                       f"{max_restarts}); the first failure: {first}") from first
                 raise
             beats = [json.loads(p.read_text()) for p in (directory / "ranks").glob("rank*.json")]
             last = max(beats, key=lambda b: b["step"], default={"step": 0, "epoch": 0})

@@ -26,7 +26,6 @@ from etl.core.errors import LakedlError
 
 ETC_NETNS = Path("/etc/netns")  # `ip netns exec NAME` bind-mounts /etc/netns/NAME/<file> over /etc/<file>
 SUBNETS = ipaddress.ip_network("10.231.0.0/16")  # candidate /24s; the first one no interface here uses
-_RATE = re.compile(r"^\d+(\.\d+)?([kmg]?bit|[kmg]?bps)$")
 
 
 class NetnsError(LakedlError, RuntimeError):
@@ -37,7 +36,7 @@ class NetnsError(LakedlError, RuntimeError):
 class Host:
     name: str        # the network namespace
     address: str     # its address on the bridge
-    veth: str        # the head's end of its link (the host's end is ``eth0`` inside the namespace)
+    veth: str        # the bridge's end of its link (the host's end is ``eth0`` inside the namespace)
 
 
 @dataclass
@@ -72,8 +71,8 @@ def check_root(what: str = "separate network hosts") -> None:
 
 
 def check_rate(rate: str | None) -> None:
-    if rate is not None and not _RATE.match(rate):
-        raise NetnsError(f"bandwidth {rate!r} is not a tc rate: give e.g. 100mbit, 1gbit or 10gbit")
+    if rate is not None:
+        _bits_per_s(rate)
 
 
 def _run(*args: str) -> str:
@@ -93,7 +92,7 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     outs = [_run("ip", "-o", "-4", "addr", "show")]
     for name in namespaces():
         outs.append(subprocess.run(["ip", "-n", name, "-o", "-4", "addr", "show"], capture_output=True,
-                                       text=True).stdout)
+                                   text=True).stdout)
     return [ipaddress.ip_interface(m).network for out in outs for m in re.findall(r"inet (\S+)", out)]
 
 
@@ -109,9 +108,8 @@ def shape(device: str, rate: str, namespace: str | None = None) -> None:
     """A token-bucket filter of ``rate`` on ``device``'s egress (burst sized for ~1 ms at that rate)."""
     bits = _bits_per_s(rate)
     burst = max(16 * 1024, int(bits / 8 / 1000))
-    prefix = ("ip", "netns", "exec", namespace) if namespace else ()
-    _run(*prefix, "tc", "qdisc", "replace", "dev", device, "root", "tbf", "rate", rate, "burst", str(burst),
-         "latency", "50ms")
+    cmd = ["tc", "qdisc", "replace", "dev", device, "root", "tbf", "rate", rate, "burst", str(burst), "latency", "50ms"]
+    _run(*(in_host(namespace, cmd) if namespace else cmd))
 
 
 def _bits_per_s(rate: str) -> float:

@@ -139,6 +139,15 @@ def test_a_killed_worker_restarts_from_the_checkpoint_by_itself(shards, tmp_path
     assert abs(result["final"]["dev_sentiment_accuracy"] - clean["final"]["dev_sentiment_accuracy"]) <= 0.01
 
 
+def test_a_refused_launch_is_not_restarted(shards, tmp_path):
+    from dl.engine.launch import LaunchError, WorkerFailed
+
+    with pytest.raises(LaunchError, match="^use_gpu=true but this machine has no CUDA device") as refused:
+        run_train(train_cfg(shards, tmp_path, "launcher.use_gpu=true", "run.name=gpu"))
+    assert not isinstance(refused.value, WorkerFailed)  # a misconfiguration fails once, with its own message
+    assert not (tmp_path / "train" / "gpu" / "ranks").exists()  # no worker started
+
+
 @pytest.mark.distributed
 def test_a_run_that_keeps_failing_stops_after_max_restarts_with_the_first_error(shards, tmp_path):
     run = tmp_path / "train" / "twice"
