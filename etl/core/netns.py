@@ -130,8 +130,8 @@ def make_hosts(n: int, tag: str, bandwidth: str | None = None) -> HostNet:
     subnet = free_subnet()
     addresses = list(subnet.hosts())
     net = HostNet(bridge=f"{tag}br", prefix=subnet.prefixlen, bandwidth=bandwidth)
+    _run("ip", "link", "add", net.bridge, "type", "bridge")  # fails if another start made it: then nothing is ours
     try:
-        _run("ip", "link", "add", net.bridge, "type", "bridge")
         _run("ip", "link", "set", net.bridge, "up")
         for i in range(n + 1):
             host = Host(name=f"{tag}-h{i}", address=str(addresses[i]), veth=f"{tag}v{i}")

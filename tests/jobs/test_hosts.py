@@ -130,6 +130,20 @@ def test_shaped_links_and_down_leaves_nothing_behind(tmp_path):
     assert cluster_health(tmp_path / "c") is None
 
 
+def test_a_second_start_with_the_same_names_removes_nothing_of_the_first(tmp_path):
+    """Two `cluster up` on one state directory at once pass the recorded-cluster check together; the second
+    meets the first's bridge and must fail without deleting the first's hosts."""
+    first = netns.make_hosts(1, "ldltwin")
+    try:
+        with pytest.raises(netns.NetnsError, match="ldltwinbr"):
+            netns.make_hosts(1, "ldltwin")
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert first.bridge in links and first.hosts[0].name in netns.namespaces()
+    finally:
+        netns.remove_hosts(first)
+    assert first.hosts[0].name not in netns.namespaces()
+
+
 def test_hosts_refuse_without_root_or_with_a_bad_rate(tmp_path):
     with pytest.raises(netns.NetnsError, match="not a tc rate"):
         start_cluster(tmp_path / "r", hosts=2, bandwidth="fast")
