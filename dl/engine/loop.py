@@ -68,6 +68,8 @@ class WorkerSettings:
     # Set by `lakedl train`, so that a restart (the launcher's, or Spark retrying a failed barrier stage)
     # continues from the newest checkpoint instead of starting over
     restartable: bool = False
+    launch_id: str | None = None  # this `lakedl train` call, and the launcher's attempt in it: rank 0 records each
+    attempt: int = 0              # start of the ranks in ranks/starts.jsonl (a second start in one attempt: Spark's)
     checkpoint_every: int | None = None  # also checkpoint every N optimizer steps (mid-epoch), not only per epoch
     max_epochs_this_call: int | None = None  # stop after this many epochs (to simulate an interruption)
     stop_after_steps: int | None = None  # stop after this many steps of this call, mid-epoch (ditto)
@@ -110,6 +112,23 @@ class Heartbeat:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**self.fixed, "epoch": epoch, "step": step, "time": round(time.time(), 3)}))
         tmp.replace(self.path)
+
+    def started(self, launch: str | None, attempt: int, resumed_from_step: int) -> None:
+        """Rank 0, before its first step: one line in ``ranks/starts.jsonl`` for this start of the ranks, with the
+        step the heartbeats left by an earlier start had reached (no rank passes step 1 before rank 0 has read
+        them: every step exchanges gradients). Every start after a launch's first is a restart, whoever made
+        it: the launcher (a new attempt) or Spark retrying the barrier stage (the same attempt again)."""
+        if self.path is None:
+            return
+        beats = []
+        for path in self.path.parent.glob("rank*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                beats.append(json.loads(path.read_text()))
+        last = max(beats, key=lambda b: b["step"], default={"step": 0, "epoch": 0})
+        line = {"launch": launch, "attempt": attempt, "pid": os.getpid(), "time": round(time.time(), 3),
+                "resumed_from_step": resumed_from_step, "reached_step": last["step"], "epoch": last["epoch"]}
+        with open(self.path.parent / "starts.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
 
 
 def train_step(net, model, optimizer, scheduler, micro: list, data, s: WorkerSettings, dist, amp: Amp) -> float | None:
@@ -228,6 +247,8 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
             best_weights = read_checkpoint(best_path)["model"]
     sink = MetricsSink(s.tensorboard_dir, s.tracking_uri, s.run_id) if rank == 0 else MetricsSink()
     beat = Heartbeat(Path(s.checkpoint_dir) if s.checkpoint_dir else None, rank, dist.address)
+    if rank == 0:
+        beat.started(s.launch_id, s.attempt, step)
 
     def checkpoint(epoch: int, batches_done: int) -> None:
         if ckpt is not None and rank == 0:

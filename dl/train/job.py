@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from dl.engine.callbacks import EarlyStopping
@@ -81,44 +83,67 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
         raise TrainError(f"{directory} already holds a run: pass --resume to continue it or pick another run.name")
 
 
-def launch_with_restarts(start, directory: Path, max_restarts: int) -> tuple[dict, list[dict]]:
-    """``start()`` (a launch of every rank); when it fails, start it again — the workers resume from
+def launch_with_restarts(start, directory: Path, max_restarts: int, launch_id: str) -> tuple[dict, list[dict]]:
+    """``start(attempt)`` (a launch of every rank); when it fails, start it again — the workers resume from
     ``last.pt`` — up to ``max_restarts`` times. Only a worker that failed after the start is retried; a refused
-    launch (a misconfiguration) is raised as is. Returns the result and one record per restart: the error, the
-    step the failed attempt had reached (its ranks' heartbeats), the checkpoint's step it resumed from, and the
-    steps lost between them. When every attempt failed, raises the first error."""
+    launch (a misconfiguration) is raised as is. Returns the result and one record per restart: who restarted
+    (``launcher``, or ``spark`` retrying a failed barrier stage inside one attempt, seen in the ranks' start
+    records), the error, the step the failed start had reached (its ranks' heartbeats), the checkpoint's step it
+    resumed from, and the steps lost between them. When every attempt failed, raises the first error."""
     import mlflow
 
     from dl.engine.checkpoint import read_checkpoint
     from dl.engine.launch import WorkerFailed
 
-    restarts: list[dict] = []
+    ours: list[dict] = []
     first: WorkerFailed | None = None
     while True:
         try:
-            return start(), restarts
+            result = start(len(ours))
+            break
         except WorkerFailed as exc:
             first = first or exc
-            if len(restarts) >= max_restarts:
-                if restarts:
-                    raise WorkerFailed(f"training failed {len(restarts) + 1} times (launcher.max_restarts="
+            if len(ours) >= max_restarts:
+                if ours:
+                    raise WorkerFailed(f"training failed {len(ours) + 1} times (launcher.max_restarts="
                                        f"{max_restarts}); the first failure: {first}") from first
                 raise
             beats = [json.loads(p.read_text()) for p in (directory / "ranks").glob("rank*.json")]
             last = max(beats, key=lambda b: b["step"], default={"step": 0, "epoch": 0})
-            reached = last["step"]
             ckpt = directory / "last.pt"
-            state = read_checkpoint(ckpt) if ckpt.is_file() else None
-            resumed = state["step"] if state else 0
-            restarts.append({"attempt": len(restarts) + 1, "error": str(exc).splitlines()[0],
-                             "epoch": last["epoch"], "reached_step": reached,
-                             "resumed_from_step": resumed, "steps_lost": max(0, reached - resumed)})
+            resumed = read_checkpoint(ckpt)["step"] if ckpt.is_file() else 0
+            said = [line.strip() for line in str(exc).splitlines() if line.strip()]  # heading + the cause's line
+            ours.append({"attempt": len(ours) + 1, "by": "launcher", "error": " ".join(said[:2])[:300],
+                         "epoch": last["epoch"], "reached_step": last["step"], "resumed_from_step": resumed,
+                         "steps_lost": max(0, last["step"] - resumed)})
             log.warning("training failed at step %d (%s); restart %d of %d from the checkpoint at step %d",
-                        reached, restarts[-1]["error"], len(restarts), max_restarts, resumed)
+                        last["step"], ours[-1]["error"], len(ours), max_restarts, resumed)
             if mlflow.active_run() is not None:
-                mlflow.log_metrics({"restarts": len(restarts), "steps_lost": sum(r["steps_lost"] for r in restarts)},
-                                   step=reached)
-                mlflow.set_tag("restarts", str(len(restarts)))
+                mlflow.set_tag("restarts", str(len(ours)))
+    restarts = _with_spark_restarts(ours, directory / "ranks" / "starts.jsonl", launch_id)
+    if restarts and mlflow.active_run() is not None:
+        mlflow.log_metrics({"restarts": len(restarts), "steps_lost": sum(r["steps_lost"] for r in restarts)})
+        mlflow.set_tag("restarts", str(len(restarts)))
+    return result, restarts
+
+
+def _with_spark_restarts(ours: list[dict], starts_file: Path, launch_id: str) -> list[dict]:
+    """The launcher's restarts, and in their order the starts Spark made by itself: a second start of the ranks
+    within one attempt (a barrier stage retried after a task failed, e.g. a killed rank on a standalone cluster,
+    where spark.stage.maxConsecutiveAttempts allows it)."""
+    lines = starts_file.read_text().splitlines() if starts_file.is_file() else []
+    starts = [s for s in map(json.loads, lines) if s.get("launch") == launch_id]
+    restarts, by_attempt = [], {r["attempt"]: r for r in ours}
+    for before, now in zip(starts, starts[1:]):
+        if now["attempt"] != before["attempt"]:
+            restarts.append(by_attempt.pop(now["attempt"], None))
+            continue
+        restarts.append({"attempt": now["attempt"], "by": "spark",
+                         "error": "Spark started every rank again (a task of the barrier stage failed; see the "
+                                  "executor logs)", "epoch": now["epoch"], "reached_step": now["reached_step"],
+                         "resumed_from_step": now["resumed_from_step"],
+                         "steps_lost": max(0, now["reached_step"] - now["resumed_from_step"])})
+    return [r for r in restarts if r is not None] + list(by_attempt.values())  # (a start that never began)
 
 
 def run_train(cfg: TrainConfig, spark=None, callbacks: Sequence = (), tags: dict[str, str] | None = None) -> dict:
@@ -153,9 +178,11 @@ def run_train(cfg: TrainConfig, spark=None, callbacks: Sequence = (), tags: dict
         log.info("training %s: %s launcher, %d process(es), run dir %s", name, cfg.launcher.kind,
                  cfg.launcher.num_processes, directory)
         started = time.perf_counter()
+        launch_id = uuid.uuid4().hex
         result, restarts = launch_with_restarts(
-            lambda: launch(train_worker, settings, cfg.launcher.kind, cfg.launcher.num_processes,
-                           cfg.launcher.use_gpu, spark), directory, cfg.launcher.max_restarts)
+            lambda attempt: launch(train_worker, replace(settings, launch_id=launch_id, attempt=attempt),
+                                   cfg.launcher.kind, cfg.launcher.num_processes, cfg.launcher.use_gpu, spark),
+            directory, cfg.launcher.max_restarts, launch_id)
         seconds = time.perf_counter() - started
         history = result["history"]
         for restart in restarts:  # in the history of the epoch each one happened in

@@ -126,6 +126,9 @@ def test_a_killed_worker_restarts_from_the_checkpoint_by_itself(shards, tmp_path
     [restart] = result["restarts"]
     assert restart["resumed_from_step"] == 20 and restart["reached_step"] >= 25
     assert restart["steps_lost"] == restart["reached_step"] - 20 and "SIGKILL" in restart["error"]
+    assert restart["by"] == "launcher" and restart["attempt"] == 1
+    starts = [json.loads(x) for x in (run / "ranks" / "starts.jsonl").read_text().splitlines()]
+    assert [s["attempt"] for s in starts] == [0, 1] and starts[1]["resumed_from_step"] == 20
     assert result["epochs_run"] == 4 and result["weights_identical_across_ranks"]
     assert _heartbeat(run, 1)["pid"] != killed  # the rank that finished is a new process
     history = json.loads((run / "history.json").read_text())
