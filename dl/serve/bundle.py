@@ -75,13 +75,13 @@ class Bundle:
         return list(self.meta["label_map"].get("sentiment", ["negative", "positive"]))
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        norm = [self.normalizer(t) for t in texts]
-        ids = self.tokenizer.encode(norm, int(self.meta["max_len"]))
-        lengths = torch.tensor([max(len(x), 1) for x in ids])  # an empty text is one pad token
-        padded = np.full((len(ids), int(lengths.max()) if len(ids) else 1), self.tokenizer.pad_id, np.int64)
-        for i, row in enumerate(ids):
-            padded[i, : len(row)] = row
-        return torch.from_numpy(padded), lengths
+        """Padded ids and lengths of a batch of raw texts (normalized and encoded as one Arrow batch)."""
+        offsets, flat = self.tokenizer.encode_flat(self.normalizer.batch(texts), int(self.meta["max_len"]))
+        counts = np.diff(offsets)
+        lengths = np.maximum(counts, 1)  # an empty text is one pad token
+        padded = np.full((len(counts), int(lengths.max()) if len(counts) else 1), self.tokenizer.pad_id, np.int64)
+        padded[np.arange(padded.shape[1])[None, :] < counts[:, None]] = flat
+        return torch.from_numpy(padded), torch.from_numpy(lengths.astype(np.int64))
 
     @torch.no_grad()
     def predict(self, texts: list[str], batch_size: int = 256, device: str | torch.device = "cpu") -> pd.DataFrame:

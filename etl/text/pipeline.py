@@ -235,9 +235,8 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
         try:
             with file_lock(dataset_dir / ".lock"):  # concurrent first runs build one tokenizer, not two
                 tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
-            encoded = (encode_frame(with_targets(new), Normalizer.from_settings(cfg.normalize), tok, "text",
-                                    cfg.encode.max_len, cfg.encode.fixed)
-                       .drop("raw", MALFORMED)
+            encoded = (encode_frame(with_targets(new.drop("raw", MALFORMED)), Normalizer.from_settings(cfg.normalize),
+                                    tok, "text", cfg.encode.max_len, cfg.encode.fixed)  # raw: not carried through
                        .withColumn("tokenizer_sha256", F.lit(tok.sha256))
                        .withColumn("run_id", F.lit(run_id)))
             result = store.merge(silver, encoded, ["review_id"], update_matched=False,

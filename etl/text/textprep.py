@@ -16,13 +16,14 @@ import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -73,13 +74,21 @@ class Normalizer:
             text = text.lower()
         return _WS_RE.sub(" ", text).strip()
 
+    def batch(self, texts: Sequence[str] | pa.Array) -> pa.Array:
+        """This normalizer on every text at once (Arrow kernels; the same strings as calling it on each:
+        etl/text/fastword.py)."""
+        from etl.text.fastword import normalize_arrow
+
+        return normalize_arrow(texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string()), self)
+
     def column(self, col: str | Column) -> Column:
         """This normalizer as a Spark column expression (an Arrow pandas UDF)."""
         norm = self
 
         @F.pandas_udf(T.StringType())
         def normalize(texts: pd.Series) -> pd.Series:
-            return texts.map(lambda t: None if t is None else norm(t))
+            arr = pa.array(texts, pa.string())
+            return pd.Series(pd.arrays.ArrowExtensionArray(pc.if_else(pc.is_null(arr), arr, norm.batch(arr))))
 
         return normalize(col)
 
@@ -90,7 +99,10 @@ def word_tokens(text: str) -> list[str]:
 
 @F.pandas_udf(T.ArrayType(T.StringType()))
 def word_tokens_udf(texts: pd.Series) -> pd.Series:
-    return texts.map(lambda t: [] if t is None else word_tokens(t))
+    """``word_tokens`` of every text of the batch (a null: none), in Arrow kernels (etl/text/fastword.py)."""
+    from etl.text.fastword import tokens_arrow
+
+    return pd.Series(pd.arrays.ArrowExtensionArray(tokens_arrow(pa.array(texts, pa.string()))))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,21 +155,28 @@ class TextTokenizer:
         return tok
 
     def encode(self, texts: Iterable[str], max_len: int) -> list[list[int]]:
-        """Token ids of each text, truncated to ``max_len``."""
+        """Token ids of each (normalized) text, truncated to ``max_len``."""
         if self.kind == "word":
-            index = _word_index(self.payload)
-            return [[index.get(t, UNK) for t in word_tokens(text)][:max_len] for text in texts]
+            offsets, ids = self.encode_flat(list(texts), max_len)
+            return [row.tolist() for row in np.split(ids, offsets[1:-1])] if len(offsets) > 1 else []
         return [e.ids for e in _hf(self.payload, max_len).encode_batch(list(texts))]
+
+    def encode_flat(self, texts: Sequence[str] | pa.Array, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of each (normalized) text, truncated to ``max_len``, as (offsets int32 [n+1], ids int32);
+        word vocabularies in Arrow kernels for the whole batch (etl/text/fastword.py)."""
+        if self.kind == "word":
+            from etl.text.fastword import encode_arrow
+
+            return encode_arrow(texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string()),
+                                self.payload, max_len, UNK)
+        rows = texts.to_pylist() if isinstance(texts, pa.Array) else list(texts)
+        ids = [e.ids for e in _hf(self.payload, max_len).encode_batch(rows)]
+        offsets = np.zeros(len(ids) + 1, np.int32)
+        np.cumsum([len(x) for x in ids], out=offsets[1:])
+        return offsets, np.fromiter(itertools.chain.from_iterable(ids), np.int32, count=int(offsets[-1]))
 
 
 _CACHE: dict[tuple[int, int], object] = {}
-
-
-def _word_index(payload: str) -> dict[str, int]:
-    key = (hash(payload), -1)
-    if key not in _CACHE:
-        _CACHE[key] = {t: i for i, t in enumerate(json.loads(payload))}
-    return _CACHE[key]  # type: ignore[return-value]
 
 
 def _hf(payload: str, max_len: int):
@@ -230,24 +249,22 @@ def _list_column(offsets: np.ndarray, values: np.ndarray) -> pd.Series:
     return pd.Series(pd.arrays.ArrowExtensionArray(arr))
 
 
-def encode_batch(texts: list[str], normalizer: Normalizer, tokenizer: TextTokenizer, max_len: int,
+def encode_batch(texts: Sequence[str] | pa.Array, normalizer: Normalizer, tokenizer: TextTokenizer, max_len: int,
                  fixed: bool) -> pd.DataFrame:
     """Normalize and encode one batch: text_norm, ids (ragged, ≤ max_len), length and, when ``fixed``,
-    input_ids padded to max_len."""
-    norm = [normalizer(t) for t in texts]
-    ids = tokenizer.encode(norm, max_len)
-    lengths = np.fromiter(map(len, ids), np.int32, count=len(ids))
-    offsets = np.zeros(len(ids) + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, count=int(offsets[-1]))
-    out = pd.DataFrame({"text_norm": norm})
+    input_ids padded to max_len. The whole batch at once (Arrow kernels, etl/text/fastword.py), with the
+    strings and ids of the per-row :class:`Normalizer` and :meth:`TextTokenizer.encode`."""
+    norm = normalizer.batch(texts)
+    offsets, flat = tokenizer.encode_flat(norm, max_len)
+    lengths = np.diff(offsets).astype(np.int32)
+    out = pd.DataFrame({"text_norm": pd.arrays.ArrowExtensionArray(norm)})
     out["ids"] = _list_column(offsets, flat)
     out["length"] = lengths
     if fixed:
         mask = np.arange(max_len)[None, :] < lengths[:, None]  # (B, max_len)
-        padded = np.full((len(ids), max_len), tokenizer.pad_id, np.int32)
+        padded = np.full((len(lengths), max_len), tokenizer.pad_id, np.int32)
         padded[mask] = flat
-        out["input_ids"] = _list_column(np.arange(0, len(ids) * max_len + 1, max_len, dtype=np.int32),
+        out["input_ids"] = _list_column(np.arange(0, len(lengths) * max_len + 1, max_len, dtype=np.int32),
                                         padded.ravel())
     return out
 
@@ -261,7 +278,7 @@ def encode_frame(df: DataFrame, normalizer: Normalizer, tokenizer: TextTokenizer
 
     @F.pandas_udf(ENCODED)
     def encode(texts: pd.Series) -> pd.DataFrame:
-        return encode_batch(texts.fillna("").tolist(), normalizer, tokenizer, max_len, fixed=False)
+        return encode_batch(pa.array(texts.fillna(""), pa.string()), normalizer, tokenizer, max_len, fixed=False)
 
     pad = F.array_repeat(F.lit(tokenizer.pad_id), F.lit(max_len) - F.col("length"))
     padded = F.concat(F.col("ids"), pad) if fixed else F.lit(None).cast(T.ArrayType(T.IntegerType()))
