@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -60,6 +60,10 @@ bench-loaders: demo
 
 bench-scaling: demo
 	$(BIN)/python bench/scaling.py
+
+# the text ETL's normalize + encode step: batch (Arrow) encoder vs the per-row Python path (bench/results/scale.json)
+bench-encode: data
+	$(BIN)/python bench/encode_cost.py
 
 # 2 network hosts at 10gbit/1gbit/100mbit, by gradient exchange (bench/results/scaling_network.json; root, ~70 min)
 bench-scaling-network: demo

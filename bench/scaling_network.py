@@ -13,6 +13,7 @@ sync (conf/base/train.yml ``sync:``):
   dense         every gradient all-reduced as fp32, the embedding table whole (sync.sparse_embeddings=false)
   touched_rows  the embedding gradient as the rows the batch touched (allgather, exact; the default)
   compressed    dense as above, sent as fp16 (sync.compression=fp16): half the bytes of the dense exchange
+  touched_rows_fp16  both: the rows exchange for the embedding table, fp16 for the other gradients
 samples/s = training rows per epoch / seconds of the epoch (step loop + evaluation), the median over the epochs
 after the first (bench/scaling.py's measure, from the run's history.json). ratio = 2 hosts / 1x1.
 """
@@ -29,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import command_line, git_commit, write_result  # bench/common.py, beside this script
+from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
 
 from etl.core.netns import check_root
 from etl.core.standalone import driver_command, spark_home, start_cluster, stop_cluster
@@ -45,7 +46,8 @@ MODELS = {  # bench/scaling.py's settings for these models, as --set
 }
 SYNC = {"dense": ["sync.sparse_embeddings=false", "sync.compression=none"],
         "touched_rows": ["sync.sparse_embeddings=true", "sync.compression=none"],
-        "compressed": ["sync.sparse_embeddings=false", "sync.compression=fp16"]}
+        "compressed": ["sync.sparse_embeddings=false", "sync.compression=fp16"],
+        "touched_rows_fp16": ["sync.sparse_embeddings=true", "sync.compression=fp16"]}
 
 
 def train(cluster, runs: Path, name: str, processes: int, sets: list[str]) -> dict:
@@ -116,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
                 stop_cluster(state)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    path = write_result("scaling_network", command_line(), results)
+    previous = RESULTS / "scaling_network.json"  # keep the rows of cases not measured again (each has its commit)
+    measured = {r["case"] for r in results}
+    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
+            if r["case"] not in measured]
+    path = write_result("scaling_network", command_line(), kept + results)
     print(f"wrote {path}")
 
 
