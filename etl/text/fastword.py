@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -28,6 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# a placeholder (<url>, <num>), a word with optional inner apostrophes, or any other single non-space character;
+# etl/text/textprep.py (the per-row path) uses it from here, so that this module imports nothing of that one
+TOKEN_PATTERN = r"<[a-z]+>|\w+(?:['’]\w+)*|[^\w\s]"
 MARK = "\x01"  # wraps each token match; a row holding it goes through the Python path
 
 
@@ -106,8 +110,6 @@ def _compute_tables() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=2)
 def _patterns(html_unescape: bool) -> dict[str, str]:
-    from etl.text.textprep import TOKEN_PATTERN
-
     t = _unicode_tables()
     token = TOKEN_PATTERN.replace(r"[^\w\s]", f"[^{t['word']}{t['space']}]").replace(r"\w", f"[{t['word']}]")
     assert "\\s" not in token and "\\w" not in token, TOKEN_PATTERN  # every class spelled out
@@ -158,11 +160,9 @@ def tokens_arrow(norm: pa.Array) -> pa.ListArray:
     tokens = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat.filter(keep))
     marks = np.flatnonzero(np.asarray(pc.match_substring(norm, MARK), dtype=bool))
     if len(marks):  # the marker is in the text itself: these rows' tokens the Python way
-        from etl.text.textprep import word_tokens
-
         rows = tokens.to_pylist()
         for r in marks.tolist():
-            rows[r] = word_tokens(norm[r].as_py())
+            rows[r] = re.findall(TOKEN_PATTERN, norm[r].as_py())
         tokens = pa.array(rows, pa.list_(pa.string()))
     return tokens
 

@@ -29,8 +29,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from etl.core.errors import InputError, MissingInput
+from etl.text.fastword import TOKEN_PATTERN, encode_arrow, normalize_arrow, tokens_arrow
 
-TOKEN_PATTERN = r"<[a-z]+>|\w+(?:['’]\w+)*|[^\w\s]"
 URL_PATTERN = r"(?:https?://|www\.)\S+"
 NUMBER_PATTERN = r"(?<![\w<])[+-]?\d+(?:[.,]\d+)*(?![\w>])"
 WORD_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -77,8 +77,6 @@ class Normalizer:
     def batch(self, texts: Sequence[str] | pa.Array) -> pa.Array:
         """This normalizer on every text at once (Arrow kernels; the same strings as calling it on each:
         etl/text/fastword.py)."""
-        from etl.text.fastword import normalize_arrow
-
         return normalize_arrow(texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string()), self)
 
     def column(self, col: str | Column) -> Column:
@@ -100,8 +98,6 @@ def word_tokens(text: str) -> list[str]:
 @F.pandas_udf(T.ArrayType(T.StringType()))
 def word_tokens_udf(texts: pd.Series) -> pd.Series:
     """``word_tokens`` of every text of the batch (a null: none), in Arrow kernels (etl/text/fastword.py)."""
-    from etl.text.fastword import tokens_arrow
-
     return pd.Series(pd.arrays.ArrowExtensionArray(tokens_arrow(pa.array(texts, pa.string()))))
 
 
@@ -165,9 +161,7 @@ class TextTokenizer:
         """Token ids of each (normalized) text, truncated to ``max_len``, as (offsets int32 [n+1], ids int32);
         word vocabularies in Arrow kernels for the whole batch (etl/text/fastword.py)."""
         if self.kind == "word":
-            from etl.text.fastword import encode_arrow
-
-            return encode_arrow(texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string()),
+                return encode_arrow(texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string()),
                                 self.payload, max_len, UNK)
         rows = texts.to_pylist() if isinstance(texts, pa.Array) else list(texts)
         ids = [e.ids for e in _hf(self.payload, max_len).encode_batch(rows)]

@@ -113,14 +113,19 @@ def test_each_worker_is_its_own_network_host(hosts):
 
 @pytest.fixture(scope="module")
 def text_etl(hosts, raw_data, tmp_path_factory):
-    """Text ETL through spark-submit on the head host: its report, tables, shards and executor hosts."""
+    """Bronze load, then the text ETL of what bronze gained, each through spark-submit on the head host: their
+    reports, tables, shards and executor hosts."""
     tmp = tmp_path_factory.mktemp("text")
+    tables = ["--set", f"paths.tables_dir={tmp / 'tables'}"]
     before = set(Path(hosts.state_dir).glob("work-*/app-*"))
-    report = report_of(submit(hosts, REPO / "jobs" / "etl_text.py",
-                              "--input", str(raw_data / "reviews" / "vader_tweets.jsonl"),
-                              "--set", f"paths.tables_dir={tmp / 'tables'}", "--set", f"output.shards_dir={tmp}"))
-    return {"report": report, "tables": tmp / "tables", "shards": tmp / "reviews",
-            "executors": executor_hosts(hosts, before)}
+    bronze = report_of(submit(hosts, REPO / "jobs" / "load_bronze.py",
+                              "--input", str(raw_data / "reviews" / "vader_tweets.jsonl"), *tables))
+    bronze_hosts = executor_hosts(hosts, before)
+    before = set(Path(hosts.state_dir).glob("work-*/app-*"))
+    report = report_of(submit(hosts, REPO / "jobs" / "etl_text.py", "--set", "input.format=bronze",
+                              "--set", "input.table=bronze_reviews", *tables, "--set", f"output.shards_dir={tmp}"))
+    return {"bronze": bronze, "report": report, "tables": tmp / "tables", "shards": tmp / "reviews",
+            "executors": executor_hosts(hosts, before), "bronze_executors": bronze_hosts}
 
 
 TRAIN = ["--set", "model.name=bow", "--set", "train.epochs=1", "--set", "train.progress=false"]
@@ -132,12 +137,13 @@ def train_on(hosts, shards: Path, runs: Path, launcher: str, name: str, *more: s
 
 
 def test_etl_train_and_score_across_hosts(hosts, text_etl, raw_data, tmp_path):
-    """Text ETL → training with TorchDistributor and with Horovod, one rank on each host → scoring, all with
-    executors on both hosts; counts reconcile and every rank ends with the same weights."""
-    report = text_etl["report"]
+    """Bronze → text ETL → training with TorchDistributor and with Horovod, one rank on each host → scoring, all
+    with executors on both hosts; counts reconcile and every rank ends with the same weights."""
+    bronze, report = text_etl["bronze"], text_etl["report"]
+    assert bronze["rows_read"] == bronze["rows_inserted"] == 4200 and bronze["rows_corrupt"] == 0, bronze
     assert report["rows_read"] == report["rows_kept"] + report["rows_quarantined"] == 4200
     assert TableStore(text_etl["tables"]).count("silver_reviews") == report["rows_kept"]
-    assert text_etl["executors"] == set(hosts.worker_hosts)
+    assert text_etl["executors"] == text_etl["bronze_executors"] == set(hosts.worker_hosts)
 
     for launcher in ("torch_distributor", "horovod"):
         before = set(Path(hosts.state_dir).glob("work-*/app-*"))
