@@ -95,6 +95,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def last_heartbeat(run_dir: Path) -> dict:
+    """The furthest heartbeat of any rank in ``<run_dir>/ranks`` (``step`` 0, ``epoch`` 0 when there is none)."""
+    beats = []
+    for path in (run_dir / "ranks").glob("rank*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            beats.append(json.loads(path.read_text()))
+    return max(beats, key=lambda b: b["step"], default={"step": 0, "epoch": 0})
+
+
 class Heartbeat:
     """Each rank's ``<run dir>/ranks/rank<r>.json`` after every step: its pid, host address, epoch and step.
     The launcher reads how far a failed attempt got (the steps a restart loses), and a person or a test
@@ -120,11 +129,7 @@ class Heartbeat:
         it: the launcher (a new attempt) or Spark retrying the barrier stage (the same attempt again)."""
         if self.path is None:
             return
-        beats = []
-        for path in self.path.parent.glob("rank*.json"):
-            with contextlib.suppress(OSError, ValueError):
-                beats.append(json.loads(path.read_text()))
-        last = max(beats, key=lambda b: b["step"], default={"step": 0, "epoch": 0})
+        last = last_heartbeat(self.path.parent.parent)
         line = {"launch": launch, "attempt": attempt, "pid": os.getpid(), "time": round(time.time(), 3),
                 "resumed_from_step": resumed_from_step, "reached_step": last["step"], "epoch": last["epoch"]}
         with open(self.path.parent / "starts.jsonl", "a") as fh:

@@ -94,6 +94,7 @@ def launch_with_restarts(start, directory: Path, max_restarts: int, launch_id: s
 
     from dl.engine.checkpoint import read_checkpoint
     from dl.engine.launch import WorkerFailed
+    from dl.engine.loop import last_heartbeat
 
     ours: list[dict] = []
     first: WorkerFailed | None = None
@@ -108,8 +109,7 @@ def launch_with_restarts(start, directory: Path, max_restarts: int, launch_id: s
                     raise WorkerFailed(f"training failed {len(ours) + 1} times (launcher.max_restarts="
                                        f"{max_restarts}); the first failure: {first}") from first
                 raise
-            beats = [json.loads(p.read_text()) for p in (directory / "ranks").glob("rank*.json")]
-            last = max(beats, key=lambda b: b["step"], default={"step": 0, "epoch": 0})
+            last = last_heartbeat(directory)
             ckpt = directory / "last.pt"
             resumed = read_checkpoint(ckpt)["step"] if ckpt.is_file() else 0
             said = [line.strip() for line in str(exc).splitlines() if line.strip()]  # heading + the cause's line
