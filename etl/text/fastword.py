@@ -140,11 +140,12 @@ def normalize_arrow(texts: pa.Array, normalizer) -> pa.Array:
 
 
 def _replace_rows(arr: pa.Array, rows: np.ndarray, values: list[str]) -> pa.Array:
+    """``arr`` with ``rows`` (ascending) set to ``values``, in Arrow (no Python string per row of the batch)."""
     if len(rows) == 0:
         return arr
-    full = arr.to_numpy(zero_copy_only=False).astype(object)
-    full[rows] = values
-    return pa.array(full, pa.string())
+    mask = np.zeros(len(arr), bool)
+    mask[rows] = True
+    return pc.replace_with_mask(arr, pa.array(mask), pa.array(values, pa.string()))
 
 
 def tokens_arrow(norm: pa.Array) -> pa.ListArray:
