@@ -143,3 +143,44 @@ def job_description(spark, text: str) -> Iterator[None]:
         yield
     finally:
         sc.setJobDescription(previous)
+
+
+@contextlib.contextmanager
+def settled_on_failure(spark, timeout: float = 60.0) -> Iterator[None]:
+    """Tag the Spark jobs started inside the block; when the block raises, cancel them and wait until
+    none of their tasks is still running before the exception leaves.
+
+    A failed job is reported to the driver while its stage's other tasks are still being killed: a task
+    that is mid-write can create its output folders after the driver has cleaned them up. Cleanup that
+    runs after this block sees no more writes. Without a JVM (Spark Connect) it only cancels."""
+    import uuid
+
+    tag = f"lakedl-{uuid.uuid4().hex}"
+    try:
+        sc = spark.sparkContext
+        sc.addJobTag(tag)
+    except Exception:  # Spark Connect: no SparkContext; its server cancels a failed job's tasks itself
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        _cancel_and_wait(sc, tag, timeout)
+        raise
+    finally:
+        sc.removeJobTag(tag)
+
+
+def _cancel_and_wait(sc, tag: str, timeout: float) -> None:
+    import time
+
+    sc.cancelJobsWithTag(tag)
+    tracker = sc.statusTracker()
+    job_ids = list(sc._jsc.sc().statusTracker().getJobIdsForTag(tag))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stages = [s for j in job_ids if (info := tracker.getJobInfo(j)) for s in info.stageIds]
+        if not any((info := tracker.getStageInfo(s)) and info.numActiveTasks > 0 for s in stages):
+            return
+        time.sleep(0.05)
+    log.warning("tasks still running after a failed job", extra={"tag": tag, "waited_s": timeout})

@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from etl.core.errors import LakedlError
 from etl.core.lease import pid_alive
 from etl.core.logs import get_logger
+from etl.core.spark import has_delta_jars, settled_on_failure
 
 log = get_logger(__name__)
 
@@ -149,8 +150,6 @@ class TableStore:
             raise TableError(f"tables.backend={requested!r}: expected auto, delta-rs or delta-spark")
         if requested == "delta-rs":
             return requested
-        from etl.core.spark import has_delta_jars
-
         jars = self.spark is not None and has_delta_jars(self.spark)
         if requested == "delta-spark" and not jars:
             raise TableError(
@@ -356,7 +355,7 @@ class TableStore:
         if mode == "append":
             writer.mode("append").parquet(str(target))
             return target
-        with swapped_in(target) as staging:
+        with swapped_in(target) as staging, settled_on_failure(df.sparkSession):
             writer.mode("error").parquet(str(staging))
         return target
 
@@ -397,7 +396,8 @@ class TableStore:
             writer = df.write.mode("error")
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
-            writer.parquet(str(staging))
+            with settled_on_failure(spark):  # a failed job's other tasks stop writing before the cleanup
+                writer.parquet(str(staging))
             actions = []
             for src in sorted(staging.rglob("*.parquet")):
                 rel = src.relative_to(staging).as_posix()

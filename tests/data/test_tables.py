@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -111,9 +112,11 @@ def test_a_failed_write_leaves_no_partial_version(spark, store):
     def explode_on_last_partition(name):
         if name == "n1999":
             raise ValueError("injected failure while writing")
+        if name in ("n1000", "n1001"):  # the third partition is still writing when the last one fails
+            time.sleep(1.5)
         return name
 
-    # 4 partitions: the first three finish writing their files before the last one fails
+    # 4 partitions: the first two finish writing their files before the last one fails, the third is mid-write
     big = spark.range(0, 2000, numPartitions=4).select(
         F.col("id"), explode_on_last_partition(F.concat(F.lit("n"), F.col("id").cast("string"))).alias("name"),
         F.col("id").cast("double").alias("score"), F.lit("x").alias("part"))
