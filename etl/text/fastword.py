@@ -1,17 +1,17 @@
 """Word-level normalization and encoding of a whole Arrow batch at once, with the ids and ``text_norm`` of the
 per-row Python path (etl/text/textprep.py ``Normalizer`` + ``TOKEN_PATTERN`` + vocabulary lookup), exactly.
 
-Arrow's compute kernels do the work in C++: NFKC and lower case (utf8proc), the URL placeholder, whitespace
-collapsing and token matching (RE2), the vocabulary lookup (one hash join of the batch's tokens, ``index_in``).
-Python's regular expressions differ from RE2 in what ``\\w`` and ``\\s`` mean (Unicode ``str.isalnum``/``isspace``
-vs ASCII), so both classes are spelled out as the code-point ranges Python uses, read from this interpreter.
-What has no C++ equivalent runs through the Python normalizer, only on the rows that need it: rows holding ``&``
-or a character NFKC turns into one (``html.unescape``), and rows holding a character where utf8proc's NFKC or
-lower case could differ from Python's (found by comparing both on every code point, once per process: another
-Unicode version, the context-dependent final sigma) or the token marker; every row when ``number_token`` is set
-(its look-behind has no RE2 form).
-Tokens are found by RE2 with ``TOKEN_PATTERN``'s alternatives in the same order (leftmost-first, as Python's
-``findall``): each match is wrapped in a marker character, the text split on it, empty and space pieces dropped.
+Normalizing: Arrow's kernels do NFKC (utf8proc) and the URL placeholder (RE2) for the batch; a compiled pass over
+the bytes (etl/text/wordscan.py) lower-cases, collapses whitespace and trims the rows that are ASCII by then —
+nearly all of a real corpus — and Arrow's kernels do the few others (utf8proc's lower case, RE2 with ``\\s``
+spelled out as the code points Python's ``re`` uses). What has no C++ equivalent runs through the Python
+normalizer, only on the rows that need it: rows holding ``&`` or a character NFKC turns into one
+(``html.unescape``), and rows holding a character where utf8proc's NFKC or lower case could differ from Python's
+(found by comparing both on every code point, once per process: another Unicode version, the context-dependent
+final sigma); every row when ``number_token`` is set (its look-behind has no RE2 form).
+Tokenizing and the vocabulary lookup: one compiled pass over each batch's UTF-8 bytes (``wordscan.scan``) follows
+``TOKEN_PATTERN``'s alternatives leftmost-first, as Python's ``findall`` does, with this interpreter's ``\\w`` and
+``\\s`` as one flag per code point, and looks each token up in a hash table of the vocabulary.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl.text import wordscan
+
 # a placeholder (<url>, <num>), a word with optional inner apostrophes, or any other single non-space character;
 # etl/text/textprep.py (the per-row path) uses it from here, so that this module imports nothing of that one
 TOKEN_PATTERN = r"<[a-z]+>|\w+(?:['’]\w+)*|[^\w\s]"
-MARK = "\x01"  # wraps each token match; a row holding it goes through the Python path
 
 
 def _ranges(codes: np.ndarray) -> str:
@@ -48,13 +49,13 @@ def _ranges(codes: np.ndarray) -> str:
 @functools.lru_cache(maxsize=1)
 def _unicode_tables() -> dict[str, str]:
     """RE2 class bodies for Python's ``\\w`` and ``\\s``, the characters whose NFKC or lower case under utf8proc
-    is not Python's (plus ``Σ``, whose Python lower case depends on its neighbours, and MARK), and those NFKC
+    is not Python's (plus ``Σ``, whose Python lower case depends on its neighbours), and those NFKC
     turns into ``&``. They depend on this interpreter's and pyarrow's Unicode data only: computed once (~2 s) and
     kept in the user's cache directory (``$LAKEDL_CACHE_DIR``, else ``~/.cache/lakedl``), so each Spark Python
     worker reads them."""
     import pyarrow
 
-    key = f"unicode-{sys.version_info[0]}.{sys.version_info[1]}-{unicodedata.unidata_version}-{pyarrow.__version__}"
+    key = f"unicode-2-{sys.version_info[0]}.{sys.version_info[1]}-{unicodedata.unidata_version}-{pyarrow.__version__}"
     root = Path(os.environ.get("LAKEDL_CACHE_DIR") or Path.home() / ".cache" / "lakedl")
     path = root / f"{key}.json"
     with contextlib.suppress(OSError, ValueError):
@@ -86,7 +87,7 @@ def _compute_tables() -> dict[str, str]:
     arr = pa.array(listed, pa.string())
     odd = ~np.asarray(pc.equal(py_nfkc, pc.utf8_normalize(arr, "NFKC")), bool)
     odd |= ~np.asarray(pc.equal(py_lower, pc.utf8_lower(arr)), bool)
-    odd[[ord("Σ"), ord(MARK)]] = True
+    odd[ord("Σ")] = True
     # pyarrow 14's "NFKC" decomposes but never composes (e + U+0301 stays two characters, é becomes them): every
     # character that can take part in a composition is odd — combining marks, the second of a canonical pair,
     # Hangul vowel and trailing jamo — and so is every character whose NFKC holds one, or an odd one (lower
@@ -132,11 +133,51 @@ def normalize_arrow(texts: pa.Array, normalizer) -> pa.Array:
     out = pc.utf8_normalize(texts, "NFKC") if normalizer.nfkc else texts
     if normalizer.url_token is not None:
         out = pc.replace_substring_regex(out, p["url"], f" {normalizer.url_token} ")
+    data, offsets = _buffers(out)
+    norm, norm_offsets = np.empty(len(data), np.uint8), np.zeros(len(out) + 1, np.int64)
+    other = np.zeros(len(out), bool)
+    wordscan.collapse(data, offsets, normalizer.lowercase, wordscan.ASCII_SPACE, norm, norm_offsets, other)
+    result = _string_array(norm, norm_offsets)
+    python = _python_rows(texts, p["python"], normalizer.html_unescape)
+    rows = np.flatnonzero(other | python)  # rows not of ASCII bytes after NFKC, or for the Python normalizer
+    if len(rows) == 0:
+        return result
+    by_arrow, by_python = rows[~python[rows]], rows[python[rows]]
+    rest = out.take(pa.array(by_arrow, pa.int64()))
     if normalizer.lowercase:
-        out = pc.utf8_lower(out)
-    out = pc.utf8_trim(pc.replace_substring_regex(out, p["space_run"], " "), " ")
-    rows = np.flatnonzero(np.asarray(pc.match_substring_regex(texts, p["python"]), dtype=bool))
-    return _replace_rows(out, rows, [normalizer(t) for t in texts.take(rows).to_pylist()])
+        rest = pc.utf8_lower(rest)
+    rest = pc.utf8_trim(pc.replace_substring_regex(rest, p["space_run"], " "), " ")
+    values = rest.to_pylist() + [normalizer(t) for t in texts.take(pa.array(by_python, pa.int64())).to_pylist()]
+    order = np.argsort(np.concatenate([by_arrow, by_python]))
+    return _replace_rows(result, rows, [values[i] for i in order.tolist()])
+
+
+def _python_rows(texts: pa.Array, pattern: str, html_unescape: bool) -> np.ndarray:
+    """Which rows the Python normalizer does (``pattern``: ``_patterns()["python"]``): in an ASCII row only ``&``
+    can need it (a substring search), the others go through RE2."""
+    python = np.asarray(pc.match_substring(texts, "&"), bool) if html_unescape else np.zeros(len(texts), bool)
+    other = np.flatnonzero(~np.asarray(pc.string_is_ascii(texts), bool))
+    if len(other):
+        python[other] = np.asarray(pc.match_substring_regex(texts.take(pa.array(other, pa.int64())), pattern), bool)
+    return python
+
+
+def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's UTF-8 bytes (uint8) and its ``len + 1`` offsets into them (int64), without copying the
+    bytes; a null reads as ""."""
+    if pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int32, count=len(arr) + 1, offset=4 * arr.offset).astype(np.int64)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None and data_buf.size else np.zeros(1, np.uint8)
+    return data, offsets
+
+
+def _string_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    """A string array of ``offsets`` (int64, ``len + 1``) into ``data`` (valid UTF-8)."""
+    size = int(offsets[-1])
+    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)),
+                                       pa.py_buffer(data[:size].copy()))
 
 
 def _replace_rows(arr: pa.Array, rows: np.ndarray, values: list[str]) -> pa.Array:
@@ -148,36 +189,59 @@ def _replace_rows(arr: pa.Array, rows: np.ndarray, values: list[str]) -> pa.Arra
     return pc.replace_with_mask(arr, pa.array(mask), pa.array(values, pa.string()))
 
 
+@functools.lru_cache(maxsize=1)
+def _code_flags() -> tuple[np.ndarray, np.ndarray]:
+    """Python's ``\\w`` and ``\\s`` as one flag per code point (from the tables ``_patterns`` uses)."""
+    t = _unicode_tables()
+    flags = []
+    for body in (t["word"], t["space"]):
+        flag = np.zeros(0x110000, np.bool_)
+        for a, b in re.findall(r"\\x\{([0-9a-f]+)\}(?:-\\x\{([0-9a-f]+)\})?", body):
+            flag[int(a, 16):int(b or a, 16) + 1] = True
+        flags.append(flag)
+    return flags[0], flags[1]
+
+
+_NO_TABLE = (np.zeros(0, np.int32), np.zeros(1, np.uint8), np.zeros(1, np.int64))
+
+
+def _scan(norm: pa.Array, max_tokens: int, table=_NO_TABLE, unk: int = 0):
+    """``wordscan.scan`` over a string array: (tokens, counts per row, ids, token bytes, token offsets); with a
+    vocabulary ``table`` the ids, else the tokens' bytes."""
+    data, offsets = _buffers(pc.fill_null(norm, ""))
+    word, space = _code_flags()
+    with_ids = table is not _NO_TABLE
+    worst = len(data) if max_tokens < 0 else min(len(data), len(norm) * max_tokens)  # at most one token a byte
+    counts = np.zeros(len(norm), np.int32)
+    ids = np.empty(worst if with_ids else 0, np.int32)
+    out = np.empty(0 if with_ids else len(data), np.uint8)
+    token_offsets = np.zeros(1 if with_ids else worst + 1, np.int64)
+    n = wordscan.scan(data, offsets, word, space, max_tokens, *table, unk, ids, out, token_offsets, counts)
+    return n, counts, ids[:n], out, token_offsets[:n + 1]
+
+
 def tokens_arrow(norm: pa.Array) -> pa.ListArray:
     """``TOKEN_PATTERN``'s matches in each normalized text (Python's ``findall``), as ``list<string>``."""
-    norm = pc.fill_null(norm, "")
-    marked = pc.replace_substring_regex(norm, _patterns(True)["token"], MARK + "\\0" + MARK)
-    pieces = pc.split_pattern(marked, MARK)
-    flat = pieces.flatten()
-    keep = pc.and_(pc.not_equal(flat, ""), pc.not_equal(flat, " "))
-    parents = np.asarray(pc.list_parent_indices(pieces).filter(keep), dtype=np.int64)
-    offsets = np.zeros(len(norm) + 1, np.int32)
-    np.cumsum(np.bincount(parents, minlength=len(norm)), out=offsets[1:])
-    tokens = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat.filter(keep))
-    marks = np.flatnonzero(np.asarray(pc.match_substring(norm, MARK), dtype=bool))
-    if len(marks):  # the marker is in the text itself: these rows' tokens the Python way
-        rows = tokens.to_pylist()
-        for r in marks.tolist():
-            rows[r] = re.findall(TOKEN_PATTERN, norm[r].as_py())
-        tokens = pa.array(rows, pa.list_(pa.string()))
-    return tokens
+    n, counts, _, out, token_offsets = _scan(norm, -1)
+    offsets = np.zeros(len(counts) + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), _string_array(out, token_offsets))
+
+
+@functools.lru_cache(maxsize=4)
+def _vocabulary(payload: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hash table, UTF-8 bytes and offsets of a word vocabulary (``payload``: JSON list, id = index)."""
+    words = [w.encode("utf-8") for w in json.loads(payload)]
+    keys = np.frombuffer(b"".join(words) or b"\0", np.uint8)
+    key_offsets = np.zeros(len(words) + 1, np.int64)
+    np.cumsum([len(w) for w in words], out=key_offsets[1:])
+    return wordscan.build_table(keys, key_offsets), keys, key_offsets
 
 
 def encode_arrow(norm: pa.Array, vocabulary_payload: str, max_len: int, unk: int) -> tuple[np.ndarray, np.ndarray]:
     """Word ids of each normalized text (``TOKEN_PATTERN`` matches looked up in the vocabulary, unknown → ``unk``),
     truncated to ``max_len``: (offsets int32 [n+1], ids int32)."""
-    tokens = tokens_arrow(norm)
-    ids = np.asarray(pc.fill_null(pc.index_in(tokens.flatten(), value_set=_vocabulary(vocabulary_payload)), unk),
-                     dtype=np.int32)
-    starts = np.asarray(tokens.offsets, dtype=np.int64)
-    counts = np.diff(starts)
-    position = np.arange(len(ids)) - np.repeat(starts[:-1], counts)
-    lengths = np.minimum(counts, max_len)
+    n, counts, ids, _, _ = _scan(norm, max_len, _vocabulary(vocabulary_payload), unk)
     offsets = np.zeros(len(counts) + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets, ids[position < max_len]
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, ids

@@ -1,6 +1,7 @@
 """The batch (Arrow) word encoder gives the per-row Python path's ``text_norm`` and ids on every row of every real
 corpus (the four VADER sets, SST with its phrases, GCIDE's definitions) and on generated edge cases: characters
-whose NFKC or lower case is context-dependent, HTML entities that turn into them, the marker character itself."""
+whose NFKC or lower case is context-dependent, HTML entities that turn into them, control characters, placeholders,
+apostrophes and the words that border them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from etl.text.textprep import UNK, WORD_SPECIALS, Normalizer, TextTokenizer, wor
 EDGE = [
     "", "   ", "ΟΔΟΣ ΣΟΦΟΣ", "&Sigma;ΑΣ &amp;amp; ＆amp; ﹠lt;", "a\x01b \x01", "İstanbul", "HTTP://Example.COM/x?q=1 www.A.b",
     "ﬁne ｆｕｌｌ ②½² x²", "don't don'' it’s ’tis o'", "e\u0301 ु क्षि", "tab\tnew\nline\u2009thin\x1cfs\u3000",
-    "<url> <Foo> <a1> <>", "😀👍🏽 ok!!", "_under_ score__", "ẞ ß ǅ ǈ", "\u0130\u0131 \u03a3\u03c2", "a" * 3000,
+    "<url> <Foo> <a1> <>", "<a>b> <ab'c> <<a> <a<b> a<b>c <>x> <a", "a''b 'a a' ’’x x’ y’z q'’r 1'2 _'_", "😀👍🏽 ok!!", "_under_ score__", "ẞ ß ǅ ǈ", "\u0130\u0131 \u03a3\u03c2", "a" * 3000,
 ]
 
 
@@ -75,3 +76,14 @@ def test_batch_encoder_equals_the_python_one_on_every_row(texts):
         differ = [(n, list(a), e) for n, a, e in zip(norm, arrow, expected) if list(a) != e]
         assert not differ, differ[:5]
     assert any(UNK in e for e in expected) and any(len(e) == 8 for e in python_ids(tok, norm, 8))
+
+
+def test_vocabulary_lookup_keeps_the_first_of_duplicates_and_reads_non_ascii_tokens():
+    """The hash table's edge cases: a word listed twice keeps its first id (as a list index would), a word
+    that shares a hash slot's neighbourhood still finds its own id, an empty vocabulary knows no word."""
+    payload = json.dumps([*WORD_SPECIALS, "a", "ça", "a", "naïve", "<url>", "’"])
+    offsets, ids = encode_arrow(pa.array(["a ça naïve <url> ’ b", ""], pa.string()), payload, 16, UNK)
+    assert offsets.tolist() == [0, 6, 6]
+    assert ids.tolist() == [4, 5, 7, 8, 9, UNK]
+    offsets, ids = encode_arrow(pa.array(["a b"], pa.string()), json.dumps([]), 16, UNK)
+    assert ids.tolist() == [UNK, UNK]
