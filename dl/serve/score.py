@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from etl.core import catalog
+from etl.core.runs import StageClock, peak_rss_by_kind
 from etl.core.runs import quarantine as quarantine_rows
 from etl.text.config import MAX_CHARS
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 _LOADED: dict[str, object] = {}  # bundle path + file times -> Bundle, per Python process
 RUNS_SCHEMA = ("run_id string, source string, model_version string, status string, rows_read long, rows_scored long, "
                "rows_inserted long, rows_skipped long, rows_failed long, reasons string, watermark long, "
-               "predictions_version long, seconds double, finished_at string, error string")
+               "predictions_version long, seconds double, finished_at string, error string, stage_seconds string, "
+               "peak_rss_mb string")
 
 
 def loaded_bundle(path: str | os.PathLike):
@@ -110,12 +112,14 @@ def checked_input(df, text_col: str = "text", id_col: str = "review_id", max_cha
 
 def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = catalog.PREDICTIONS, text_col: str = "text",
                      id_col: str = "review_id", batch_size: int = 256, quarantine: str = catalog.SCORE_QUARANTINE,
-                     max_chars: int = MAX_CHARS, run_id: str | None = None) -> dict:
+                     max_chars: int = MAX_CHARS, run_id: str | None = None, clock: StageClock | None = None,
+                     input_stage: str = "read") -> dict:
     """Score ``df`` and MERGE the predictions into Delta table ``table`` keyed by (``id_col``,
     ``model_version``): rows already scored by this model version are left alone, so a re-run adds
     nothing. Rows that cannot be scored (see ``checked_input``) go to ``quarantine`` with their reason,
     whole, keyed by (``quarantine_key``, ``model_version``). Returns the counts — rows_read =
-    rows_scored + rows_quarantined — and the table version."""
+    rows_scored + rows_quarantined — and the table version. ``clock`` times the stages: ``input_stage`` (the input
+    read and checked, with what the caller left lazy in ``df``), ``quarantine``, ``model`` and ``merge``."""
     from pyspark.sql import functions as F
 
     from etl.core.tables import TableError
@@ -128,22 +132,27 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
     if duplicates:
         raise TableError(f"{id_col} is not unique in the input (e.g. {[r[id_col] for r in duplicates]}); "
                          "predictions are keyed by it")
+    clock = clock or StageClock()
     checked = checked_input(df.select(id_col, text_col), text_col, id_col, max_chars).persist()
     try:
-        tally = {r[REASON]: r["count"] for r in checked.groupBy(REASON).count().collect()}
+        with clock(input_stage):
+            tally = {r[REASON]: r["count"] for r in checked.groupBy(REASON).count().collect()}
         reasons = dict(sorted((k, v) for k, v in tally.items() if k is not None))
         if reasons:
             bad = checked.filter(F.col(REASON).isNotNull()).select(
                 "quarantine_key", F.lit(version).alias("model_version"), id_col, text_col, REASON)
-            quarantine_rows(store, quarantine, bad, run_id, keys=("quarantine_key", "model_version"))
+            with clock("quarantine"):
+                quarantine_rows(store, quarantine, bad, run_id, keys=("quarantine_key", "model_version"))
         good = checked.filter(F.col(REASON).isNull()).select(id_col, text_col)
         scored = score_frame(good, bundle_path, text_col, id_col, batch_size).withColumn("scored_at",
                                                                                           F.current_timestamp())
         scored = scored.persist()
         try:
-            rows = scored.count()
-            result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=False,
-                                 commit_info={"lakedl.model_version": version}) if rows else None
+            with clock("model"):
+                rows = scored.count()
+            with clock("merge"):
+                result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=False,
+                                     commit_info={"lakedl.model_version": version}) if rows else None
         finally:
             scored.unpersist()
     finally:
@@ -182,10 +191,13 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
         if store.exists(quarantine):
             refused = store.read(quarantine).filter(F.col("model_version") == version).select("quarantine_key")
             todo = todo.join(refused, "quarantine_key", "left_anti")
-        record["rows_read"] = src.count()
+        clock = StageClock()
+        with clock("read"):
+            record["rows_read"] = src.count()
         report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col,
-                                  id_col, batch_size, quarantine, max_chars, record["run_id"])
-        record.update(rows_skipped=record["rows_read"] - report["rows_read"], **_run_counts(report))
+                                  id_col, batch_size, quarantine, max_chars, record["run_id"], clock, "anti_join")
+        record.update(stage_seconds=clock.seconds, peak_rss_mb=peak_rss_by_kind(),
+                      rows_skipped=record["rows_read"] - report["rows_read"], **_run_counts(report))
     return record
 
 
@@ -198,9 +210,11 @@ def score_files(store, df, bundle_path: str | os.PathLike, source: str, predicti
     store.check_names(predictions, runs, quarantine)
     version = loaded_bundle(bundle_path).version
     with recorded_run(store, runs, source, version) as record:
+        clock = StageClock()
         report = score_into_table(store, df, bundle_path, predictions, text_col, id_col, batch_size, quarantine,
-                                  max_chars, record["run_id"])
-        record.update(rows_read=report["rows_read"], rows_skipped=0, **_run_counts(report))
+                                  max_chars, record["run_id"], clock)
+        record.update(rows_read=report["rows_read"], rows_skipped=0, stage_seconds=clock.seconds,
+                      peak_rss_mb=peak_rss_by_kind(), **_run_counts(report))
     return {**report, "run_id": record["run_id"]}
 
 

@@ -31,7 +31,7 @@ ETL_RUNS_SCHEMA = ("run_id string, dataset string, status string, rows_read long
                    "rows_quarantined long, rows_already_present long, quarantine_rate double, reasons string, "
                    "rows_per_split string, tokenizer string, tokenizer_sha256 string, silver_version long, "
                    "shards_dir string, seconds double, error string, bronze_table string, bronze_version long, "
-                   "stage string")
+                   "stage string, stage_seconds string, peak_rss_mb string")
 
 
 def new_run_id(prefix: str) -> str:
@@ -100,6 +100,63 @@ def quarantine(store, table: str, bad: DataFrame, run_id: str | None,
     bad = bad.withColumn("run_id", F.lit(run_id).cast("string")).withColumn("quarantined_at", F.current_timestamp())
     store.merge(table, bad, list(keys), update_matched=False, commit_info={"lakedl.run_id": str(run_id)},
                 add_columns=True)
+
+
+class StageClock:
+    """Wall seconds of a run's stages, for its record (``stage_seconds``): ``with clock("encode_merge"): ...``.
+    Spark evaluates lazily, so a stage is the action that ran in it (a count, a MERGE, a write), with the
+    transformations that action pulled in; a stage timed twice adds up."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """A process's peak resident set (VmHWM, Linux) in MB; None where it cannot be read."""
+    try:
+        for line in open(f"/proc/{pid}/status", encoding="ascii", errors="replace"):
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_by_kind() -> dict[str, float]:
+    """Peak RSS (MB, the largest process of each kind, over its life so far) of this host's processes of the
+    job: ``driver_python`` (this process), ``jvm`` (the Spark JVM this process started: the driver, and in
+    local mode the executors) and ``python_workers`` (its PySpark daemon and workers). Linux /proc only; on
+    a cluster the executors' own processes are on other hosts (Spark's executor metrics show them)."""
+    import os
+
+    out: dict[str, float] = {}
+    mine = _peak_rss_mb(os.getpid())
+    if mine is not None:
+        out["driver_python"] = mine
+    try:
+        import psutil
+
+        children = psutil.Process().children(recursive=True)
+    except Exception:  # no psutil or no /proc: the driver's own figure is still worth recording
+        return out
+    for proc in children:
+        try:
+            cmd = " ".join(proc.cmdline())
+        except Exception:
+            continue
+        kind = "jvm" if "java" in proc.name() else "python_workers" if "pyspark" in cmd else None
+        peak = _peak_rss_mb(proc.pid) if kind else None
+        if peak is not None:
+            out[kind] = max(out.get(kind, 0.0), peak)
+    return out
 
 
 def record_run(store, table: str, record: Mapping, schema: str) -> None:

@@ -32,9 +32,11 @@ from etl.core.logs import get_logger
 from etl.core.runs import (
     ETL_RUNS,
     ETL_RUNS_SCHEMA,
+    StageClock,
     Tally,
     new_run_id,
     one_line,
+    peak_rss_by_kind,
     quarantine,
     quarantined_raw,
     record_run,
@@ -94,6 +96,10 @@ class TextEtlReport:
     shards_dir: str = ""
     seconds: float = 0.0
     error: str | None = None
+    # wall seconds per stage (read_validate, quarantine, vocabulary, encode_merge, shards) and peak RSS in MB
+    # per process kind on this host (driver_python, jvm, python_workers): etl/core/runs.py
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
 
 def assign_split(df: DataFrame, mode: str, train: float, dev: float, seed: int) -> DataFrame:
@@ -206,8 +212,11 @@ def last_bronze_version(store: TableStore, dataset: str, table: str) -> int | No
 
 def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, dataset_dir) -> TextEtlReport:
     run_id = report.run_id
-    tally = Tally.of({(r[REASON], bool(r["_present"])): r["count"]
-                      for r in checked.groupBy(REASON, "_present").count().collect()})  # a handful of rows
+    clock = StageClock()
+    report.stage_seconds = clock.seconds
+    with clock("read_validate"):
+        tally = Tally.of({(r[REASON], bool(r["_present"])): r["count"]
+                          for r in checked.groupBy(REASON, "_present").count().collect()})  # a handful of rows
     read, kept, quarantined, already = tally.read, tally.kept, tally.quarantined, tally.already_present
     reasons, rate = tally.reasons, tally.rate
     report.rows_read, report.rows_kept, report.rows_quarantined = read, kept, quarantined
@@ -217,7 +226,8 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
         bad = (checked.filter(F.col(REASON).isNotNull())
                .select(F.sha2(F.concat_ws("\u0001", "source_file", "raw"), 256).alias("quarantine_key"),
                        "review_id", REASON, *quarantined_raw("raw"), "source_file"))
-        quarantine(store, quarantine_table, bad, run_id)
+        with clock("quarantine"):
+            quarantine(store, quarantine_table, bad, run_id)
 
     if rate > cfg.validation.max_quarantine_rate:
         report.status = "failed_quarantine_rate"
@@ -233,14 +243,15 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
     if kept:
         new = new.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            with file_lock(dataset_dir / ".lock"):  # concurrent first runs build one tokenizer, not two
+            with file_lock(dataset_dir / ".lock"), clock("vocabulary"):  # concurrent first runs: one tokenizer
                 tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
             encoded = (encode_frame(with_targets(new.drop("raw", MALFORMED)), Normalizer.from_settings(cfg.normalize),
                                     tok, "text", cfg.encode.max_len, cfg.encode.fixed)  # raw: not carried through
                        .withColumn("tokenizer_sha256", F.lit(tok.sha256))
                        .withColumn("run_id", F.lit(run_id)))
-            result = store.merge(silver, encoded, ["review_id"], update_matched=False,
-                                 commit_info={"lakedl.run_id": run_id})
+            with clock("encode_merge"):
+                result = store.merge(silver, encoded, ["review_id"], update_matched=False,
+                                     commit_info={"lakedl.run_id": run_id})
         finally:
             new.unpersist()
         # rows a concurrent run inserted first were not inserted by this one: they were already present
@@ -260,10 +271,12 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
     else:
         tok = TextTokenizer.load(artifact)
     report.tokenizer, report.tokenizer_sha256 = tok.kind, tok.sha256
-    sync_shards(spark, store, silver, dataset_dir, cfg, report)
+    with clock("shards"):
+        sync_shards(spark, store, silver, dataset_dir, cfg, report)
     report.status = "succeeded"
     _record_run(store, report, started)
-    log.info("text etl done", extra={k: v for k, v in asdict(report).items() if k != "reasons"})
+    log.info("text etl done", extra={k: v for k, v in asdict(report).items()
+                                     if k not in ("reasons", "stage_seconds", "peak_rss_mb")})
     return report
 
 
@@ -327,6 +340,7 @@ def _write_manifest(store: TableStore, silver: str, dataset_dir: Path, cfg, repo
 
 def _record_run(store: TableStore, report: TextEtlReport, started: float) -> None:
     report.seconds = round(time.time() - started, 2)
+    report.peak_rss_mb = peak_rss_by_kind()
     record_run(store, RUNS_TABLE, {**asdict(report), "stage": "text"}, ETL_RUNS_SCHEMA)
 
 

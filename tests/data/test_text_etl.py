@@ -105,6 +105,11 @@ def test_runs_table_and_manifest(spark, first_run):
     runs = TableStore(root / "tables", spark).read("etl_runs").filter("run_id = 'run-1'").collect()
     assert len(runs) == 1 and runs[0]["status"] == "succeeded"
     assert json.loads(runs[0]["reasons"]) == report.reasons
+    stages = json.loads(runs[0]["stage_seconds"])  # where the run's time went, and each kind of process's peak
+    assert set(stages) == {"read_validate", "quarantine", "vocabulary", "encode_merge", "shards"}
+    assert all(v > 0 for v in stages.values()) and sum(stages.values()) <= runs[0]["seconds"]
+    peaks = json.loads(runs[0]["peak_rss_mb"])
+    assert {"driver_python", "jvm", "python_workers"} <= set(peaks) and peaks["jvm"] > 100
     manifest = json.loads((root / "shards" / "reviews" / "manifest.json").read_text())
     assert manifest["rows_per_split"] == report.rows_per_split
     assert manifest["tokenizer_sha256"] == report.tokenizer_sha256 and manifest["run_id"] == "run-1"

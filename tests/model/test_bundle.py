@@ -161,6 +161,9 @@ def test_incremental_scoring_scores_each_row_once_and_holds_a_lease(spark, bundl
     assert [r["rows_scored"] for r in sorted(history, key=lambda r: r["finished_at"] + r["run_id"])][0] == 200
     assert sorted(r["watermark"] for r in history) == [0, 0, 1]
     assert {r["status"] for r in history} == {"succeeded"} and {r["rows_failed"] for r in history} == {0}
+    stages = json.loads(history[0]["stage_seconds"])
+    assert {"read", "anti_join"} <= set(stages) and sum(stages.values()) <= history[0]["seconds"]
+    assert {"driver_python", "jvm"} <= set(json.loads(history[0]["peak_rss_mb"]))
 
     lease_file = tmp_path / "tables" / "_leases" / "predictions.json"
     with Lease(lease_file, owner="other-scheduler"):  # a concurrent run holds the lease
