@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -64,6 +64,12 @@ bench-scaling: demo
 # the text ETL's normalize + encode step: batch (Arrow) encoder vs the per-row Python path (bench/results/scale.json)
 bench-encode: data
 	$(BIN)/python bench/encode_cost.py
+
+# the scale curve: bronze load -> etl text -> score at 1x/10x/100x/300x the corpora, stage times and peak RSS per
+# process kind (bench/results/scale.json; ~2 h, most of it scoring 10.7M rows; SCALES="1 10" for a short run)
+SCALES ?= 1 10 100 300
+bench-scale: demo
+	$(BIN)/python bench/scale.py --scales $(SCALES)
 
 # 2 network hosts at 10gbit/1gbit/100mbit, by gradient exchange (bench/results/scaling_network.json; root, ~70 min)
 bench-scaling-network: demo

@@ -1,12 +1,13 @@
 """Training throughput on 2 network hosts with rate-limited links, by gradient exchange (needs root).
 
-    python bench/scaling_network.py [--model rnn bow] [--bandwidth 10gbit 1gbit 100mbit] [--epochs 4]
+    python bench/scaling_network.py [--model rnn bow] [--bandwidth 10gbit 1gbit 100mbit] [--sync ...] [--epochs 4]
+                                    [--repeats 1]
     (make bench-scaling-network)
 
 For each bandwidth, a `lakedl cluster up --hosts 2 --bandwidth RATE` cluster (one 1-core worker per network
 namespace, every worker link shaped with tbf both ways); each case is `spark-submit jobs/train.py` from the head
 host, as a user runs it: TorchDistributor with one rank on each host, against the same job with 1 process
-(1x1, on one host of the 10gbit cluster: one process exchanges nothing, the link's rate does not matter).
+(1x1, on one host of the first cluster measured: one process exchanges nothing, the link's rate does not matter).
 Same model, data (the demo's text shards), per-process batch and settings as bench/scaling.py.
 
 sync (conf/base/train.yml ``sync:``):
@@ -14,8 +15,11 @@ sync (conf/base/train.yml ``sync:``):
   touched_rows  the embedding gradient as the rows the batch touched (allgather, exact; the default)
   compressed    dense as above, sent as fp16 (sync.compression=fp16): half the bytes of the dense exchange
   touched_rows_fp16  both: the rows exchange for the embedding table, fp16 for the other gradients
+  touched_rows_fp16_accumulate2  as touched_rows_fp16, gradients exchanged once per 2 micro-batches
+                (sync.accumulate=2: each optimizer step sees twice the rows; its 1x1 baseline does the same)
 samples/s = training rows per epoch / seconds of the epoch (step loop + evaluation), the median over the epochs
-after the first (bench/scaling.py's measure, from the run's history.json). ratio = 2 hosts / 1x1.
+after the first (bench/scaling.py's measure, from the run's history.json). With --repeats N the 1x1 baseline and
+the 2-host run alternate N times per case and the ratio is of the two medians. ratio = 2 hosts / 1x1.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ MODELS = {  # bench/scaling.py's settings for these models, as --set
 SYNC = {"dense": ["sync.sparse_embeddings=false", "sync.compression=none"],
         "touched_rows": ["sync.sparse_embeddings=true", "sync.compression=none"],
         "compressed": ["sync.sparse_embeddings=false", "sync.compression=fp16"],
-        "touched_rows_fp16": ["sync.sparse_embeddings=true", "sync.compression=fp16"]}
+        "touched_rows_fp16": ["sync.sparse_embeddings=true", "sync.compression=fp16"],
+        "touched_rows_fp16_accumulate2": ["sync.sparse_embeddings=true", "sync.compression=fp16",
+                                          "sync.accumulate=2"]}
 
 
 def train(cluster, runs: Path, name: str, processes: int, sets: list[str]) -> dict:
@@ -73,19 +79,25 @@ def train(cluster, runs: Path, name: str, processes: int, sets: list[str]) -> di
             "addresses": result.get("address_by_rank"), "dev_accuracy": history[-1].get("dev_sentiment_accuracy")}
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median samples/s (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["samples_per_s"])[(len(runs) - 1) // 2]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--bandwidth", nargs="+", default=["10gbit", "1gbit", "100mbit"])
     ap.add_argument("--sync", nargs="+", default=list(SYNC), choices=list(SYNC))
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=1, help="alternating 1x1 / 2-host runs per case (median)")
     args = ap.parse_args(argv)
     check_root("this benchmark's network hosts")
     if not (TEXT / "manifest.json").is_file():
         sys.exit(f"{TEXT}: no shards; run `make demo` first")
     commit, work = git_commit(), Path(tempfile.mkdtemp(prefix="scaling-net-"))
     epochs = [f"train.epochs={args.epochs}"]
-    baseline: dict[str, dict] = {}
+    baseline: dict[tuple, list[dict]] = {}  # (model, 1x1 settings) -> its runs, shared by the cases that match
     results = []
     try:
         for bandwidth in args.bandwidth:
@@ -93,26 +105,38 @@ def main(argv: list[str] | None = None) -> None:
             cluster = start_cluster(state, cores=1, memory="2g", hosts=2, bandwidth=bandwidth)
             try:
                 for model in args.model:
-                    if model not in baseline:
-                        baseline[model] = train(cluster, work / "runs", f"{model}-1x1", 1,
-                                                COMMON + MODELS[model] + epochs)
-                        print(f"{model}: 1x1 {baseline[model]['samples_per_s']:,.0f}/s "
-                              f"(step {baseline[model]['step_ms']} ms)", flush=True)
                     for sync in args.sync:
-                        two = train(cluster, work / "runs", f"{model}-{bandwidth}-{sync}", 2,
-                                    COMMON + MODELS[model] + SYNC[sync] + epochs)
-                        ratio = two["samples_per_s"] / baseline[model]["samples_per_s"]
-                        print(f"{model} {bandwidth} {sync}: 2 hosts {two['samples_per_s']:,.0f}/s "
-                              f"(step {two['step_ms']} ms) -> {ratio:.2f}x", flush=True)
+                        alone = [x for x in SYNC[sync] if x.startswith("sync.accumulate=")]  # what 1 process uses
+                        key, twos = (model, *alone), []
+                        runs = baseline.setdefault(key, [])
+                        for r in range(args.repeats):
+                            if len(runs) <= r:
+                                runs.append(train(cluster, work / "runs", f"{model}-1x1-{len(runs)}", 1,
+                                                  COMMON + MODELS[model] + alone + epochs))
+                                print(f"{model} {' '.join(alone)}: 1x1 {runs[-1]['samples_per_s']:,.0f}/s "
+                                      f"(step {runs[-1]['step_ms']} ms)", flush=True)
+                            twos.append(train(cluster, work / "runs", f"{model}-{bandwidth}-{sync}-{r}", 2,
+                                              COMMON + MODELS[model] + SYNC[sync] + epochs))
+                            print(f"{model} {bandwidth} {sync}: 2 hosts {twos[-1]['samples_per_s']:,.0f}/s "
+                                  f"(step {twos[-1]['step_ms']} ms)", flush=True)
+                        one = _median_run(runs[:args.repeats])
+                        two = _median_run(twos)
+                        ratio = two["samples_per_s"] / one["samples_per_s"]
+                        print(f"{model} {bandwidth} {sync}: {ratio:.2f}x (medians of {args.repeats})", flush=True)
                         results.append({
                             "case": f"{model}_{bandwidth}_{sync}", "model": model, "launcher": "torch_distributor",
                             "bandwidth": bandwidth, "sync": sync, "ratio": round(ratio, 3),
                             "baseline": "the same job with 1 process (torch_distributor, 1 thread, one host)",
+                            "repeats": args.repeats,
                             "samples_per_s_2_hosts": round(two["samples_per_s"]),
-                            "samples_per_s_1x1": round(baseline[model]["samples_per_s"]),
-                            "step_ms_2_hosts": two["step_ms"], "step_ms_1x1": baseline[model]["step_ms"],
+                            "samples_per_s_1x1": round(one["samples_per_s"]),
+                            "ratios_by_repeat": [round(t["samples_per_s"] / b["samples_per_s"], 3)
+                                                 for t, b in zip(twos, runs)],
+                            "step_ms_2_hosts": two["step_ms"], "step_ms_1x1": one["step_ms"],
                             "address_by_rank": two["addresses"], "dev_accuracy_last_epoch": two["dev_accuracy"],
-                            "rows_per_epoch": two["rows"], "epochs": args.epochs, "settings": MODELS[model] + SYNC[sync],
+                            "dev_accuracy_last_epoch_1x1": one["dev_accuracy"],
+                            "rows_per_epoch": two["rows"], "epochs": args.epochs,
+                            "settings": MODELS[model] + SYNC[sync],
                             "git_commit": commit, "command": command_line()})
             finally:
                 stop_cluster(state)
