@@ -4,7 +4,9 @@ pickle — ``weights.safetensors``, ``tokenizer.json`` (the ETL's tokenizer arti
 
 ``export_bundle(run_dir, out)`` writes one (``lakedl bundle export``); ``load_bundle(path)`` refuses a
 bundle whose tokenizer or weights do not match the hashes recorded at export, and ``Bundle.predict``
-normalizes, tokenizes and scores texts exactly as the ETL and training did."""
+normalizes, tokenizes and scores texts exactly as the ETL and training did. ``quantize="int8"`` makes a bundle
+whose Linear and LSTM layers run as int8 (PyTorch dynamic quantization, applied when it loads: the weights file
+stays float, the model version says int8)."""
 
 from __future__ import annotations
 
@@ -23,17 +25,23 @@ from etl.sources.fetch import sha256
 
 FORMAT = 1
 FILES = ("bundle.json", "weights.safetensors", "tokenizer.json")
+QUANTIZE = ("none", "int8")
 
 
 class BundleError(LakedlError, ValueError):
     """The bundle is incomplete, corrupt or does not match itself; the message says which."""
 
 
-def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, shards: str | os.PathLike | None = None) -> Path:
-    """Write the bundle of a finished classifier run (its best.pt, else last.pt) to ``out``."""
+def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, shards: str | os.PathLike | None = None,
+                  quantize: str = "none") -> Path:
+    """Write the bundle of a finished classifier run (its best.pt, else last.pt) to ``out``; ``quantize``:
+    ``none`` or ``int8`` (dynamic quantization of Linear/LSTM layers when the bundle loads)."""
     from safetensors.torch import save_file
 
     from dl.train.rundir import load_run
+
+    if quantize not in QUANTIZE:
+        raise BundleError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE)}")
 
     model, state, shards, tokenizer = load_run(run_dir, None, shards)
     if state["config"]["model"] == "gpt":
@@ -48,7 +56,8 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, shards: st
     meta = {
         "format": FORMAT, "config": state["config"], "label_map": state.get("label_map") or {},
         "tokenizer_sha256": tokenizer.sha256, "weights_sha256": weights_sha,
-        "model_version": f"{Path(run_dir).name}-{weights_sha[:12]}",
+        "model_version": f"{Path(run_dir).name}-{weights_sha[:12]}" + ("-int8" if quantize == "int8" else ""),
+        "quantize": quantize,
         "normalize": manifest.get("config", {}).get("normalize", {}), "max_len": manifest.get("max_len", 128),
         "source_run": str(Path(run_dir).absolute()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -76,23 +85,37 @@ class Bundle:
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ids and lengths of a batch of raw texts (normalized and encoded as one Arrow batch)."""
-        offsets, flat = self.tokenizer.encode_flat(self.normalizer.batch(texts), int(self.meta["max_len"]))
-        counts = np.diff(offsets)
-        lengths = np.maximum(counts, 1)  # an empty text is one pad token
-        padded = np.full((len(counts), int(lengths.max()) if len(counts) else 1), self.tokenizer.pad_id, np.int64)
-        padded[np.arange(padded.shape[1])[None, :] < counts[:, None]] = flat
-        return torch.from_numpy(padded), torch.from_numpy(lengths.astype(np.int64))
+        offsets, flat = self._encode_flat(texts)
+        return self._padded(offsets, flat, np.arange(len(offsets) - 1))
+
+    def _encode_flat(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        return self.tokenizer.encode_flat(self.normalizer.batch(texts), int(self.meta["max_len"]))
+
+    def _padded(self, offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids of ``rows`` padded to the longest of them, and their lengths (an empty text: one pad token)."""
+        counts = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
+        lengths = np.maximum(counts, 1)
+        width = int(lengths.max()) if len(rows) else 1
+        padded = np.full((len(rows), width), self.tokenizer.pad_id, np.int64)
+        mask = np.arange(width)[None, :] < counts[:, None]
+        starts = np.repeat(offsets[rows].astype(np.int64), counts)
+        padded[mask] = flat[starts + (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts))]
+        return torch.from_numpy(padded), torch.from_numpy(lengths)
 
     @torch.no_grad()
     def predict(self, texts: list[str], batch_size: int = 256, device: str | torch.device = "cpu") -> pd.DataFrame:
-        """One row per text: ``label``, ``p_<label>`` per class, ``model_version``."""
+        """One row per text, in order: ``label``, ``p_<label>`` per class, ``model_version``. The texts are
+        encoded at once and scored in batches of similar length (sorted by token count), so a batch pads to
+        little more than its own texts; each text's result does not depend on its neighbours."""
         self.model.to(device)
-        probs = []
+        offsets, flat = self._encode_flat(texts)
+        order = np.argsort(np.diff(offsets), kind="stable")
+        p = np.zeros((len(texts), len(self.labels)))
         for start in range(0, len(texts), batch_size):
-            ids, lengths = self.encode(texts[start:start + batch_size])
+            rows = order[start:start + batch_size]
+            ids, lengths = self._padded(offsets, flat, rows)
             logits = self.model(ids.to(device), lengths.to(device))["sentiment"]
-            probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
-        p = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)))
+            p[rows] = torch.softmax(logits.float(), -1).cpu().numpy()
         out = pd.DataFrame({f"p_{name}": p[:, i] for i, name in enumerate(self.labels)})
         out.insert(0, "label", [self.labels[i] for i in p.argmax(1)] if len(p) else [])
         out["model_version"] = self.version
@@ -151,4 +174,16 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a config that does not build these weights
         raise BundleError(f"{path}: bundle.json's config does not rebuild the saved model ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:200]}); re-export the bundle from its run") from exc
-    return Bundle(path, meta, model.eval(), tokenizer, Normalizer.from_dict(meta.get("normalize", {})))
+    model = model.eval()
+    quantize = meta.get("quantize", "none")
+    if quantize not in QUANTIZE:
+        raise BundleError(f"{path}: bundle.json's quantize={quantize!r} is not one of {', '.join(QUANTIZE)}; "
+                          "re-export the bundle")
+    if quantize == "int8":
+        import warnings
+
+        with warnings.catch_warnings():  # torch marks its quantized-tensor constructors deprecated (for torchao)
+            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU},
+                                                           dtype=torch.qint8)
+    return Bundle(path, meta, model, tokenizer, Normalizer.from_dict(meta.get("normalize", {})))

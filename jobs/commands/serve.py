@@ -16,11 +16,14 @@ from jobs.commands.common import ConfDir, ConfFiles, Sets, UsageError, echo_json
 
 
 def bundle_export(run: Annotated[Path, typer.Option(help="a finished `lakedl train` run directory (a classifier)")],
-                  out: Annotated[Path, typer.Option(help="bundle directory to write")]) -> None:
+                  out: Annotated[Path, typer.Option(help="bundle directory to write")],
+                  quantize: Annotated[str, typer.Option(help="none, or int8: Linear/LSTM layers run as int8 "
+                                                        "(dynamic quantization; a model version of its own)")] = "none"
+                  ) -> None:
     """Write an inference bundle (weights.safetensors, tokenizer.json, bundle.json) from a run's best.pt."""
     from dl.serve.bundle import export_bundle
 
-    path = export_bundle(run, out)
+    path = export_bundle(run, out, quantize=quantize)
     meta = json.loads((path / "bundle.json").read_text())
     typer.echo(f"wrote {path}: {meta['config']['model']} model, version {meta['model_version']}")
 

@@ -46,6 +46,32 @@ def test_bundle_round_trip(bundle):
         torch.testing.assert_close(tensor, state["model"][name])
 
 
+def test_a_text_scores_the_same_alone_as_among_longer_and_shorter_ones(bundle):
+    """Texts are scored in batches sorted by length: the results come back in input order, each the same as
+    when the text is scored by itself."""
+    loaded = load_bundle(bundle)
+    texts = [" ".join(["good", "w1", "awful", "w2"][: 1 + i % 4] * (1 + i % 7)) for i in range(40)] + [""]
+    together = loaded.predict(texts, batch_size=8)
+    alone = [loaded.predict([t], batch_size=1).iloc[0] for t in texts]
+    np.testing.assert_allclose(together["p_positive"], [a["p_positive"] for a in alone], atol=1e-6)
+    assert together["label"].tolist() == [a["label"] for a in alone]
+
+
+def test_an_int8_bundle_quantizes_its_layers_and_is_a_model_version_of_its_own(bundle, tmp_path):
+    from dl.serve.bundle import export_bundle
+
+    run = Path(json.loads((bundle / "bundle.json").read_text())["source_run"])
+    int8 = load_bundle(export_bundle(run, tmp_path / "int8", quantize="int8"))
+    full = load_bundle(bundle)
+    assert int8.version == full.version + "-int8" and int8.meta["quantize"] == "int8"
+    kinds = {type(m).__module__ for m in int8.model.modules()}
+    assert {"torch.ao.nn.quantized.dynamic.modules.rnn", "torch.ao.nn.quantized.dynamic.modules.linear"} <= kinds
+    texts = ["GOOD w1 w2", "w3 awful w4", "good good w5", "awful w6 w7 w8"] * 5
+    assert int8.predict(texts)["label"].tolist() == full.predict(texts)["label"].tolist()
+    with pytest.raises(BundleError, match="quantize='int4'"):
+        export_bundle(run, tmp_path / "int4", quantize="int4")
+
+
 def test_tampered_bundles_are_refused(bundle, tmp_path):
     broken = shutil.copytree(bundle, tmp_path / "w")
     data = bytearray((broken / "weights.safetensors").read_bytes())
