@@ -122,7 +122,8 @@ def job(args: list[str], env: dict, log: Path) -> tuple[float, dict]:
         rc = proc.wait()
     seconds, peak = time.perf_counter() - started, peaks.stop()
     if rc:
-        sys.exit(f"lakedl {' '.join(args[:2])} failed (exit {rc}); see {log}")
+        tail = log.read_text(errors="replace")[-4000:]
+        sys.exit(f"lakedl {' '.join(args[:2])} failed (exit {rc}); the end of {log}:\n{tail}")
     return seconds, peak
 
 
@@ -136,7 +137,7 @@ def last_record(tables: Path, name: str) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100, 300])
-    ap.add_argument("--score-scales", type=int, nargs="+", default=None, help="scales to score (default: --scales)")
+    ap.add_argument("--score-scales", type=int, nargs="*", default=None, help="scales to score (default: --scales)")
     ap.add_argument("--reviews", default=str(REPO / "data" / "raw" / "reviews"))
     ap.add_argument("--run", default=str(REPO / "runs" / "train" / "demo"), help="the BiLSTM run to score with")
     ap.add_argument("--work", default=None, help="scratch directory (default: a new temporary one; removed)")

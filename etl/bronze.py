@@ -18,6 +18,7 @@ from etl.core.config import CommonConfig, Section, register_job
 from etl.core.errors import MissingInput
 from etl.core.logs import get_logger
 from etl.core.runs import new_run_id
+from etl.core.spark import spill
 from etl.core.tables import TableError, TableStore
 from etl.sources.readers import MALFORMED, read_json_lines
 
@@ -63,7 +64,7 @@ def load_bronze(spark: SparkSession, store: TableStore, path: str, table: str, r
     the raw line kept, malformed lines marked, not dropped) and insert the records not yet in ``table``
     (by ``record_key``); a re-run inserts nothing. The text ETL reads what was added (input.format=bronze)."""
     check_layout(store, table)
-    raw = read_json_lines(spark, [path]).persist()
+    raw = spill(read_json_lines(spark, [path]))
     try:
         counts = raw.agg(F.count(F.lit(1)).alias("n"), F.count(F.col(MALFORMED)).alias("corrupt")).first()
         result = store.merge(table, with_ingest_columns(raw, run_id), keys=["record_key"], update_matched=False,

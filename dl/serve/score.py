@@ -24,6 +24,7 @@ import pandas as pd
 from etl.core import catalog
 from etl.core.runs import StageClock, peak_rss_by_kind
 from etl.core.runs import quarantine as quarantine_rows
+from etl.core.spark import spill
 from etl.text.config import MAX_CHARS
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,31 @@ def score_udf(bundle_path: str | os.PathLike, batch_size: int = 256):
     return score
 
 
+def make_predict_fn(bundle_path: str | os.PathLike, batch_size: int = 256):
+    """The bundle for ``pyspark.ml.functions.predict_batch_udf``: a ``make_predict_fn`` whose ``predict`` takes a
+    batch of texts (one string column; a null as "") and returns the columns of ``output_schema(bundle_path)``.
+    The bundle loads once per Python worker; each batch is scored in slices of ``batch_size`` sorted by length,
+    so give predict_batch_udf large batches::
+
+        udf = predict_batch_udf(make_predict_fn(path), return_type=output_schema(path), batch_size=10_000)
+        df.withColumn("prediction", udf("text"))
+    """
+    import numpy as np
+
+    path = str(Path(bundle_path).absolute())
+
+    def make():
+        bundle = loaded_bundle(path)
+
+        def predict(texts: np.ndarray) -> dict[str, np.ndarray]:
+            out = bundle.predict([t if isinstance(t, str) else "" for t in texts.tolist()], batch_size)
+            return {name: out[name].to_numpy() for name in out.columns}
+
+        return predict
+
+    return make
+
+
 def score_frame(df, bundle_path: str | os.PathLike, text_col: str = "text", id_col: str = "review_id",
                 batch_size: int = 256):
     """``df`` with ``id_col``, the label, the class probabilities and the model version."""
@@ -133,7 +159,7 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
         raise TableError(f"{id_col} is not unique in the input (e.g. {[r[id_col] for r in duplicates]}); "
                          "predictions are keyed by it")
     clock = clock or StageClock()
-    checked = checked_input(df.select(id_col, text_col), text_col, id_col, max_chars).persist()
+    checked = spill(checked_input(df.select(id_col, text_col), text_col, id_col, max_chars))
     try:
         with clock(input_stage):
             tally = {r[REASON]: r["count"] for r in checked.groupBy(REASON).count().collect()}
@@ -146,7 +172,7 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
         good = checked.filter(F.col(REASON).isNull()).select(id_col, text_col)
         scored = score_frame(good, bundle_path, text_col, id_col, batch_size).withColumn("scored_at",
                                                                                           F.current_timestamp())
-        scored = scored.persist()
+        scored = spill(scored)
         try:
             with clock("model"):
                 rows = scored.count()

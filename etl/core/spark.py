@@ -16,6 +16,16 @@ from collections.abc import Iterator
 from etl.core.config import SparkSettings
 from etl.core.logs import get_logger
 
+
+def spill(df):
+    """``df`` persisted where a job that reads it twice keeps it: on the executors' local disk, not in the JVM
+    heap (DISK_ONLY). Kept in memory (MEMORY_AND_DISK), a 3.5M-row bronze load ran a 1 GB driver out of heap
+    while the cache competed with the tasks building its batches; on disk the heap a job needs does not grow
+    with its input (bench/scale.py)."""
+    from pyspark.storagelevel import StorageLevel
+
+    return df.persist(StorageLevel.DISK_ONLY)
+
 log = get_logger(__name__)
 
 DELTA_EXTENSION_CLASS = "io.delta.sql.DeltaSparkSessionExtension"

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from etl.core.errors import LakedlError
 from etl.core.lease import pid_alive
 from etl.core.logs import get_logger
-from etl.core.spark import has_delta_jars, settled_on_failure
+from etl.core.spark import has_delta_jars, settled_on_failure, spill
 
 log = get_logger(__name__)
 
@@ -502,7 +502,7 @@ class TableStore:
                    .unionByName(inserts.withColumn("_op", F.lit("insert"))))
         else:
             out = inserts.withColumn("_op", F.lit("insert"))
-        out = out.persist()
+        out = spill(out)
         try:
             ops = {r["_op"]: r["count"] for r in out.groupBy("_op").count().collect()}
             if not ops.get("insert") and not ops.get("update"):

@@ -30,6 +30,7 @@ from etl.core.errors import LakedlError
 from etl.core.lease import file_lock
 from etl.core.logs import get_logger
 from etl.core.runs import ETL_RUNS, ETL_RUNS_SCHEMA, Tally, new_run_id, quarantine, recorded_run
+from etl.core.spark import spill
 from etl.core.tables import local_path, remove_leftovers, swapped_in
 
 log = get_logger(__name__)
@@ -338,8 +339,6 @@ def class_names(labels: list[str], fmt: str) -> list[str]:
 
 def run_image_etl(cfg, spark: SparkSession, run_id: str) -> ImageEtlReport:
     """One run of the image ETL (``etl_images`` config); see the module docstring."""
-    from pyspark.storagelevel import StorageLevel
-
     from etl.core.io import check_paths
     from etl.core.tables import TableStore
 
@@ -360,7 +359,7 @@ def run_image_etl(cfg, spark: SparkSession, run_id: str) -> ImageEtlReport:
     rules = ImageRules(img.mode, img.height, img.width, img.max_pixels, tuple(img.accept_modes))
     store = TableStore.from_config(cfg, spark)
     store.check_names(catalog.quarantine(name), ETL_RUNS)
-    decoded = decode_frame(raw, rules).persist(StorageLevel.MEMORY_AND_DISK)
+    decoded = spill(decode_frame(raw, rules))
     report = ImageEtlReport(run_id, name, "running", 0, 0, 0)
     record = {"run_id": run_id, "dataset": name, "stage": "images"}
     try:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.storagelevel import StorageLevel
 
 from etl.core import catalog
 from etl.core.errors import LakedlError, MissingInput
@@ -41,6 +40,7 @@ from etl.core.runs import (
     quarantined_raw,
     record_run,
 )
+from etl.core.spark import spill
 from etl.core.splits import hashed_split, split_bucket
 from etl.core.tables import TableStore, remove_leftovers
 from etl.sources.readers import MALFORMED, RAW_COLUMNS, read_input
@@ -162,7 +162,7 @@ def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEt
             checked = checked.join(present, "review_id", "left")
         else:
             checked = checked.withColumn("_present", F.lit(None).cast("boolean"))
-        checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+        checked = spill(checked)
         try:
             return _run(cfg, spark, store, checked, report, started, silver, quarantine_table, dataset_dir)
         finally:
@@ -241,7 +241,7 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
     new = assign_split(new, cfg.split.mode, cfg.split.train, cfg.split.dev, cfg.split.seed)
     artifact = dataset_dir / "_artifacts" / f"tokenizer-{cfg.tokenize.kind}.json"
     if kept:
-        new = new.persist(StorageLevel.MEMORY_AND_DISK)
+        new = spill(new)
         try:
             with file_lock(dataset_dir / ".lock"), clock("vocabulary"):  # concurrent first runs: one tokenizer
                 tok = _tokenizer(cfg, new.filter(F.col("split") == "train"), artifact)
