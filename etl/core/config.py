@@ -62,6 +62,8 @@ class TablesSettings(Section):
 class TrackingSettings(Section):
     experiment: str = "lakedl"
     mlflow_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else file store under runs_dir")
+    registry_uri: str | None = Field(None, description="MLflow Model Registry; default: the tracking store when it "
+                                     "is a database or server, else sqlite:///<runs_dir>/mlflow-registry.db")
     tensorboard: bool = True
 
 

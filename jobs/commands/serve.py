@@ -28,8 +28,24 @@ def bundle_export(run: Annotated[Path, typer.Option(help="a finished `lakedl tra
     typer.echo(f"wrote {path}: {meta['config']['model']} model, version {meta['model_version']}")
 
 
-def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
-                                               help="inference bundle directory (`lakedl bundle export`)")],
+def model_register(run: Annotated[Path, typer.Option(help="a finished `lakedl train` run directory (a text "
+                                                    "sentiment classifier: its MLflow model)")],
+                   name: Annotated[str, typer.Option(help="registered model name")],
+                   alias: Annotated[Optional[str], typer.Option(help="point this alias (e.g. champion) at the new "
+                                                                "version")] = None,
+                   conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Register a training run's MLflow model as a new version of NAME in the Model Registry (tracking.registry_uri,
+    default SQLite beside the runs); score it with `lakedl score --model models:/NAME@ALIAS`."""
+    from dl.serve.mlflow_model import register
+
+    cfg = load("common", conf_dir, conf, set_)
+    echo_json(register(cfg, run, name, alias))
+
+
+def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
+                                              help="inference bundle directory (`lakedl bundle export`), or an "
+                                              "MLflow model: models:/NAME@ALIAS, models:/NAME/VERSION, "
+                                              "runs:/RUN_ID/model")],
           input: Annotated[Optional[str], typer.Option(help="JSON-lines file, directory or glob with the id and "
                                                        "text columns (score all of it)")] = None,
           source: Annotated[Optional[str], typer.Option(help="Delta table to score incrementally: only rows this "
@@ -47,12 +63,14 @@ def score(bundle: Annotated[Path, typer.Option("--bundle", "--model",
     rows that cannot be scored are quarantined with a reason (rows read = scored + quarantined [+ skipped])."""
     if (input is None) == (source is None):
         raise UsageError("give exactly one of --input (files) or --source (a Delta table, incremental)")
+    from dl.serve.mlflow_model import resolve_bundle
     from dl.serve.score import loaded_bundle, score_files
     from etl.core.spark import get_spark
     from etl.core.tables import TableStore, check_names
 
     cfg = load("common", conf_dir, conf, set_)
     check_names(table, quarantine, *([source] if source else []))  # before any write
+    bundle = resolve_bundle(cfg, bundle)
     loaded_bundle(bundle)  # refuse a broken or mismatched bundle before any Spark work (loaded once)
     spark = get_spark(cfg.spark)
     store = TableStore.from_config(cfg, spark)

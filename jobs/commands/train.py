@@ -21,6 +21,7 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text or image 
                                                "checkpoint")] = False,
           conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
     """Train a model on the ETL's shards with the configured launcher; checkpoints, MLflow run, curves PNG."""
+    from dl.serve.mlflow_model import log_run_model
     from dl.train.job import run_train
 
     extra = option_overrides({"data.shards": shards, "launcher.kind": launcher,
@@ -29,6 +30,7 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text or image 
         extra.append("run.resume=true")
     cfg = load("train", conf_dir, conf, set_, extra)
     summary = run_train(cfg)
+    log_run_model(cfg, summary)  # a text sentiment classifier: its bundle as an MLflow pyfunc model
     final = summary["final"]
     typer.echo(f"\nrun {summary['run']}: {summary['epochs_run']} epochs, {summary['steps']} steps on "
                f"{summary['processes']} process(es) ({summary['launcher']}) in {summary['seconds']} s")
@@ -36,6 +38,9 @@ def train(shards: Annotated[Optional[str], typer.Option(help="the text or image 
     test = {k: v for k, v in (summary.get("test") or {}).items() if isinstance(v, float)}
     if test:
         typer.echo("  test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    if summary.get("mlflow_model_uri"):
+        typer.echo(f"  MLflow model {summary['mlflow_model_uri']} (`lakedl model register --run "
+                   f"{summary['run_dir']} --name NAME --alias champion`)")
     if summary.get("diagnosis"):
         typer.echo(f"  diagnosis: {summary['diagnosis']['verdict']} — {summary['diagnosis']['advice']}")
     typer.echo(f"  run dir {summary['run_dir']} (last.pt, curves.png, history.json); MLflow run "

@@ -83,6 +83,7 @@ def train_and_score(cfg: DemoConfig, etl_text: dict, spark=None, conf_dir: str |
     from pyspark.sql import functions as F
 
     from dl.serve.bundle import export_bundle
+    from dl.serve.mlflow_model import log_run_model
     from dl.serve.score import score_incremental
     from dl.train.job import run_train
     from dl.train.rundir import run_dir
@@ -99,6 +100,7 @@ def train_and_score(cfg: DemoConfig, etl_text: dict, spark=None, conf_dir: str |
         summary["reused"] = True
     else:
         summary = run_train(tcfg)
+        log_run_model(tcfg, summary)  # the bundle as an MLflow pyfunc model in the run
         summary["reused"] = False
     bundle = export_bundle(directory, Path(cfg.paths.runs_dir) / "bundles" / RUN_NAME)
     spark = spark or get_spark(cfg.spark)

@@ -135,6 +135,23 @@ def test_spark_udf_scores_like_the_bundle(spark, bundle, raw_data):
 
 
 @pytest.mark.spark
+def test_predict_batch_udf_scores_like_our_udf(spark, bundle, raw_data):
+    """pyspark.ml.functions.predict_batch_udf over make_predict_fn gives the scoring UDF's rows."""
+    from pyspark.ml.functions import predict_batch_udf
+
+    from dl.serve.score import make_predict_fn, output_schema, score_frame
+
+    df = spark.read.json(str(raw_data / "reviews" / "vader_movie.jsonl")).select("review_id", "text").limit(300)
+    df = df.union(spark.createDataFrame([("null", None), ("empty", "")], "review_id string, text string"))
+    udf = predict_batch_udf(make_predict_fn(bundle, 64), return_type=output_schema(bundle), batch_size=1000)
+    theirs = df.select("review_id", udf("text").alias("p")).select("review_id", "p.*").toPandas().set_index("review_id")
+    ours = score_frame(df, bundle, batch_size=64).toPandas().set_index("review_id")
+    assert len(theirs) == len(ours) == 302 and list(theirs.columns) == list(ours.columns)
+    np.testing.assert_allclose(theirs.loc[ours.index, "p_positive"], ours["p_positive"], atol=1e-6)
+    assert theirs.loc[ours.index, "label"].tolist() == ours["label"].tolist()
+
+
+@pytest.mark.spark
 def test_predictions_merge_is_idempotent(spark, bundle, raw_data, tmp_path):
     from dl.serve.score import score_into_table
     from etl.core.tables import TableError, TableStore
