@@ -124,6 +124,39 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
+_WORK: dict = {}  # timed_passes: the loaded work of this process, inherited by its Pool workers through fork
+
+
+def _work_item(index: int):
+    return _WORK["fn"](index)
+
+
+def timed_passes(fn: Callable[[int], int], items: int, processes: int, repeats: int) -> tuple[float, int]:
+    """A bare-loop baseline's timing, after its caller loaded everything: ``fn(i)`` for every ``i < items`` —
+    in this process, or (``processes`` > 1) in a ``multiprocessing.Pool`` forked now, so the workers inherit
+    what is loaded and get only the indices. One warm-up pass (every worker's imports, JIT, caches), then
+    the median seconds of ``repeats`` passes and the sum of ``fn``'s results."""
+    import multiprocessing as mp
+
+    _WORK["fn"] = fn
+    pool = mp.get_context("fork").Pool(processes) if processes > 1 else None
+
+    def one_pass() -> int:
+        return sum(pool.map(_work_item, range(items), chunksize=1)) if pool else sum(map(fn, range(items)))
+
+    try:
+        total = one_pass()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            total = one_pass()
+            times.append(time.perf_counter() - start)
+    finally:
+        if pool:
+            pool.close()
+    return statistics.median(times), total
+
+
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 

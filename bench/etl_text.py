@@ -29,52 +29,26 @@ from common import (  # bench/common.py, beside this script
     git_commit,
     median_time,
     run_in_child,
+    timed_passes,
     write_result,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-_WORK: dict = {}  # a baseline process's rows and encoder, inherited by its Pool workers through fork
-
-
-def _encode(index: int) -> int:
-    from etl.text.textprep import encode_batch
-
-    w = _WORK
-    return len(encode_batch(w["batches"][index], w["norm"], w["tok"], w["max_len"], True))
-
-
 def bare(files: list[str], scale: int, payload: str, max_len: int, processes: int, repeats: int,
          batch: int = 10_000) -> tuple[float, int]:
-    """A baseline in its own process: the rows parsed into memory and the imports done before the timer, one
-    warm-up pass, then the median seconds of ``repeats`` passes over every batch (``processes`` > 1: a
-    multiprocessing.Pool of that many, forked after the rows are loaded) and the rows encoded."""
-    import multiprocessing as mp
-    import statistics
-    import time
-
-    from etl.text.textprep import Normalizer, TextTokenizer
+    """A baseline in its own process: the rows parsed into memory and the imports done before the timer, then
+    ``common.timed_passes`` over the batches (``processes`` > 1: a Pool forked after the load): median seconds
+    and the rows encoded."""
+    from etl.text.textprep import Normalizer, TextTokenizer, encode_batch
 
     texts = [json.loads(line)["text"] for path in files for line in open(path, encoding="utf-8") if line.strip()]
     texts = texts * scale
-    _WORK.update(batches=[texts[i:i + batch] for i in range(0, len(texts), batch)], norm=Normalizer(),
-                 tok=TextTokenizer("word", payload), max_len=max_len)
-    pool = mp.get_context("fork").Pool(processes) if processes > 1 else None
-    n = range(len(_WORK["batches"]))
-
-    def run() -> int:
-        return sum(pool.map(_encode, n, chunksize=1)) if pool else sum(map(_encode, n))
-
-    rows = run()  # warm-up, in every worker
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        rows = run()
-        times.append(time.perf_counter() - started)
-    if pool:
-        pool.close()
-    return statistics.median(times), rows
+    batches = [texts[i:i + batch] for i in range(0, len(texts), batch)]
+    norm, tok = Normalizer(), TextTokenizer("word", payload)
+    return timed_passes(lambda i: len(encode_batch(batches[i], norm, tok, max_len, True)), len(batches), processes,
+                        repeats)
 
 
 def main() -> None:
