@@ -165,6 +165,8 @@ def _python_rows(texts: pa.Array, pattern: str, html_unescape: bool) -> np.ndarr
 def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A string array's UTF-8 bytes (uint8) and its ``len + 1`` offsets into them (int64), without copying the
     bytes; a null reads as ""."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
     if pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
     _, offsets_buf, data_buf = arr.buffers()
