@@ -157,6 +157,16 @@ def timed_passes(fn: Callable[[int], int], items: int, processes: int, repeats: 
     return statistics.median(times), total
 
 
+def write_merged(name: str, rows: list[dict]) -> Path:
+    """``write_result`` of ``rows`` into bench/results/<name>.json, keeping the rows already there whose
+    (case, scale) none of ``rows`` measures again (each row records its own commit)."""
+    path = RESULTS / f"{name}.json"
+    measured = {(r["case"], r.get("scale")) for r in rows}
+    kept = [r for r in (json.loads(path.read_text())["results"] if path.is_file() else [])
+            if (r["case"], r.get("scale")) not in measured]
+    return write_result(name, command_line(), kept + rows)
+
+
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 

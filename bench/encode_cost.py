@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
+from common import command_line, git_commit, write_merged  # bench/common.py, beside this script
 
 from etl.text.fastword import _patterns
 from etl.text.textprep import UNK, WORD_SPECIALS, Normalizer, TextTokenizer, encode_batch, word_tokens
@@ -76,10 +76,7 @@ def main() -> None:
            "us_per_row_new": round(1e6 * times["new"][0] / len(texts), 2), "batch_rows": BATCH, "max_len": MAX_LEN,
            "baseline": "the per-row Python path (Normalizer per text, TOKEN_PATTERN findall, dict lookup)",
            "git_commit": git_commit(), "command": command_line()}
-    previous = RESULTS / "scale.json"
-    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if r["case"] != row["case"]]
-    print(f"ratio new/old {row['ratio']}; wrote {write_result('scale', command_line(), kept + [row])}")
+    print(f"ratio new/old {row['ratio']}; wrote {write_merged('scale', [row])}")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 
 from common import (  # bench/common.py, beside this script
-    RESULTS,
     PeakRss,
     command_line,
     git_commit,
     median_time,
     run_in_child,
     timed_passes,
+    write_merged,
     write_result,
 )
 
@@ -124,11 +124,7 @@ def main() -> None:
         print(json.dumps(results[-1]))
     path = write_result("etl_text", command_line(), results)
     print(f"wrote {path}")
-    previous = RESULTS / "scale.json"
-    measured = {(r["case"], r["scale"]) for r in scale_rows}
-    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if (r["case"], r.get("scale")) not in measured]
-    print(f"wrote {write_result('scale', command_line(), kept + scale_rows)}")
+    print(f"wrote {write_merged('scale', scale_rows)}")
     spark.stop()
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
+from common import command_line, git_commit, write_merged  # bench/common.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,11 +67,7 @@ def main(argv=None) -> None:
                             "ratio": round(measured["int8"]["rows_per_s"] / measured["none"]["rows_per_s"], 3),
                             "baseline": "the same run's float bundle, same texts, process and threads",
                             "run": str(run), "git_commit": commit, "command": command_line()})
-    previous = RESULTS / "scale.json"
-    measured_cases = {r["case"] for r in results}
-    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if r["case"] not in measured_cases]
-    print(f"wrote {write_result('scale', command_line(), kept + results)}")
+    print(f"wrote {write_merged('scale', results)}")
 
 
 if __name__ == "__main__":

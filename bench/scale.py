@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import psutil
-from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
+from common import command_line, git_commit, write_merged  # bench/common.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 LAKEDL = str(Path(sys.executable).parent / "lakedl")
@@ -205,11 +205,7 @@ def main(argv=None) -> None:
                             "memory_goal": 1.2, "rows": hi["rows"], "git_commit": commit,
                             "command": command_line()})
             print(json.dumps(results[-1]), flush=True)
-    previous = RESULTS / "scale.json"
-    measured = {(r["case"], r.get("scale")) for r in results}
-    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if (r["case"], r.get("scale")) not in measured]
-    print(f"wrote {write_result('scale', command_line(), kept + results)}")
+    print(f"wrote {write_merged('scale', results)}")
 
 
 if __name__ == "__main__":

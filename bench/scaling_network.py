@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
+from common import command_line, git_commit, write_merged  # bench/common.py, beside this script
 
 from etl.core.netns import check_root
 from etl.core.standalone import driver_command, spark_home, start_cluster, stop_cluster
@@ -142,12 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                 stop_cluster(state)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    previous = RESULTS / "scaling_network.json"  # keep the rows of cases not measured again (each has its commit)
-    measured = {r["case"] for r in results}
-    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if r["case"] not in measured]
-    path = write_result("scaling_network", command_line(), kept + results)
-    print(f"wrote {path}")
+    print(f"wrote {write_merged('scaling_network', results)}")  # other cases' rows kept, each with its commit
 
 
 if __name__ == "__main__":

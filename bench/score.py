@@ -26,13 +26,13 @@ import tempfile
 from pathlib import Path
 
 from common import (  # bench/common.py, beside this script
-    RESULTS,
     PeakRss,
     command_line,
     git_commit,
     median_time,
     run_in_child,
     timed_passes,
+    write_merged,
     write_result,
 )
 from scale import generate  # bench/scale.py: distinct copies of the corpora
@@ -123,11 +123,7 @@ def main() -> None:
                         "baseline": f"Spark peak RSS at {lo['scale']}x vs {hi['scale']}x the rows (flat = 1.0)"})
         print(json.dumps(results[-1]))
     print(f"wrote {write_result('score', command_line(), results)}")
-    previous = RESULTS / "scale.json"
-    measured = {(r["case"], r["scale"]) for r in scale_rows}
-    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if (r["case"], r.get("scale")) not in measured]
-    print(f"wrote {write_result('scale', command_line(), kept + scale_rows)}")
+    print(f"wrote {write_merged('scale', scale_rows)}")
     spark.stop()
 
 
