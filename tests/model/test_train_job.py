@@ -137,7 +137,8 @@ def test_a_killed_worker_restarts_from_the_checkpoint_by_itself(shards, tmp_path
     clean = run_train(train_cfg(shards, tmp_path, "run.name=clean", "train.epochs=4", "train.batch_size=8",
                                 "train.checkpoint_every=10", "optim.lr=0.01"))
     client = MlflowClient((tmp_path / "mlflow").absolute().as_uri())  # (after a run here: the file store's switch)
-    assert [m.value for m in client.get_metric_history(result["mlflow_run_id"], "restarts")] == [1]
+    # one restart recorded (MLflow 3 files the run's metrics a second time when the train command logs its model)
+    assert {m.value for m in client.get_metric_history(result["mlflow_run_id"], "restarts")} == {1}
     assert result["steps"] == clean["steps"] and clean["restarts"] == []
     assert abs(result["final"]["dev_sentiment_accuracy"] - clean["final"]["dev_sentiment_accuracy"]) <= 0.01
 
