@@ -112,9 +112,7 @@ def _compute_tables() -> dict[str, str]:
 @functools.lru_cache(maxsize=2)
 def _patterns(html_unescape: bool) -> dict[str, str]:
     t = _unicode_tables()
-    token = TOKEN_PATTERN.replace(r"[^\w\s]", f"[^{t['word']}{t['space']}]").replace(r"\w", f"[{t['word']}]")
-    assert "\\s" not in token and "\\w" not in token, TOKEN_PATTERN  # every class spelled out
-    return {"token": token, "space_run": f"[{t['space']}]+", "url": f"(?i)(?:https?://|www\\.)[^{t['space']}]+",
+    return {"space_run": f"[{t['space']}]+", "url": f"(?i)(?:https?://|www\\.)[^{t['space']}]+",
             "python": f"[{t['odd']}{t['amp'] if html_unescape else ''}]"}
 
 
@@ -208,8 +206,8 @@ _NO_TABLE = (np.zeros(0, np.int32), np.zeros(1, np.uint8), np.zeros(1, np.int64)
 
 
 def _scan(norm: pa.Array, max_tokens: int, table=_NO_TABLE, unk: int = 0):
-    """``wordscan.scan`` over a string array: (tokens, counts per row, ids, token bytes, token offsets); with a
-    vocabulary ``table`` the ids, else the tokens' bytes."""
+    """``wordscan.scan`` over a string array: (where each row's tokens start, int32 [n+1]; ids; token bytes; token
+    offsets into them); with a vocabulary ``table`` the ids, else the tokens' bytes."""
     data, offsets = _buffers(pc.fill_null(norm, ""))
     word, space = _code_flags()
     with_ids = table is not _NO_TABLE
@@ -219,15 +217,15 @@ def _scan(norm: pa.Array, max_tokens: int, table=_NO_TABLE, unk: int = 0):
     out = np.empty(0 if with_ids else len(data), np.uint8)
     token_offsets = np.zeros(1 if with_ids else worst + 1, np.int64)
     n = wordscan.scan(data, offsets, word, space, max_tokens, *table, unk, ids, out, token_offsets, counts)
-    return n, counts, ids[:n], out, token_offsets[:n + 1]
+    rows = np.zeros(len(norm) + 1, np.int32)
+    np.cumsum(counts, out=rows[1:])
+    return rows, ids[:n], out, token_offsets[:n + 1]
 
 
 def tokens_arrow(norm: pa.Array) -> pa.ListArray:
     """``TOKEN_PATTERN``'s matches in each normalized text (Python's ``findall``), as ``list<string>``."""
-    n, counts, _, out, token_offsets = _scan(norm, -1)
-    offsets = np.zeros(len(counts) + 1, np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), _string_array(out, token_offsets))
+    rows, _, out, token_offsets = _scan(norm, -1)
+    return pa.ListArray.from_arrays(pa.array(rows, pa.int32()), _string_array(out, token_offsets))
 
 
 @functools.lru_cache(maxsize=4)
@@ -243,7 +241,5 @@ def _vocabulary(payload: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def encode_arrow(norm: pa.Array, vocabulary_payload: str, max_len: int, unk: int) -> tuple[np.ndarray, np.ndarray]:
     """Word ids of each normalized text (``TOKEN_PATTERN`` matches looked up in the vocabulary, unknown → ``unk``),
     truncated to ``max_len``: (offsets int32 [n+1], ids int32)."""
-    n, counts, ids, _, _ = _scan(norm, max_len, _vocabulary(vocabulary_payload), unk)
-    offsets = np.zeros(len(counts) + 1, np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets, ids
+    rows, ids, _, _ = _scan(norm, max_len, _vocabulary(vocabulary_payload), unk)
+    return rows, ids
