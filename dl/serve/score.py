@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from etl.core import catalog
-from etl.core.runs import StageClock, peak_rss_by_kind
+from etl.core.runs import StageClock
 from etl.core.runs import quarantine as quarantine_rows
 from etl.core.spark import spill
 from etl.text.config import MAX_CHARS
@@ -222,8 +222,7 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
             record["rows_read"] = src.count()
         report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col,
                                   id_col, batch_size, quarantine, max_chars, record["run_id"], clock, "anti_join")
-        record.update(stage_seconds=clock.seconds, peak_rss_mb=peak_rss_by_kind(),
-                      rows_skipped=record["rows_read"] - report["rows_read"], **_run_counts(report))
+        record.update(stage_seconds=clock.seconds, rows_skipped=record["rows_read"] - report["rows_read"], **_run_counts(report))
     return record
 
 
@@ -240,7 +239,7 @@ def score_files(store, df, bundle_path: str | os.PathLike, source: str, predicti
         report = score_into_table(store, df, bundle_path, predictions, text_col, id_col, batch_size, quarantine,
                                   max_chars, record["run_id"], clock)
         record.update(rows_read=report["rows_read"], rows_skipped=0, stage_seconds=clock.seconds,
-                      peak_rss_mb=peak_rss_by_kind(), **_run_counts(report))
+                      **_run_counts(report))
     return {**report, "run_id": record["run_id"]}
 
 

@@ -161,12 +161,14 @@ def peak_rss_by_kind() -> dict[str, float]:
 
 def record_run(store, table: str, record: Mapping, schema: str) -> None:
     """Append one run record to ``table`` (dicts become JSON text; columns ``schema`` has and an older table
-    lacks are added)."""
+    lacks are added); ``finished_at`` and ``peak_rss_mb``, where the schema has them, are filled in now."""
     names = [c.split()[0] for c in schema.split(", ")]
     if "finished_at" in names and not record.get("finished_at"):
         from datetime import datetime, timezone
 
         record = {**record, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if "peak_rss_mb" in names and not record.get("peak_rss_mb"):
+        record = {**record, "peak_rss_mb": peak_rss_by_kind()}
     row = tuple(json.dumps(v) if isinstance(v, (dict, list)) else v for v in (record.get(n) for n in names))
     store.write(table, store._spark().createDataFrame([row], schema), "append",
                 commit_info={"lakedl.run_id": str(record.get("run_id"))}, add_columns=True)
