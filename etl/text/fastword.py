@@ -29,8 +29,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl.text import wordscan
-
 # a placeholder (<url>, <num>), a word with optional inner apostrophes, or any other single non-space character;
 # etl/text/textprep.py (the per-row path) uses it from here, so that this module imports nothing of that one
 TOKEN_PATTERN = r"<[a-z]+>|\w+(?:['’]\w+)*|[^\w\s]"
@@ -116,11 +114,6 @@ def _patterns(html_unescape: bool) -> dict[str, str]:
             "python": f"[{t['odd']}{t['amp'] if html_unescape else ''}]"}
 
 
-@functools.lru_cache(maxsize=4)
-def _vocabulary(payload: str) -> pa.Array:
-    return pa.array(json.loads(payload), pa.string())
-
-
 def normalize_arrow(texts: pa.Array, normalizer) -> pa.Array:
     """``normalizer`` (textprep.Normalizer) applied to every string of ``texts`` (a null as ""), as the Python
     path does to each."""
@@ -134,6 +127,8 @@ def normalize_arrow(texts: pa.Array, normalizer) -> pa.Array:
     data, offsets = _buffers(out)
     norm, norm_offsets = np.empty(len(data), np.uint8), np.zeros(len(out) + 1, np.int64)
     other = np.zeros(len(out), bool)
+    from etl.text import wordscan  # numba (LLVM) only in processes that encode: not in training workers
+
     wordscan.collapse(data, offsets, normalizer.lowercase, wordscan.ASCII_SPACE, norm, norm_offsets, other)
     result = _string_array(norm, norm_offsets)
     python = _python_rows(texts, p["python"], normalizer.html_unescape)
@@ -216,6 +211,8 @@ def _scan(norm: pa.Array, max_tokens: int, table=_NO_TABLE, unk: int = 0):
     ids = np.empty(worst if with_ids else 0, np.int32)
     out = np.empty(0 if with_ids else len(data), np.uint8)
     token_offsets = np.zeros(1 if with_ids else worst + 1, np.int64)
+    from etl.text import wordscan
+
     n = wordscan.scan(data, offsets, word, space, max_tokens, *table, unk, ids, out, token_offsets, counts)
     rows = np.zeros(len(norm) + 1, np.int32)
     np.cumsum(counts, out=rows[1:])
@@ -235,6 +232,8 @@ def _vocabulary(payload: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     keys = np.frombuffer(b"".join(words) or b"\0", np.uint8)
     key_offsets = np.zeros(len(words) + 1, np.int64)
     np.cumsum([len(w) for w in words], out=key_offsets[1:])
+    from etl.text import wordscan
+
     return wordscan.build_table(keys, key_offsets), keys, key_offsets
 
 
