@@ -31,7 +31,7 @@ groups = {
     "model": _group("MLflow models: register a trained run's model under a name and alias."),
     "viz": _group("Pictures of trained models."),
     "w2v": _group("Distributed word2vec: corpus, training, queries, evaluation."),
-    "tables": _group("Inspect the project's Delta tables."),
+    "tables": _group("Inspect the project's Delta tables; turn on a change data feed."),
     "cluster": _group("A Spark standalone cluster on this machine: on 127.0.0.1, or on separate network hosts."),
 }
 for name, group in groups.items():
@@ -64,6 +64,7 @@ COMMANDS = [
     ("w2v", "eval", w2v.w2v_eval),
     ("tables", "history", tables.tables_history),
     ("tables", "show", tables.tables_show),
+    ("tables", "change-feed", tables.tables_change_feed),
     (None, "demo", demo.demo),
     ("cluster", "up", cluster.cluster_up),
     ("cluster", "status", cluster.cluster_status),

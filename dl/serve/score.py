@@ -32,7 +32,9 @@ _LOADED: dict[str, object] = {}  # bundle path + file times -> Bundle, per Pytho
 RUNS_SCHEMA = ("run_id string, source string, model_version string, status string, rows_read long, rows_scored long, "
                "rows_inserted long, rows_skipped long, rows_failed long, reasons string, watermark long, "
                "predictions_version long, seconds double, finished_at string, error string, stage_seconds string, "
-               "peak_rss_mb string")
+               "peak_rss_mb string, path string, rows_updated long, rows_deleted long, consumed_from long")
+# a change-feed row's place in its key's history: a commit's deletes and pre-images before its inserts and post-images
+_AFTER = ("insert", "update_postimage")
 
 
 def loaded_bundle(path: str | os.PathLike):
@@ -139,13 +141,18 @@ def checked_input(df, text_col: str = "text", id_col: str = "review_id", max_cha
 def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = catalog.PREDICTIONS, text_col: str = "text",
                      id_col: str = "review_id", batch_size: int = 256, quarantine: str = catalog.SCORE_QUARANTINE,
                      max_chars: int = MAX_CHARS, run_id: str | None = None, clock: StageClock | None = None,
-                     input_stage: str = "read") -> dict:
+                     input_stage: str = "read", replace: bool = False, delete=None,
+                     txn: tuple[str, int] | None = None) -> dict:
     """Score ``df`` and MERGE the predictions into Delta table ``table`` keyed by (``id_col``,
     ``model_version``): rows already scored by this model version are left alone, so a re-run adds
     nothing. Rows that cannot be scored (see ``checked_input``) go to ``quarantine`` with their reason,
     whole, keyed by (``quarantine_key``, ``model_version``). Returns the counts — rows_read =
     rows_scored + rows_quarantined — and the table version. ``clock`` times the stages: ``input_stage`` (the input
-    read and checked, with what the caller left lazy in ``df``), ``quarantine``, ``model`` and ``merge``."""
+    read and checked, with what the caller left lazy in ``df``), ``quarantine``, ``model`` and ``merge``.
+
+    For the change feed: ``replace`` makes a new prediction replace this model version's old one for the
+    id (the text changed) and removes the old one of an id whose new text is quarantined; ``delete`` (ids)
+    removes predictions; ``txn`` (app id, source version) goes into the one commit (``TableStore.merge``)."""
     from pyspark.sql import functions as F
 
     from etl.core.tables import TableError
@@ -169,6 +176,9 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
                 "quarantine_key", F.lit(version).alias("model_version"), id_col, text_col, REASON)
             with clock("quarantine"):
                 quarantine_rows(store, quarantine, bad, run_id, keys=("quarantine_key", "model_version"))
+        if replace and reasons:
+            stale = checked.filter(F.col(REASON).isNotNull() & F.col(id_col).isNotNull()).select(id_col)
+            delete = stale if delete is None else delete.unionByName(stale)
         good = checked.filter(F.col(REASON).isNull()).select(id_col, text_col)
         scored = score_frame(good, bundle_path, text_col, id_col, batch_size).withColumn("scored_at",
                                                                                           F.current_timestamp())
@@ -177,53 +187,132 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
             with clock("model"):
                 rows = scored.count()
             with clock("merge"):
-                result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=False,
-                                     commit_info={"lakedl.model_version": version}) if rows else None
+                result = None
+                if rows or delete is not None or txn is not None:
+                    gone = None if delete is None else delete.select(id_col).withColumn("model_version",
+                                                                                        F.lit(version))
+                    result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=replace,
+                                         commit_info={"lakedl.model_version": version}, delete=gone, txn=txn)
         finally:
             scored.unpersist()
     finally:
         checked.unpersist()
     return {"rows_read": sum(tally.values()), "rows_scored": rows, "rows_quarantined": sum(reasons.values()),
             "reasons": reasons, "inserted": result.inserted if result else 0,
-            "table_version": result.version if result else None, "model_version": version}
+            "updated": result.updated if result else 0, "deleted": result.deleted if result else 0,
+            "table_version": result.version if result and result.committed else None, "model_version": version}
 
 
 def score_incremental(store, source: str, bundle_path: str | os.PathLike, predictions: str = catalog.PREDICTIONS,
                       runs: str = catalog.SCORE_RUNS, text_col: str = "text", id_col: str = "review_id",
                       batch_size: int = 256, lease_seconds: float = 3600, quarantine: str = catalog.SCORE_QUARANTINE,
-                      max_chars: int = MAX_CHARS) -> dict:
-    """Score the rows of Delta table ``source`` this bundle's model version has neither scored nor
-    quarantined yet, MERGE them into ``predictions`` (unscoreable rows into ``quarantine``) and append a
-    row to ``runs``: rows_read = rows_skipped (done before) + rows_scored + rows_failed (quarantined),
-    the source version scored up to as the watermark, timings. Holds a lease on ``predictions``
-    meanwhile, so a second concurrent run stops at once. A run that crashes commits nothing partial
-    (each Delta commit is atomic; the runs row is written last) and the next run picks its rows up; a
-    run that fails with an exception records a ``failed`` row with the error before re-raising."""
-    from pyspark.sql import functions as F
+                      max_chars: int = MAX_CHARS, change_feed: bool = True) -> dict:
+    """Bring this bundle's model version's predictions in ``predictions`` up to the current version of Delta
+    table ``source`` (unscoreable rows into ``quarantine``) and append a row to ``runs``. Holds a lease on
+    ``predictions`` meanwhile, so a second concurrent run stops at once. A run that crashes commits nothing
+    partial (each Delta commit is atomic; the runs row is written last) and the next run picks its rows up; a
+    run that fails with an exception records a ``failed`` row with the error before re-raising.
 
+    Each run commits its predictions with a Delta application transaction on ``predictions`` (app id
+    ``score_app_id``: source table id and model version; txn version = the source version scored up to, the
+    record's ``watermark``), and the record's ``path`` says how it found its rows:
+
+    * ``cdf`` (``change_feed``, the delta-rs backend and a run before it): the source's change data feed since
+      the version the last run consumed (``consumed_from``). Per id, the feed's first and last change give the
+      row before and after: a new row is scored, a row whose text changed is scored again (its prediction
+      replaced), a deleted row's prediction removed, a row rewritten unchanged skipped — all in one commit with
+      the transaction, so a run retried after a crash writes nothing twice. rows_read (ids in the feed) =
+      rows_skipped + rows_scored + rows_failed (quarantined) + rows_deleted.
+    * ``anti_join`` (the first run for this source and model version, or a feed that cannot be read): every row
+      of the source neither scored nor quarantined by this model version yet; rows_read (the source) =
+      rows_skipped (done before) + rows_scored + rows_failed. Updates and deletes are not seen this way."""
     from etl.core.lease import Lease
+    from etl.core.tables import ChangeFeedUnavailable
 
     store.check_names(source, predictions, runs, quarantine)
     version = loaded_bundle(bundle_path).version  # a broken or mismatched bundle is refused before any work
     with Lease(catalog.lease_file(store.root, predictions), lease_seconds), \
             recorded_run(store, runs, source, version) as record:
         record["watermark"] = watermark = store.version(source)
-        src = checked_input(store.read(source, version=watermark).select(id_col, text_col), text_col, id_col,
-                            max_chars)
-        todo = src
-        if store.exists(predictions):
-            done = store.read(predictions).filter(F.col("model_version") == version).select(id_col)
-            todo = todo.join(done, id_col, "left_anti")
-        if store.exists(quarantine):
-            refused = store.read(quarantine).filter(F.col("model_version") == version).select("quarantine_key")
-            todo = todo.join(refused, "quarantine_key", "left_anti")
+        app_id = score_app_id(store, source, version)
+        consumed = store.transaction_version(predictions, app_id) if store.backend == "delta-rs" else None
         clock = StageClock()
-        with clock("read"):
-            record["rows_read"] = src.count()
-        report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col,
-                                  id_col, batch_size, quarantine, max_chars, record["run_id"], clock, "anti_join")
-        record.update(stage_seconds=clock.seconds, rows_skipped=record["rows_read"] - report["rows_read"], **_run_counts(report))
+        changes = None
+        if change_feed and consumed is not None:
+            if consumed >= watermark:  # nothing new, or a retry of a run that committed and died before its record
+                record.update(path="cdf", consumed_from=consumed, rows_read=0, rows_skipped=0, rows_scored=0,
+                              rows_inserted=0, rows_updated=0, rows_failed=0, rows_deleted=0, reasons="{}",
+                              predictions_version=None)
+                return record
+            try:
+                changes, _ = store.read_changes(source, consumed, watermark)
+            except ChangeFeedUnavailable as exc:
+                log.warning("reading the whole source: %s", exc)
+        txn = (app_id, watermark) if store.backend == "delta-rs" else None
+        if changes is not None:
+            record.update(path="cdf", consumed_from=consumed)
+            _score_changes(store, changes, bundle_path, predictions, quarantine, text_col, id_col, batch_size,
+                           max_chars, record, clock, txn)
+        else:
+            record["path"] = "anti_join"
+            _score_anti_join(store, source, watermark, bundle_path, predictions, quarantine, text_col, id_col,
+                             batch_size, max_chars, record, clock, txn)
+        record["stage_seconds"] = clock.seconds
     return record
+
+
+def score_app_id(store, source: str, model_version: str) -> str:
+    """The Delta application id of scoring ``source`` with ``model_version``: the source's table id is part of it,
+    so a source dropped and created again starts afresh."""
+    return f"lakedl.score:{source}:{store._table(source).metadata().id}:{model_version}"
+
+
+def _score_anti_join(store, source, watermark, bundle_path, predictions, quarantine, text_col, id_col, batch_size,
+                     max_chars, record, clock, txn) -> None:
+    from pyspark.sql import functions as F
+
+    version = record["model_version"]
+    src = checked_input(store.read(source, version=watermark).select(id_col, text_col), text_col, id_col, max_chars)
+    todo = src
+    if store.exists(predictions):
+        done = store.read(predictions).filter(F.col("model_version") == version).select(id_col)
+        todo = todo.join(done, id_col, "left_anti")
+    if store.exists(quarantine):
+        refused = store.read(quarantine).filter(F.col("model_version") == version).select("quarantine_key")
+        todo = todo.join(refused, "quarantine_key", "left_anti")
+    with clock("read"):
+        record["rows_read"] = src.count()
+    report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col, id_col,
+                              batch_size, quarantine, max_chars, record["run_id"], clock, "anti_join", txn=txn)
+    record.update(rows_skipped=record["rows_read"] - report["rows_read"], rows_deleted=0, **_run_counts(report))
+
+
+def _score_changes(store, changes, bundle_path, predictions, quarantine, text_col, id_col, batch_size, max_chars,
+                   record, clock, txn) -> None:
+    """The change feed ``changes`` reduced to one action per id (see ``score_incremental``), then scored."""
+    from pyspark.sql import functions as F
+
+    after = F.col("_change_type").isin(*_AFTER)
+    rank = F.col("_commit_version") * 2 + after.cast("long")
+    image = F.struct(after.alias("present"), F.col(text_col).alias("text"))
+    net = (changes.filter(F.col(id_col).isNotNull())
+           .groupBy(id_col).agg(F.min_by(image, rank).alias("first"), F.max_by(image, rank).alias("last")))
+    existed, exists = ~F.col("first.present"), F.col("last.present")  # the first change undoes the row before
+    action = (F.when(exists & (~existed | ~F.col("first.text").eqNullSafe(F.col("last.text"))), F.lit("score"))
+              .when(~exists & existed, F.lit("delete")).otherwise(F.lit("skip")))
+    net = spill(net.select(id_col, F.col("last.text").alias(text_col), action.alias("_action")))
+    try:
+        with clock("feed"):
+            counts = {r["_action"]: r["count"] for r in net.groupBy("_action").count().collect()}
+        deleted = net.filter(F.col("_action") == "delete").select(id_col)
+        report = score_into_table(store, net.filter(F.col("_action") == "score").select(id_col, text_col),
+                                  bundle_path, predictions, text_col, id_col, batch_size, quarantine, max_chars,
+                                  record["run_id"], clock, "changes", replace=True,
+                                  delete=deleted if counts.get("delete") else None, txn=txn)
+    finally:
+        net.unpersist()
+    record.update(rows_read=sum(counts.values()), rows_skipped=counts.get("skip", 0),
+                  rows_deleted=counts.get("delete", 0), **_run_counts(report))
 
 
 def score_files(store, df, bundle_path: str | os.PathLike, source: str, predictions: str = catalog.PREDICTIONS,
@@ -245,6 +334,7 @@ def score_files(store, df, bundle_path: str | os.PathLike, source: str, predicti
 
 def _run_counts(report: dict) -> dict:
     return {"rows_scored": report["rows_scored"], "rows_inserted": report["inserted"],
+            "rows_updated": report["updated"],
             "rows_failed": report["rows_quarantined"], "reasons": json.dumps(report["reasons"]),
             "predictions_version": report["table_version"]}
 

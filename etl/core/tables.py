@@ -57,7 +57,10 @@ log = get_logger(__name__)
 WriteMode = Literal["append", "overwrite"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-_TABLE_PROPERTIES = {"delta.enableDeletionVectors": "false"}
+# Every table keeps a change data feed (readers: ``read_changes``), so consumers such as scoring read only what
+# changed since the version they last consumed.
+_TABLE_PROPERTIES = {"delta.enableDeletionVectors": "false", "delta.enableChangeDataFeed": "true"}
+_CDF = "delta.enableChangeDataFeed"
 CONFLICT_RETRIES = 8
 # Delta's (delta-spark's) conflict exceptions, and delta-rs's "created meanwhile": all mean "re-read and retry"
 _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
@@ -72,6 +75,11 @@ class TableError(LakedlError, RuntimeError):
 
 class TableConflict(TableError):
     """Concurrent writers committed to the table on every attempt; nothing of this write was committed."""
+
+
+class ChangeFeedUnavailable(TableError):
+    """The change data feed cannot be read for the versions asked: the feed was off for one of them, or a
+    commit or a data file it needs has been cleaned up (log retention, VACUUM). Read the table whole instead."""
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -91,6 +99,8 @@ class MergeResult:
     version: int
     inserted: int
     updated: int
+    deleted: int = 0
+    committed: bool = True  # False: nothing to change, or the merge's transaction was committed before
 
 
 def _check_name(name: str) -> str:
@@ -237,12 +247,18 @@ class TableStore:
         raise AssertionError("unreachable")
 
     def merge(self, name: str, df, keys: Sequence[str], update_matched: bool = True,
-              commit_info: Mapping[str, str] | None = None, add_columns: bool = False) -> MergeResult:
+              commit_info: Mapping[str, str] | None = None, add_columns: bool = False, delete=None,
+              txn: tuple[str, int] | None = None) -> MergeResult:
         """Upsert ``df`` into ``name`` on ``keys``: matched rows are updated (or kept when
         ``update_matched`` is False), unmatched rows inserted. Re-running with the same rows adds nothing.
         Source keys must be unique. A missing table is created from ``df``. Concurrent merges of the same
         keys insert each key once: a merge that loses the commit race is recomputed (see the module doc),
-        and its result counts what it really inserted."""
+        and its result counts what it really inserted.
+
+        ``delete`` (a DataFrame of ``keys``) removes those rows in the same commit (a key also in ``df`` is
+        updated, not deleted). ``txn=(app_id, version)`` records a Delta application transaction in the commit;
+        a table whose ``app_id`` is already at ``version`` or later is left alone (the merge was done), which
+        makes a retried job commit once. Both need the delta-rs backend."""
         _check_name(name)
         keys = list(keys)
         if not keys:
@@ -251,19 +267,26 @@ class TableStore:
         if missing:
             raise TableError(f"merge into {name!r}: key columns {missing} are not in the source DataFrame")
         info = {"lakedl.operation": "merge", "lakedl.keys": ",".join(keys), **(commit_info or {})}
+        if (delete is not None or txn is not None) and self.backend == "delta-spark":
+            raise TableError(f"merge into {name!r}: deletes and application transactions in a merge need "
+                             "tables.backend=delta-rs")
 
         def attempt() -> MergeResult:
+            done = None if txn is None else self.transaction_version(name, txn[0])
+            if done is not None and done >= txn[1]:
+                log.info("merge already committed", extra={"table": name, "app_id": txn[0], "txn": txn[1]})
+                return MergeResult(self.version(name), 0, 0, committed=False)
             if add_columns:
                 self._add_columns(name, df)
             if not self.exists(name):  # created by one writer; a second one meets "exists" and merges
                 if self.backend == "delta-spark":
                     version = self._spark_write(name, df, "append", [], info, create=True)
                     return MergeResult(version, self.count(name, version), 0)
-                rows = self._rs_create(name, df, [], info)
+                rows = self._rs_create(name, df, [], info, txn)
                 return MergeResult(0, rows, 0)
             if self.backend == "delta-spark":
                 return self._spark_merge(name, df, keys, update_matched, info)
-            return self._rs_merge(name, df, keys, update_matched, info)
+            return self._rs_merge(name, df, keys, update_matched, info, delete, txn)
 
         return self._retrying(name, "merge", attempt)
 
@@ -318,6 +341,84 @@ class TableStore:
         if not added:
             return spark.createDataFrame([], schema), now
         return spark.read.schema(schema).option("basePath", base).parquet(*added), now
+
+    # -- change data feed ---------------------------------------------------------------------------
+    def transaction_version(self, name: str, app_id: str) -> int | None:
+        """The version of application ``app_id``'s last transaction committed to table ``name`` (None: none)."""
+        if not self.exists(name):
+            return None
+        return self._table(name).transaction_version(app_id)
+
+    def enable_change_feed(self, name: str) -> int:
+        """Turn the change data feed on for table ``name`` (one that lakedl did not create) from its next
+        version; returns the table's version after it (unchanged when the feed was on already)."""
+        table = self._table(name)
+        if (table.metadata().configuration or {}).get(_CDF) != "true":
+            table.alter.set_table_properties({_CDF: "true"})
+            log.info("change data feed on", extra={"table": name})
+        return self.version(name)
+
+    def read_changes(self, name: str, since: int, version: int | None = None):
+        """The change data feed of table ``name`` from version ``since`` (exclusive) to ``version`` (default:
+        now): a Spark DataFrame of the table's columns plus ``_change_type`` (insert, delete, update_preimage,
+        update_postimage) and ``_commit_version``, and the version read up to. As the Delta protocol reads it:
+        a commit with change files (delta-rs's and Delta's DELETE/UPDATE/MERGE write them) is its change files;
+        any other commit's added data files are inserts and its removed ones deletes (a copy-on-write rewrite
+        shows a kept row as a delete and an insert of the same values; ``dataChange=false`` commits such as
+        compactions change nothing). Spark reads the files, so a change of a few files costs a few files
+        whatever the table's size. Raises ``ChangeFeedUnavailable`` when the feed was off at ``since`` or
+        after it, or a commit or file it needs is gone."""
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        now = self.version(name) if version is None else version
+        spark = self._spark()
+        if self.backend == "delta-spark":
+            frame = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", since + 1)
+                     .option("endingVersion", now).load(str(self.path(name))))
+            return frame.drop("_commit_timestamp"), now
+        if (self._table(name, since).metadata().configuration or {}).get(_CDF) != "true":
+            raise ChangeFeedUnavailable(f"table {name!r} has no change data feed at version {since} (`lakedl tables "
+                                        f"change-feed {name}` turns it on from the next version)")
+        table_dir = self.path(name)
+        table_schema = arrow_to_spark_schema(self.schema(name, now))
+        with_type = T.StructType([*table_schema.fields, T.StructField("_change_type", T.StringType())])
+        frames = []
+        for v in range(since + 1, now + 1):
+            log_file = table_dir / "_delta_log" / f"{v:020d}.json"
+            try:
+                actions = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+            except FileNotFoundError:
+                raise ChangeFeedUnavailable(f"table {name!r}: commit {v} is no longer in its log") from None
+            for a in actions:
+                if "metaData" in a and (a["metaData"].get("configuration") or {}).get(_CDF) != "true":
+                    raise ChangeFeedUnavailable(f"table {name!r}: the change data feed is off at version {v}")
+            cdc = [a["cdc"]["path"] for a in actions if "cdc" in a]
+            if cdc:
+                groups = [(cdc, None, table_dir / "_change_data")]
+            else:
+                groups = [([a[k]["path"] for a in actions if k in a and a[k].get("dataChange", True)], kind, table_dir)
+                          for k, kind in (("add", "insert"), ("remove", "delete"))]
+            for paths, kind, base in groups:
+                if not paths:
+                    continue
+                files = [str(table_dir / unquote(p)) for p in paths]
+                gone = [f for f in files if not os.path.exists(f)]
+                if gone:
+                    raise ChangeFeedUnavailable(f"table {name!r}: a data file of commit {v} was removed "
+                                                f"(VACUUM?): {gone[0]}")
+                reader = spark.read.schema(table_schema if kind else with_type).option("basePath", str(base))
+                frame = reader.parquet(*files)
+                if kind:
+                    frame = frame.withColumn("_change_type", F.lit(kind))
+                frames.append(frame.withColumn("_commit_version", F.lit(v).cast("long")))
+        if not frames:
+            return spark.createDataFrame([], T.StructType([*with_type.fields, T.StructField(
+                "_commit_version", T.LongType())])), now
+        out = frames[0]
+        for frame in frames[1:]:
+            out = out.unionByName(frame)
+        return out, now
 
     def read_arrow(self, name: str, version: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Small tables on the driver (manifests, run logs, samples): pyarrow over the table's files."""
@@ -426,7 +527,7 @@ class TableStore:
         return rows
 
     def _rs_write(self, name: str, df, mode: WriteMode, partition_by: list[str], info: Mapping[str, str]) -> int:
-        from deltalake import CommitProperties, DeltaTable
+        from deltalake import DeltaTable
 
         if not self.exists(name):
             rows = self._rs_create(name, df, partition_by, info)
@@ -444,17 +545,17 @@ class TableStore:
 
         def commit(actions):
             table.create_write_transaction(actions, mode=mode, schema=schema, partition_by=partition_by or None,
-                                           commit_properties=CommitProperties(custom_metadata=dict(info),
-                                                                              max_commit_retries=retries))
+                                           commit_properties=_commit_properties(info, retries=retries))
         rows = self._commit_frame(name, df, partition_by, commit)
         version = table.version() + 1 if mode == "overwrite" else self.version(name)
         log.info("committed", extra={"table": name, "mode": mode, "rows": rows, "version": version})
         return version
 
-    def _rs_create(self, name: str, df, partition_by: list[str], info: Mapping[str, str]) -> int:
+    def _rs_create(self, name: str, df, partition_by: list[str], info: Mapping[str, str],
+                   txn: tuple[str, int] | None = None) -> int:
         """Create table ``name`` holding ``df`` as version 0; returns the rows written. A table created
         meanwhile by another writer fails the create ("already exists"), which ``_retrying`` retries."""
-        from deltalake import CommitProperties, Schema
+        from deltalake import Schema
         from deltalake.transaction import create_table_with_add_actions
 
         schema = spark_to_arrow_schema(df.schema)
@@ -462,16 +563,17 @@ class TableStore:
         def commit(actions):
             create_table_with_add_actions(str(self.path(name)), Schema.from_arrow(schema), actions, mode="error",
                                           partition_by=partition_by or None, configuration=_TABLE_PROPERTIES,
-                                          commit_properties=CommitProperties(custom_metadata=dict(info)))
+                                          commit_properties=_commit_properties(info, txn))
         return self._commit_frame(name, df, partition_by, commit)
 
-    def _rs_merge(self, name: str, df, keys: list[str], update_matched: bool,
-                  info: Mapping[str, str]) -> MergeResult:
-        """Copy-on-write MERGE computed by Spark: the files holding matched rows are rewritten with the
-        updates, new rows are appended, and removes + adds are committed in one transaction pinned to
-        the version after the snapshot that was read (``max_commit_retries=0``): a concurrent commit makes
-        it fail with CommitFailedError, which ``merge`` answers by recomputing against the new snapshot."""
-        from deltalake import CommitProperties, DeltaTable
+    def _rs_merge(self, name: str, df, keys: list[str], update_matched: bool, info: Mapping[str, str],
+                  delete=None, txn: tuple[str, int] | None = None) -> MergeResult:
+        """Copy-on-write MERGE computed by Spark: the files holding matched (or deleted) rows are rewritten
+        with the updates and without the deleted rows, new rows are appended, and removes + adds are
+        committed in one transaction pinned to the version after the snapshot that was read
+        (``max_commit_retries=0``): a concurrent commit makes it fail with CommitFailedError, which ``merge``
+        answers by recomputing against the new snapshot."""
+        from deltalake import DeltaTable
         from deltalake.transaction import RemoveAction
         from pyspark.sql import functions as F
 
@@ -484,30 +586,45 @@ class TableStore:
         target_keys = target.select(*keys).distinct()
         inserts = source.join(target_keys, keys, "left_anti") if has_files else source
         touched: list[str] = []
-        if update_matched and has_files:
-            dup = source.groupBy(*keys).count().filter("count > 1").limit(1).collect()
-            if dup:
-                raise TableError(f"merge into {name!r}: the source has several rows for key "
-                                 f"{dup[0].asDict()} (keys must be unique to update)")
+        gone = delete.select(*keys).join(source.select(*keys), keys, "left_anti") if delete is not None else None
+        if (update_matched or gone is not None) and has_files:
+            if update_matched:
+                dup = source.groupBy(*keys).count().filter("count > 1").limit(1).collect()
+                if dup:
+                    raise TableError(f"merge into {name!r}: the source has several rows for key "
+                                     f"{dup[0].asDict()} (keys must be unique to update)")
+            matched = source.select(*keys) if update_matched else None
+            rewrite = matched if gone is None else gone if matched is None else matched.unionByName(gone)
             located = target.withColumn("_file", F.col("_metadata.file_path"))
-            touched = [r["_file"] for r in located.join(source.select(*keys), keys, "left_semi")
+            touched = [r["_file"] for r in located.join(rewrite, keys, "left_semi")
                        .select("_file").distinct().collect()]  # a list of file names, not rows
             files = F.broadcast(self._spark().createDataFrame([(f,) for f in touched], "_file string"))
             touched_rows = located.join(files, "_file", "left_semi").drop("_file")
-            kept = touched_rows.join(source.select(*keys), keys, "left_anti")
-            # every matched target row takes the source's values (Delta's UPDATE SET * semantics)
-            updates = touched_rows.select(*keys).join(source, keys, "inner").select(*target.columns)
-            out = (kept.withColumn("_op", F.lit("keep"))
-                   .unionByName(updates.withColumn("_op", F.lit("update")))
-                   .unionByName(inserts.withColumn("_op", F.lit("insert"))))
+            op = F.lit("keep")
+            if gone is not None:
+                touched_rows = touched_rows.join(gone.withColumn("_gone", F.lit(True)), keys, "left")
+                op = F.when(F.col("_gone").isNotNull(), F.lit("delete")).otherwise(op)
+            if matched is not None:
+                kept = touched_rows.join(matched, keys, "left_anti")
+                # every matched target row takes the source's values (Delta's UPDATE SET * semantics)
+                updates = touched_rows.select(*keys).join(source, keys, "inner").select(*target.columns)
+                out = (kept.withColumn("_op", op).select(*target.columns, "_op")
+                       .unionByName(updates.withColumn("_op", F.lit("update"))))
+            else:
+                out = touched_rows.withColumn("_op", op).select(*target.columns, "_op")
+            out = out.unionByName(inserts.withColumn("_op", F.lit("insert")))
         else:
             out = inserts.withColumn("_op", F.lit("insert"))
         out = spill(out)
         try:
             ops = {r["_op"]: r["count"] for r in out.groupBy("_op").count().collect()}
-            if not ops.get("insert") and not ops.get("update"):
+            if not ops.get("insert") and not ops.get("update") and not ops.get("delete"):
                 log.info("merge: nothing to change", extra={"table": name, "version": table.version()})
-                return MergeResult(table.version(), 0, 0)
+                if txn is None:
+                    return MergeResult(table.version(), 0, 0, committed=False)
+                table.create_write_transaction([], mode="append", schema=pa.schema(table.schema().to_arrow()),
+                                               commit_properties=_commit_properties(info, txn, retries=0))
+                return MergeResult(table.version() + 1, 0, 0)
             partition_by = list(table.metadata().partition_columns)
             now = int(time.time() * 1000)
             removes = []
@@ -517,14 +634,15 @@ class TableStore:
                                             size=Path(local_path(uri)).stat().st_size,
                                             partition_values=_partition_values(rel)))
             schema = pa.schema(table.schema().to_arrow())
-            self._commit_frame(name, out.drop("_op"), partition_by, lambda adds: table.create_write_transaction(
+            written = out.filter(F.col("_op") != "delete").drop("_op")
+            self._commit_frame(name, written, partition_by, lambda adds: table.create_write_transaction(
                 [*adds, *removes], mode="append", schema=schema, partition_by=partition_by or None,
-                commit_properties=CommitProperties(custom_metadata=dict(info), max_commit_retries=0)))
+                commit_properties=_commit_properties(info, txn, retries=0)))
         finally:
             out.unpersist()
-        result = MergeResult(table.version() + 1, ops.get("insert", 0), ops.get("update", 0))
+        result = MergeResult(table.version() + 1, ops.get("insert", 0), ops.get("update", 0), ops.get("delete", 0))
         log.info("merged", extra={"table": name, "inserted": result.inserted, "updated": result.updated,
-                                  "version": result.version})
+                                  "deleted": result.deleted, "version": result.version})
         return result
 
     # -- delta-spark backend (clusters with Delta installed) ---------------------------------------
@@ -532,6 +650,7 @@ class TableStore:
                      create: bool = False) -> int:
         spark = self._spark()
         spark.conf.set("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
+        spark.conf.set("spark.databricks.delta.properties.defaults.enableChangeDataFeed", "true")
         # create=True: a table another writer created meanwhile fails this write instead of appending to it
         writer = (df.write.format("delta").mode("error" if create else mode)
                   .option("userMetadata", json.dumps(dict(info))))
@@ -557,6 +676,13 @@ class TableStore:
             spark.catalog.dropTempView(view)
         return MergeResult(self.version(name), int(row.get("num_inserted_rows", 0)),
                            int(row.get("num_updated_rows", 0)))
+
+
+def _commit_properties(info: Mapping[str, str], txn: tuple[str, int] | None = None, retries: int | None = None):
+    from deltalake import CommitProperties, Transaction
+
+    return CommitProperties(custom_metadata=dict(info), max_commit_retries=retries,
+                            app_transactions=[Transaction(txn[0], txn[1])] if txn else None)
 
 
 def _partition_values(rel: str) -> dict[str, str | None]:

@@ -39,8 +39,15 @@ def demo(conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) ->
                f"{run['processes']} processes, {run['epochs_run']} epochs, best epoch {run['best_epoch']}, test accuracy "
                f"{test.get('sentiment_accuracy', float('nan')):.3f} on {test.get('sentiment_examples', 0)} reviews")
     typer.echo(f"bundle {model['bundle']} (model version {scored['model_version']})")
-    typer.echo(f"scoring run {scored['run_id']}: read {scored['rows_read']}, scored {scored['rows_scored']}, "
-               f"already scored {scored['rows_skipped']}, quarantined {scored['rows_failed']}; predictions "
+    if scored["path"] == "cdf":  # a run after the first: the silver table's change feed since the last one
+        counts = (f"change feed of versions {scored['consumed_from'] + 1}..{scored['watermark']}: "
+                  f"{scored['rows_read']} rows changed, scored {scored['rows_scored']} (of them edited "
+                  f"{scored['rows_updated']}), deleted {scored['rows_deleted']}, quarantined {scored['rows_failed']}"
+                  if scored["rows_read"] else f"no change in silver since version {scored['consumed_from']}")
+    else:
+        counts = (f"read {scored['rows_read']}, scored {scored['rows_scored']}, already scored "
+                  f"{scored['rows_skipped']}, quarantined {scored['rows_failed']}")
+    typer.echo(f"scoring run {scored['run_id']}: {counts}; predictions "
                + (f"version {scored['predictions_version']}" if scored["predictions_version"] is not None
                   else "unchanged"))
     for row in model["sample"]:

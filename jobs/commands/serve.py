@@ -48,9 +48,15 @@ def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
                                               "runs:/RUN_ID/model")],
           input: Annotated[Optional[str], typer.Option(help="JSON-lines file, directory or glob with the id and "
                                                        "text columns (score all of it)")] = None,
-          source: Annotated[Optional[str], typer.Option(help="Delta table to score incrementally: only rows this "
-                                                        "model version has not scored yet, under a lease, "
-                                                        "recorded in table score_runs")] = None,
+          source: Annotated[Optional[str], typer.Option(help="Delta table to score incrementally, under a lease, "
+                                                        "recorded in table score_runs: its change data feed since "
+                                                        "the last run (new and edited rows scored, deleted rows' "
+                                                        "predictions removed), or on a first run the rows this "
+                                                        "model version has not scored yet")] = None,
+          change_feed: Annotated[bool, typer.Option("--change-feed/--no-change-feed",
+                                                    help="with --source: read the source's change data feed when "
+                                                    "a run before consumed it (--no-change-feed: compare the whole "
+                                                    "source with the predictions, insert-only)")] = True,
           table: Annotated[str, typer.Option(help="Delta table the predictions are merged into")] = catalog.PREDICTIONS,
           id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
           text_col: Annotated[str, typer.Option("--text-col")] = "text",
@@ -78,7 +84,8 @@ def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
         from dl.serve.score import score_incremental
 
         echo_json(score_incremental(store, source, bundle, table, text_col=text_col, id_col=id_col,
-                                     batch_size=batch_size, quarantine=quarantine, max_chars=max_chars))
+                                     batch_size=batch_size, quarantine=quarantine, max_chars=max_chars,
+                                     change_feed=change_feed))
         return
     check_paths([input], "--input")
     df = spark.read.json(input)

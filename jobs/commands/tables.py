@@ -1,4 +1,4 @@
-"""``lakedl tables history|show``: inspect the project's Delta tables."""
+"""``lakedl tables history|show|change-feed``: inspect the project's Delta tables, turn on a change feed."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def tables_show(name: Annotated[str, typer.Argument(help="table name")],
     head = _printable_rows(data.slice(0, limit))
     echo_json({"table": name, "version": version if version is not None else store.version(name),
                 "rows": data.num_rows, "schema": str(data.schema).splitlines(), "head": head})
+
+
+def tables_change_feed(name: Annotated[str, typer.Argument(help="table name")],
+                       conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Turn on Delta's change data feed for a table lakedl did not create (tables it writes have it), so
+    `score --source` reads only its changes from the next version on."""
+
+    store = _store(conf_dir, conf, set_)
+    echo_json({"table": name, "change_feed": True, "version": store.enable_change_feed(name)})
 
 
 def _printable_rows(data) -> list[dict]:

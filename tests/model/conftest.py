@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,3 +58,18 @@ def odd_shards(tmp_path_factory):
     return toy_shards(tmp_path_factory.mktemp("ds") / "odd", 784)
 
 
+
+
+@pytest.fixture(scope="module")
+def bundle(shards, tmp_path_factory) -> Path:
+    """An inference bundle of a small BiLSTM trained on the toy shards (one process)."""
+    from dl.serve.bundle import export_bundle
+    from dl.train.job import run_train
+    from jobs.configs import load_config
+
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config("train", Path(__file__).resolve().parents[2] / "conf", overrides=[
+        f"data.shards={shards}", f"paths.runs_dir={runs}", "run.name=b", "model.name=rnn", "model.rnn.embed_dim=16",
+        "model.rnn.hidden=12", "train.epochs=2", "optim.lr=0.02", "launcher.num_processes=1", "train.progress=false"])
+    run_train(cfg)
+    return export_bundle(runs / "train" / "b", runs / "bundle")

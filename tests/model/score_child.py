@@ -5,6 +5,10 @@
                                              predictions MERGE commits to the Delta log — after its Parquet
                                              files are in the table directory, before the commit that
                                              would make them visible
+    score_child.py TABLES_DIR BUNDLE crash-after-commit
+                                             the process dies right after the predictions commit that
+                                             carries the run's application transaction, before the run's
+                                             record is written
 """
 
 import json
@@ -29,6 +33,16 @@ def die(*args, **kwargs):
 
 if mode == "crash":
     deltalake.DeltaTable.create_write_transaction = die
+elif mode == "crash-after-commit":
+    commit = deltalake.DeltaTable.create_write_transaction
+
+    def commit_then_die(self, *args, **kwargs):
+        commit(self, *args, **kwargs)
+        if kwargs["commit_properties"].app_transactions:
+            print("CRASHING AFTER COMMIT", flush=True)
+            os._exit(137)
+
+    deltalake.DeltaTable.create_write_transaction = commit_then_die
 spark = get_spark(SparkSettings(master="local[1]", shuffle_partitions=2, driver_memory="1g"))
 print("STARTED", flush=True)
 try:

@@ -13,20 +13,6 @@ import pytest
 import torch
 
 from dl.serve.bundle import BundleError, export_bundle, load_bundle
-from dl.train.job import run_train
-from jobs.configs import load_config
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bundle(shards, tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config("train", REPO / "conf", overrides=[
-        f"data.shards={shards}", f"paths.runs_dir={runs}", "run.name=b", "model.name=rnn", "model.rnn.embed_dim=16",
-        "model.rnn.hidden=12", "train.epochs=2", "optim.lr=0.02", "launcher.num_processes=1", "train.progress=false"])
-    run_train(cfg)
-    return export_bundle(runs / "train" / "b", runs / "bundle")
 
 
 def test_bundle_round_trip(bundle):
@@ -58,8 +44,6 @@ def test_a_text_scores_the_same_alone_as_among_longer_and_shorter_ones(bundle):
 
 
 def test_an_int8_bundle_quantizes_its_layers_and_is_a_model_version_of_its_own(bundle, tmp_path):
-    from dl.serve.bundle import export_bundle
-
     run = Path(json.loads((bundle / "bundle.json").read_text())["source_run"])
     int8 = load_bundle(export_bundle(run, tmp_path / "int8", quantize="int8"))
     full = load_bundle(bundle)
@@ -193,19 +177,22 @@ def test_incremental_scoring_scores_each_row_once_and_holds_a_lease(spark, bundl
     reviews = spark.read.json(str(raw_data / "reviews" / "vader_amazon.jsonl")).select("review_id", "text")
     store.write("reviews", reviews.limit(200))
     first = score_incremental(store, "reviews", bundle)
-    assert (first["rows_read"], first["rows_scored"], first["rows_skipped"]) == (200, 200, 0)
-    again = score_incremental(store, "reviews", bundle)
+    assert (first["path"], first["rows_read"], first["rows_scored"], first["rows_skipped"]) == \
+        ("anti_join", 200, 200, 0)
+    again = score_incremental(store, "reviews", bundle, change_feed=False)  # the whole source, all of it done
     assert (again["rows_scored"], again["rows_skipped"], again["predictions_version"]) == (0, 200, None)
     store.write("reviews", reviews.orderBy("review_id").limit(500).join(reviews.limit(200), "review_id", "left_anti"))
-    third = score_incremental(store, "reviews", bundle)  # only the rows new since the last run
-    assert third["rows_scored"] == third["rows_inserted"] == store.count("reviews") - 200
+    third = score_incremental(store, "reviews", bundle)  # only the rows new since the last run: the change feed
+    assert third["rows_scored"] == third["rows_inserted"] == third["rows_read"] == store.count("reviews") - 200
+    assert (third["path"], third["consumed_from"]) == ("cdf", 0)
     assert store.count("predictions") == store.count("reviews")
-    history = store.read_arrow("score_runs").to_pylist()
-    assert [r["rows_scored"] for r in sorted(history, key=lambda r: r["finished_at"] + r["run_id"])][0] == 200
+    history = sorted(store.read_arrow("score_runs").to_pylist(), key=lambda r: r["finished_at"] + r["run_id"])
+    assert history[0]["rows_scored"] == 200 and [r["path"] for r in history] == ["anti_join", "anti_join", "cdf"]
     assert sorted(r["watermark"] for r in history) == [0, 0, 1]
     assert {r["status"] for r in history} == {"succeeded"} and {r["rows_failed"] for r in history} == {0}
     stages = json.loads(history[0]["stage_seconds"])
     assert {"read", "anti_join"} <= set(stages) and sum(stages.values()) <= history[0]["seconds"]
+    assert {"feed", "changes", "model"} <= set(json.loads(history[2]["stage_seconds"]))
     assert {"driver_python", "jvm"} <= set(json.loads(history[0]["peak_rss_mb"]))
 
     lease_file = tmp_path / "tables" / "_leases" / "predictions.json"
@@ -245,7 +232,8 @@ def test_unscoreable_rows_are_quarantined_and_counts_reconcile(spark, bundle, ra
     assert next(r["text"] for r in quarantined if r["review_id"] == "huge") == "great " * 1_000  # kept whole
     scored = {r["review_id"] for r in store.read_arrow("predictions").to_pylist()}
     assert {"long-ok", "one-word"} <= scored and len(scored) == 122
-    again = score_incremental(store, "reviews", bundle, max_chars=5_000)  # refused rows are not refused anew
+    # the whole source again: refused rows are not refused anew
+    again = score_incremental(store, "reviews", bundle, max_chars=5_000, change_feed=False)
     assert (again["rows_read"], again["rows_skipped"], again["rows_scored"], again["rows_failed"]) == (128, 128, 0, 0)
     assert store.count("score_quarantine") == 6
     # the same rules on the file path (score_into_table), into other tables
