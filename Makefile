@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-int8 bench-score bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-int8 bench-score bench-score-cdf bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-score | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-score | bench-score-cdf | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -84,6 +84,11 @@ bench-scaling-network: demo
 # Spark scoring UDF vs a bare PyTorch loop (bench/results/score.json); exports a bundle from the SST BiLSTM run
 bench-score: data
 	$(BIN)/python bench/score.py
+
+# change-feed scoring vs the anti-join path for the same 1% change of a 100x source (bench/results/score_cdf.json;
+# ~25 min, most of it scoring the source once)
+bench-score-cdf: demo
+	$(BIN)/python bench/score_cdf.py
 
 # word2vec: lakedl (2 processes) vs gensim (workers=2) vs Spark MLlib on the GCIDE + reviews corpus (~15 min)
 bench-w2v: data
