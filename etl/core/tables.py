@@ -586,7 +586,8 @@ class TableStore:
         target_keys = target.select(*keys).distinct()
         inserts = source.join(target_keys, keys, "left_anti") if has_files else source
         touched: list[str] = []
-        gone = delete.select(*keys).join(source.select(*keys), keys, "left_anti") if delete is not None else None
+        gone = (delete.select(*keys).distinct().join(source.select(*keys), keys, "left_anti")
+                if delete is not None else None)
         if (update_matched or gone is not None) and has_files:
             if update_matched:
                 dup = source.groupBy(*keys).count().filter("count > 1").limit(1).collect()
