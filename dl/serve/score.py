@@ -300,7 +300,11 @@ def _score_changes(store, changes, bundle_path, predictions, quarantine, text_co
     existed, exists = ~F.col("first.present"), F.col("last.present")  # the first change undoes the row before
     action = (F.when(exists & (~existed | ~F.col("first.text").eqNullSafe(F.col("last.text"))), F.lit("score"))
               .when(~exists & existed, F.lit("delete")).otherwise(F.lit("skip")))
-    net = spill(net.select(id_col, F.col("last.text").alias(text_col), action.alias("_action")))
+    net = net.select(id_col, F.col("last.text").alias(text_col), action.alias("_action"))
+    # a row without an id has no history to reduce: each one added goes to scoring, which quarantines it
+    # (missing_review_id), as the anti-join path does; one removed had no prediction to remove
+    idless = changes.filter(F.col(id_col).isNull() & after).select(id_col, text_col, F.lit("score").alias("_action"))
+    net = spill(net.unionByName(idless))
     try:
         with clock("feed"):
             counts = {r["_action"]: r["count"] for r in net.groupBy("_action").count().collect()}

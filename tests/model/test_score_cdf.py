@@ -66,16 +66,17 @@ def test_inserts_updates_and_deletes_are_scored_from_the_change_feed(spark, bund
     table.delete("review_id IN (" + ", ".join(f"'{i}'" for i in gone) + ")")
     table.update(updates={"text": "'great great good'"}, predicate=f"review_id = '{ids[30]}'")
     table.update(updates={"text": "'   '"}, predicate=f"review_id = '{ids[31]}'")
-    store.write("reviews", spark.createDataFrame([("fleeting", "good")], "review_id string, text string"))
+    store.write("reviews", spark.createDataFrame([("fleeting", "good"), (None, "an id-less review")],
+                                                 "review_id string, text string"))
     deltalake.DeltaTable(str(store.path("reviews"))).delete("review_id = 'fleeting'")
     run = score_incremental(store, "reviews", bundle)
-    assert (run["rows_deleted"], run["rows_scored"], run["rows_updated"], run["rows_failed"]) == (10, 1, 1, 1)
-    assert json.loads(run["reasons"]) == {"empty_text": 1}
+    assert (run["rows_deleted"], run["rows_scored"], run["rows_updated"], run["rows_failed"]) == (10, 1, 1, 2)
+    assert json.loads(run["reasons"]) == {"empty_text": 1, "missing_review_id": 1}  # the id-less row is not lost
     assert run["rows_read"] == run["rows_skipped"] + run["rows_scored"] + run["rows_failed"] + run["rows_deleted"]
 
     # the predictions are now exactly the bundle's predictions of the source's current texts
     source, predictions = _source(store), _predictions(store)
-    assert set(predictions) == set(source) - {ids[31]} and not set(gone) & set(predictions)
+    assert set(predictions) == set(source) - {ids[31], None} and not set(gone) & set(predictions)
     expected = load_bundle(bundle).predict([source[i] for i in sorted(predictions)], batch_size=64)
     assert [predictions[i][0] for i in sorted(predictions)] == expected["label"].tolist()
     assert [predictions[i][1] for i in sorted(predictions)] == pytest.approx(expected["p_positive"].tolist(), abs=1e-6)
