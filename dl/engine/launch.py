@@ -151,7 +151,13 @@ def launch(worker, settings, kind: str = "local", num_processes: int = 1, use_gp
     if kind != "local":
         if spark is None:
             raise LaunchError(f"launcher {kind!r} needs a SparkSession (etl.core.spark.get_spark)")
-        slots = spark.sparkContext.defaultParallelism
+        if kind == "horovod":
+            from etl.core.spark import require_classic
+
+            require_classic(spark, "Horovod on Spark (horovod.spark.run)",
+                            "use --launcher torch_distributor (TorchDistributor runs through Spark Connect), or submit the job "
+                            "with spark-submit to a classic session")
+        slots = _task_slots(spark)
     check_launch(kind, num_processes, use_gpu, slots)
     if kind == "local" and num_processes == 1:
         return worker(settings, "none")
@@ -165,13 +171,35 @@ def launch(worker, settings, kind: str = "local", num_processes: int = 1, use_gp
                                      verbose=0, start_timeout=120)[0]
         from pyspark.ml.torch.distributor import TorchDistributor
 
-        local_mode = spark.sparkContext.master.startswith("local")
+        local_mode = _master(spark).startswith("local")
         return TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu).run(
             _td_entry, worker, settings)
     except LaunchError:
         raise
     except Exception as exc:  # a worker failed: keep the tail of what it said
         raise WorkerFailed(f"{kind} launch with {num_processes} processes failed:\n{_tail(exc)}") from exc
+
+
+def _master(spark) -> str:
+    from etl.core.spark import is_connect
+
+    return spark.conf.get("spark.master", "") if is_connect(spark) else spark.sparkContext.master
+
+
+def _task_slots(spark) -> int:
+    """How many tasks the session runs at once. A Connect client cannot ask the scheduler: it reads a
+    ``local[N]`` master, else ``spark.default.parallelism`` if the server sets it, else it does not limit (a
+    barrier stage with too few slots then fails on the server, saying so)."""
+    from etl.core.spark import is_connect
+
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    master = _master(spark)
+    if master.startswith("local"):
+        inside = master[len("local"):].strip("[]").split(",")[0]
+        return (os.cpu_count() or 1) if inside in ("", "*") else int(inside)
+    configured = spark.conf.get("spark.default.parallelism", None)
+    return int(configured) if configured else sys.maxsize
 
 
 def _spawn_local(worker, settings, n: int) -> dict:

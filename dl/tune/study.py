@@ -278,13 +278,19 @@ def _run_worker(cfg: TuneConfig, study: str, dims: list[Dim], parent_run_id: str
 
 
 def _spark_task(payload):
-    """A Spark task's body: one Optuna worker (torch on one thread: the tasks share the cores)."""
-    def run(index, _rows):
+    """A Spark task's body: one Optuna worker per row of its partition, numbered by the row (torch on one
+    thread: the tasks share the cores). A DataFrame task, not an RDD one, so that it runs through Spark
+    Connect too."""
+    def run(batches):
+        import pandas as pd
         import torch
 
         torch.set_num_threads(1)
         cfg, study, dims, parent = payload
-        yield _run_worker(cfg, study, dims, parent, index + 1)
+        for batch in batches:
+            for index in batch["id"]:
+                _run_worker(cfg, study, dims, parent, int(index) + 1)
+                yield pd.DataFrame({"worker": [int(index) + 1]})
     return run
 
 
@@ -321,13 +327,12 @@ def run_tune(cfg: TuneConfig, spark=None) -> dict:
         if cfg.tune.parallel == 1:
             _run_worker(cfg, study, dims, handle.run_id, 0, spark)
         else:
-            from etl.core.spark import get_spark
+            from etl.core.spark import get_spark, job_description
 
             spark = spark or get_spark(cfg.spark)
-            sc = spark.sparkContext
-            sc.setJobDescription(f"lakedl tune {study}")
-            sc.parallelize(range(cfg.tune.parallel), cfg.tune.parallel).mapPartitionsWithIndex(
-                _spark_task((cfg, study, dims, handle.run_id))).collect()
+            with job_description(spark, f"lakedl tune {study}"):
+                spark.range(0, cfg.tune.parallel, 1, cfg.tune.parallel).mapInPandas(
+                    _spark_task((cfg, study, dims, handle.run_id)), "worker long").collect()
         s = load(cfg, study, dims)
         summary = write_reports(s, cfg, study, dims, directory, resumed)
         import mlflow

@@ -40,6 +40,8 @@ class Section(BaseModel):
 # ---------------------------------------------------------------------------------------------
 class SparkSettings(Section):
     master: str = Field("local[*]", description="master for the embedded session; ignored under spark-submit")
+    remote: str | None = Field(None, description="sc://host:port: run on this Spark Connect server instead of a "
+                               "session in this process (default: $SPARK_REMOTE; `lakedl cluster up --connect`)")
     app_name: str = "lakedl"
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions (embedded only)")
     ui_enabled: bool = False

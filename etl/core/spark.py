@@ -4,6 +4,11 @@ Embedded (a plain ``python``/``lakedl`` run): ``local[*]`` with Arrow on, the UI
 partitions and the driver bound to 127.0.0.1. Under ``spark-submit`` (or a notebook/shell that already
 has a JVM gateway) the session the cluster gives is used as is: master, resources and cluster
 settings are never overridden. Executors always run this interpreter (``PYSPARK_PYTHON``).
+
+Spark Connect: with ``spark.remote`` (``sc://host:port``) or ``$SPARK_REMOTE`` set, the session is a Connect
+client of that server; this process starts no JVM, and the server's settings are used as they are. Every
+ETL, table and scoring path works on either kind of session (no SparkContext, RDD or ``_jvm`` on them);
+what needs a SparkContext (Horovod on Spark) refuses with :func:`require_classic`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,25 @@ def spill(df):
 log = get_logger(__name__)
 
 DELTA_EXTENSION_CLASS = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def is_connect(spark) -> bool:
+    """Whether ``spark`` is a Spark Connect client session (no SparkContext, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def require_classic(spark, what: str, alternative: str) -> None:
+    """Refuse ``what`` on a Spark Connect session, naming what to use instead."""
+    if is_connect(spark):
+        from etl.core.errors import LakedlError
+
+        raise LakedlError(f"{what} needs a SparkContext, which a Spark Connect session does not have; "
+                          f"{alternative}")
+
+
+def remote_url(settings: SparkSettings) -> str | None:
+    """The Spark Connect server to use: ``spark.remote`` in the config, else ``$SPARK_REMOTE``, else none."""
+    return settings.remote or os.environ.get("SPARK_REMOTE") or None
 
 
 def under_spark_submit() -> bool:
@@ -78,6 +102,11 @@ def get_spark(settings: SparkSettings | None = None):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    remote = remote_url(settings)
+    if remote:
+        spark = SparkSession.builder.remote(remote).getOrCreate()
+        log.info("connected to Spark Connect", extra={"remote": remote, "version": spark.version})
+        return spark
     if under_spark_submit():
         spark = SparkSession.builder.getOrCreate()
         log.info("using the session spark-submit provided", extra={"master": spark.sparkContext.master})
@@ -138,7 +167,14 @@ def _jvm_stderr_filtered() -> Iterator[None]:
 
 
 def has_delta_jars(spark) -> bool:
-    """Whether delta-spark's classes are on the driver's classpath (cluster with Delta installed)."""
+    """Whether delta-spark's classes are on the driver's classpath (cluster with Delta installed). Through
+    Spark Connect the server's classpath cannot be probed: Delta counts as there when the server's session
+    has Delta's SQL extension configured."""
+    if is_connect(spark):
+        try:
+            return DELTA_EXTENSION_CLASS in (spark.conf.get("spark.sql.extensions", "") or "")
+        except Exception:  # a server that hides its static settings
+            return False
     try:
         loader = spark._jvm.java.lang.Thread.currentThread().getContextClassLoader()
         loader.loadClass(DELTA_EXTENSION_CLASS)
@@ -149,7 +185,16 @@ def has_delta_jars(spark) -> bool:
 
 @contextlib.contextmanager
 def job_description(spark, text: str) -> Iterator[None]:
-    """Label the Spark jobs started inside the block (shown in the Spark UI and history server)."""
+    """Label the Spark jobs started inside the block (shown in the Spark UI and history server). A Connect
+    session has no job descriptions: its jobs carry the text as an operation tag instead."""
+    if is_connect(spark):
+        tag = "lakedl " + "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100]
+        spark.addTag(tag)
+        try:
+            yield
+        finally:
+            spark.removeTag(tag)
+        return
     sc = spark.sparkContext
     previous = sc.getLocalProperty("spark.job.description")
     sc.setJobDescription(text)
@@ -166,16 +211,24 @@ def settled_on_failure(spark, timeout: float = 60.0) -> Iterator[None]:
 
     A failed job is reported to the driver while its stage's other tasks are still being killed: a task
     that is mid-write can create its output folders after the driver has cleaned them up. Cleanup that
-    runs after this block sees no more writes. Without a JVM (Spark Connect) it only cancels."""
+    runs after this block sees no more writes. Through Spark Connect it interrupts the block's operations
+    (the server stops their tasks; there is no status tracker to wait on)."""
     import uuid
 
     tag = f"lakedl-{uuid.uuid4().hex}"
-    try:
-        sc = spark.sparkContext
-        sc.addJobTag(tag)
-    except Exception:  # Spark Connect: no SparkContext; its server cancels a failed job's tasks itself
-        yield
+    if is_connect(spark):
+        spark.addTag(tag)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                spark.interruptTag(tag)
+            raise
+        finally:
+            spark.removeTag(tag)
         return
+    sc = spark.sparkContext
+    sc.addJobTag(tag)
     try:
         yield
     except BaseException:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import struct
 import time
 from collections.abc import Iterator
@@ -123,8 +124,8 @@ def read_idx(spark: SparkSession, folder: str, partitions: int = 8) -> DataFrame
 def empty_files(spark: SparkSession, root: str) -> list[str]:
     """The zero-byte files under ``root`` (URIs), which Spark's file sources skip without a word
     (SPARK-26161): listed here so that they are quarantined, not lost. Local paths are walked in Python;
-    other file systems are listed through Hadoop's FileSystem API on the driver (one call per file)."""
-    import os
+    other file systems are listed through Hadoop's FileSystem API on the driver (one call per file), or with
+    pyarrow's file systems from a Spark Connect client, which has no JVM."""
     from urllib.parse import urlparse
 
     parsed = urlparse(root)
@@ -132,6 +133,15 @@ def empty_files(spark: SparkSession, root: str) -> list[str]:
         local = Path(parsed.path if parsed.scheme else root).absolute()
         return [(Path(d) / f).as_uri() for d, dirs, files in os.walk(local)
                 for f in files if not f.startswith((".", "_")) and (Path(d) / f).stat().st_size == 0]
+    from etl.core.spark import is_connect
+
+    if is_connect(spark):  # no JVM here: listed with pyarrow's file systems, as delta-rs reaches the tables
+        import pyarrow.fs as pafs
+
+        fs, base = pafs.FileSystem.from_uri(root)
+        scheme = parsed.scheme + "://" if parsed.scheme else ""
+        return [scheme + info.path for info in fs.get_file_info(pafs.FileSelector(base, recursive=True))
+                if info.type == pafs.FileType.File and info.size == 0 and not info.base_name.startswith((".", "_"))]
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(root)
     files = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
@@ -286,16 +296,53 @@ def write_petastorm(spark: SparkSession, rows: DataFrame, url: str, schema, row_
                     rows_per_file: int | None = None) -> None:
     """Write ``rows`` (image_id, image = PNG bytes, label) as a Petastorm dataset at ``url``. The PNG bytes
     are already what ``CompressedImageCodec('png')`` stores (cv2 and Pillow write the same standard PNG),
-    so they are not decoded and re-encoded on the way."""
-    from petastorm.etl.dataset_metadata import materialize_dataset
+    so they are not decoded and re-encoded on the way.
 
+    What ``petastorm.etl.dataset_metadata.materialize_dataset`` does, without a SparkContext (so that it runs
+    through Spark Connect as well): the row-group size is a Parquet writer option instead of a change to the
+    session's Hadoop configuration, the row groups of each file are counted by a DataFrame task instead of
+    an RDD, and the Unischema and those counts go into ``_common_metadata`` with petastorm's own helpers, so
+    ``make_reader`` reads the result exactly as it reads a dataset petastorm wrote."""
     # written beside the split and swapped in: a failed or killed run leaves the previous split whole
     with swapped_in(local_path(url)) as staging:
-        with materialize_dataset(spark, staging.as_uri(), schema, row_group_mb):
-            writer = rows.select("image_id", "image", F.col("label").cast("int")).write.mode("error")
-            if rows_per_file:
-                writer = writer.option("maxRecordsPerFile", rows_per_file)
-            writer.parquet(staging.as_uri())
+        writer = (rows.select("image_id", "image", F.col("label").cast("int")).write.mode("error")
+                  .option("parquet.block.size", row_group_mb * 1024 * 1024)
+                  .option("parquet.block.size.row.check.min", 3)  # petastorm's: small rows fill a group too
+                  .option("parquet.row-group.size.row.check.min", 3)
+                  .option("parquet.summary.metadata.level", "NONE"))
+        if rows_per_file:
+            writer = writer.option("maxRecordsPerFile", rows_per_file)
+        writer.parquet(staging.as_uri())
+        _petastorm_metadata(spark, staging, schema)
+
+
+def _row_groups(batches):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    for batch in batches:
+        yield pd.DataFrame({"path": batch["path"],
+                            "row_groups": [pq.ParquetFile(p).metadata.num_row_groups for p in batch["path"]]})
+
+
+def _petastorm_metadata(spark: SparkSession, root: Path, schema) -> None:
+    """``_common_metadata`` for the Parquet files under ``root``: the Unischema and each file's row-group count
+    (petastorm's ``dataset-toolkit.num_row_groups_per_file.v1``), counted on the executors."""
+    import pyarrow.parquet as pq
+    from petastorm import utils
+    from petastorm.etl.dataset_metadata import ROW_GROUPS_PER_FILE_KEY, _generate_unischema_metadata, load_row_groups
+    from petastorm.fs_utils import FilesystemResolver
+
+    resolver = FilesystemResolver(root.as_uri())
+    dataset = pq.ParquetDataset(resolver.get_dataset_path(), filesystem=resolver.filesystem(), validate_schema=False)
+    _generate_unischema_metadata(dataset, schema)
+    paths = sorted(piece.path for piece in dataset.pieces)
+    counted = (spark.createDataFrame([(p,) for p in paths], "path string").repartition(min(len(paths), 64))
+               .mapInPandas(_row_groups, "path string, row_groups long").collect())
+    counts = {os.path.relpath(r.path, dataset.paths): int(r.row_groups) for r in counted}
+    utils.add_to_dataset_metadata(dataset, ROW_GROUPS_PER_FILE_KEY, json.dumps(counts))
+    load_row_groups(pq.ParquetDataset(resolver.get_dataset_path(), filesystem=resolver.filesystem(),
+                                      validate_schema=False))  # raises if the metadata is not readable back
 
 
 @dataclass

@@ -95,10 +95,15 @@ def word_tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
-@F.pandas_udf(T.ArrayType(T.StringType()))
-def word_tokens_udf(texts: pd.Series) -> pd.Series:
-    """``word_tokens`` of every text of the batch (a null: none), in Arrow kernels (etl/text/fastword.py)."""
+def _word_tokens_batch(texts: pd.Series) -> pd.Series:
     return pd.Series(pd.arrays.ArrowExtensionArray(tokens_arrow(pa.array(texts, pa.string()))))
+
+
+def word_tokens_udf(col):
+    """``word_tokens`` of every text of the batch (a null: none), in Arrow kernels (etl/text/fastword.py). Made
+    when called, not at import: a pandas UDF is a classic or a Spark Connect one depending on the session
+    that exists when it is made."""
+    return F.pandas_udf(_word_tokens_batch, T.ArrayType(T.StringType()))(col)
 
 
 # ------------------------------------------------------------------------------------------------
