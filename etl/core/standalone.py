@@ -41,6 +41,7 @@ class Cluster:
     driver_namespace: str | None = None  # with separate hosts: run drivers here (the head host)
     network: dict | None = None         # netns.HostNet.to_dict() when the workers are separate hosts
     worker_hosts: list[str] | None = None  # the address of each worker, in worker order
+    connect_url: str | None = None      # sc://host:port of the Spark Connect server, when started with connect
 
     @property
     def hostnet(self) -> netns.HostNet | None:
@@ -98,10 +99,12 @@ def _spawn(args: list[str], log: Path, env: dict[str, str], host: netns.Host | N
 
 
 def start_cluster(state_dir: str | os.PathLike, workers: int = 2, cores: int = 1, memory: str = "2g",
-                  timeout: float = 120.0, hosts: int = 0, bandwidth: str | None = None) -> Cluster:
+                  timeout: float = 120.0, hosts: int = 0, bandwidth: str | None = None,
+                  connect: bool = False, connect_memory: str = "2g") -> Cluster:
     """Start a master and ``workers`` workers (``cores`` and ``memory`` each): on 127.0.0.1, or with
     ``hosts`` > 0 one worker on each of ``hosts`` network namespaces (then ``workers`` is ``hosts``),
-    their links shaped to ``bandwidth`` (a tc rate, e.g. ``1gbit``) if given."""
+    their links shaped to ``bandwidth`` (a tc rate, e.g. ``1gbit``) if given. With ``connect``, also a Spark
+    Connect server (``connect_memory`` of driver heap), the cluster's driver, on the head host."""
     state = Path(state_dir).absolute()
     if (state / STATE).exists():
         raise ClusterError(f"a cluster is already recorded in {state / STATE}; stop it first (make cluster-down)")
@@ -133,6 +136,15 @@ def start_cluster(state_dir: str | os.PathLike, workers: int = 2, cores: int = 1
             logs.append(log)
         for proc, log in zip(procs[1:], logs[1:]):
             _wait_for(log, "Successfully registered with master", proc, timeout, f"Spark worker ({log.name})")
+        connect_url = None
+        if connect:
+            connect_port = 15002 if net else _free_port()
+            log = state / "logs" / "connect.log"
+            procs.append(_spawn_connect(url, head, connect_port, connect_memory, log, _env(state, head),
+                                        net.head if net else None))
+            logs.append(log)
+            _wait_for(log, "Spark Connect server started at", procs[-1], timeout, "Spark Connect server")
+            connect_url = f"sc://{head}:{connect_port}"
     except BaseException:
         for proc in procs:
             _terminate(proc.pid)
@@ -141,9 +153,31 @@ def start_cluster(state_dir: str | os.PathLike, workers: int = 2, cores: int = 1
         raise
     cluster = Cluster(url, [p.pid for p in procs], str(state), [str(p) for p in logs], driver_host=head,
                       driver_namespace=net.head.name if net else None, network=net.to_dict() if net else None,
-                      worker_hosts=[p.address if p else "127.0.0.1" for p in places])
+                      worker_hosts=[p.address if p else "127.0.0.1" for p in places], connect_url=connect_url)
     (state / STATE).write_text(json.dumps(asdict(cluster), indent=2))
     return cluster
+
+
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def _spawn_connect(master_url: str, address: str, port: int, memory: str, log: Path, env: dict[str, str],
+                   host: netns.Host | None) -> subprocess.Popen:
+    """The Spark Connect server from pyspark's own jars (spark-connect_2.13), as ``start-connect-server.sh``
+    runs it: a long-lived driver of ``master_url`` serving gRPC on ``address:port``. Its Python workers run this
+    interpreter, so lakedl's UDFs import on the executors as they do for spark-submit jobs."""
+    python = env["PYSPARK_PYTHON"]
+    cmd = [str(spark_home() / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS, "--master", master_url,
+           "--name", "lakedl Spark Connect server", "--driver-memory", memory,
+           "--conf", f"spark.connect.grpc.binding.address={address}",
+           "--conf", f"spark.connect.grpc.binding.port={port}",
+           "--conf", f"spark.driver.host={address}", "--conf", f"spark.driver.bindAddress={address}",
+           "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={python}",
+           "--conf", "spark.sql.execution.arrow.pyspark.enabled=true"]
+    if host is not None:
+        cmd = netns.in_host(host, cmd)
+    with log.open("w") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def _tag(state: Path) -> str:
@@ -211,9 +245,11 @@ def cluster_health(state_dir: str | os.PathLike) -> dict | None:
     if cluster is None:
         return None
     net = cluster.hostnet
-    names = [h.name for h in net.hosts] if net else ["127.0.0.1"] * (len(cluster.pids) - 1)
-    addresses = cluster.worker_hosts or ["127.0.0.1"] * (len(cluster.pids) - 1)
+    workers = len(cluster.pids) - 1 - bool(cluster.connect_url)  # master, workers, then the Connect server
+    names = [h.name for h in net.hosts] if net else ["127.0.0.1"] * workers
+    addresses = cluster.worker_hosts or ["127.0.0.1"] * workers
     return {"master_url": cluster.master_url, "master_alive": _alive(cluster.pids[0]),
-            "network": cluster.network,
+            "network": cluster.network, "connect_url": cluster.connect_url,
+            "connect_alive": bool(cluster.connect_url) and _alive(cluster.pids[-1]),
             "workers": [{"host": name, "address": address, "pid": pid, "alive": _alive(pid)}
-                        for name, address, pid in zip(names, addresses, cluster.pids[1:])]}
+                        for name, address, pid in zip(names, addresses, cluster.pids[1:1 + workers])]}
