@@ -83,3 +83,33 @@ def _submit(cluster, script: Path, *args: str, conf: tuple[str, ...] = ()) -> su
            "--conf", "spark.executor.memory=512m", "--conf", "spark.driver.host=127.0.0.1",
            "--conf", "spark.ui.enabled=false", *[x for c in conf for x in ("--conf", c)], str(script), *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def connect_cluster(tmp_path_factory):
+    """`lakedl cluster up --connect`: a Spark standalone master, 2 one-core workers and a Spark Connect server
+    driving them, all on 127.0.0.1; stopped by `lakedl cluster down` (every recorded pid gone)."""
+    from etl.core.standalone import read_cluster
+
+    lakedl = str(Path(sys.executable).parent / "lakedl")
+    state = tmp_path_factory.mktemp("connect-cluster")
+    up = subprocess.run([lakedl, "cluster", "up", "--state-dir", str(state), "--workers", "2", "--memory", "2g",
+                         "--connect"], capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr[-3000:]
+    started = read_cluster(state)
+    assert up.stdout.split() == [started.master_url, started.connect_url]
+    yield started
+    down = subprocess.run([lakedl, "cluster", "down", "--state-dir", str(state)], capture_output=True, text=True,
+                          timeout=120)
+    assert down.returncode == 0 and f"stopped {len(started.pids)} processes" in down.stdout, down.stderr
+    for pid in started.pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.fixture(scope="session")
+def connect_env(connect_cluster) -> dict[str, str]:
+    """The environment of a Spark Connect client of ``connect_cluster`` that cannot start a JVM of its own:
+    SPARK_HOME and JAVA_HOME point nowhere, so a job that tried to make a classic session would fail."""
+    return dict(os.environ, SPARK_REMOTE=connect_cluster.connect_url, SPARK_HOME="/nonexistent/spark",
+                JAVA_HOME="/nonexistent/java")

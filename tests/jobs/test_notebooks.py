@@ -5,6 +5,7 @@ embeddings and search; their outputs are checked, not just their exit."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -50,8 +51,17 @@ def test_every_notebook_is_parameterised_and_covered():
         assert "sys.path" not in source, path
 
 
-def test_notebooks_run_headlessly_in_order(small_input, raw_data):
-    root = small_input
+@pytest.mark.parametrize("session", ["classic", "connect"])
+def test_notebooks_run_headlessly_in_order(small_input, raw_data, session, request, monkeypatch, tmp_path):
+    """``connect``: the kernel is a Spark Connect client of `lakedl cluster up --connect` that cannot start a JVM
+    (the ``connect_env`` fixture), as in a shared or serverless cluster's notebook."""
+    if session == "connect":
+        for key in ("SPARK_REMOTE", "SPARK_HOME", "JAVA_HOME"):  # the kernel inherits them
+            monkeypatch.setenv(key, request.getfixturevalue("connect_env")[key])
+        shutil.copytree(small_input / "input", tmp_path / "input")
+        root = tmp_path
+    else:
+        root = small_input
     common = {"CONF_DIR": str(REPO / "conf"), "TABLES_DIR": str(root / "tables")}
     etl = execute("01_etl", {**common, "INPUT": [str(root / "input")], "SHARDS_DIR": str(root / "shards"),
                              "NAME": "reviews", "SETTINGS": ["tokenize.vocab.min_count=1"]})
