@@ -51,6 +51,7 @@ COMMANDS = [
     ("bundle", "export", serve.bundle_export),
     ("model", "register", serve.model_register),
     (None, "score", serve.score),
+    (None, "explain", serve.explain),
     (None, "embed", serve.embed),
     (None, "search", serve.search_reviews),
     (None, "sample", serve.sample_text),

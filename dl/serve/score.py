@@ -225,7 +225,9 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
       rows_skipped + rows_scored + rows_failed (quarantined) + rows_deleted.
     * ``anti_join`` (the first run for this source and model version, or a feed that cannot be read): every row
       of the source neither scored nor quarantined by this model version yet; rows_read (the source) =
-      rows_skipped (done before) + rows_scored + rows_failed. Updates and deletes are not seen this way."""
+      rows_skipped (done before) + rows_scored + rows_failed. Updates and deletes are not seen this way; when
+      forced (``change_feed=False``) after a feed run it commits without the transaction, so the next feed run
+      still reads the edits and deletes since the last one."""
     from etl.core.lease import Lease
     from etl.core.tables import ChangeFeedUnavailable
 
@@ -248,7 +250,11 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
                 changes, _ = store.read_changes(source, consumed, watermark)
             except ChangeFeedUnavailable as exc:
                 log.warning("reading the whole source: %s", exc)
-        txn = (app_id, watermark) if store.backend == "delta-rs" else None
+        # a forced anti-join (change_feed=False) after a feed run leaves the feed's position where it was: it sees
+        # no edit or delete, so the next feed run must still read them (and re-scores, idempotently, what this
+        # run added); a first run, or one whose feed was unreadable, moves the position to what it scored
+        forced = not change_feed and consumed is not None
+        txn = (app_id, watermark) if store.backend == "delta-rs" and not forced else None
         if changes is not None:
             record.update(path="cdf", consumed_from=consumed)
             _score_changes(store, changes, bundle_path, predictions, quarantine, text_col, id_col, batch_size,

@@ -1,4 +1,4 @@
-"""Using trained models: ``lakedl bundle export``, ``score``, ``embed``, ``search`` and ``sample``."""
+"""Using trained models: ``lakedl bundle export``, ``score``, ``explain``, ``embed``, ``search`` and ``sample``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,34 @@ def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
     report = score_files(store, df.select(id_col, text_col), bundle, str(input), table, text_col=text_col,
                          id_col=id_col, batch_size=batch_size, quarantine=quarantine, max_chars=max_chars)
     echo_json(report)
+
+
+def explain(texts: Annotated[list[str], typer.Argument(help="texts to explain, each one argument")],
+            bundle: Annotated[str, typer.Option("--bundle", "--model",
+                                                help="inference bundle directory, or an MLflow model URI "
+                                                "(models:/NAME@ALIAS, runs:/RUN_ID/model)")],
+            out: Annotated[Path, typer.Option(help="HTML heatmap to write")] = Path("explain.html"),
+            top: Annotated[int, typer.Option(min=1, help="tokens printed per text")] = 5,
+            steps: Annotated[int, typer.Option(min=2, help="integration steps (more: a smaller error)")] = 64,
+            conf_dir: ConfDir = None, conf: ConfFiles = None, set_: Sets = None) -> None:
+    """Which words drove each prediction: integrated-gradient token attributions toward the predicted label,
+    printed (top tokens) and written as an HTML heatmap (docs/scoring.md)."""
+    from dl.serve.explain import explain as attributions
+    from dl.serve.explain import html_report
+    from dl.serve.mlflow_model import resolve_bundle
+    from dl.serve.score import loaded_bundle
+
+    cfg = load("common", conf_dir, conf, set_)
+    path = resolve_bundle(cfg, bundle)
+    explanations = attributions(loaded_bundle(path), texts, steps)
+    for e in explanations:
+        toward = "  ".join(f"{t} {a:+.2f}" for t, a in e.top(top))
+        typer.echo(f"{e.label} {e.probability:.3f}  {toward or '(no token pushed toward it)'}  |  {e.text[:80]}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html_report(explanations, path))
+    tmp.replace(out)
+    typer.echo(f"# heatmap: {out}", err=True)
 
 
 def _minilm_dir(cfg, model_dir: Path | None) -> Path:

@@ -96,6 +96,11 @@ def test_minilm_fine_tunes_on_sst_through_the_launcher(spark, sst_dir, minilm, t
 
     bundle = export_bundle(tmp_path / "runs" / "train" / "ft", tmp_path / "bundle")
     assert load_bundle(bundle).tokenizer.kind == "minilm"
+    from dl.serve.explain import explain  # token attributions through MiniLM's word-embedding layer
+
+    e = explain(load_bundle(bundle), ["a gorgeous , witty , seductive movie ."])[0]
+    assert e.tokens[0] == "[CLS]" and e.tokens[-1] == "[SEP]" and e.attributions[0] == e.attributions[-1] == 0
+    assert abs(e.explained) > 0.05 and abs(sum(e.attributions) - e.explained) <= 0.05 * abs(e.explained), e
     silver = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs").read("silver_sst_minilm")
     test = silver.filter("split = 'test' AND label IS NOT NULL").select("review_id", "text", F.col("label").alias("gold"))
     scored = score_frame(test, bundle, batch_size=16).join(test, "review_id").toPandas()

@@ -144,6 +144,35 @@ def test_a_source_without_a_change_feed_is_scored_by_anti_join(spark, bundle, ra
     assert store.count("predictions") == 79  # the anti-join path is insert-only: rows[0]'s prediction stays
 
 
+def test_a_forced_anti_join_run_leaves_edits_and_deletes_to_the_next_feed_run(spark, bundle, raw_data, tmp_path):
+    import deltalake
+
+    from dl.serve.score import score_incremental
+    from etl.core.tables import TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    reviews = _reviews(spark, raw_data, "vader_movie.jsonl").orderBy("review_id").limit(60)
+    store.write("reviews", reviews)
+    assert score_incremental(store, "reviews", bundle)["path"] == "anti_join"  # the first run: consumed at 0
+    ids = sorted(_source(store))
+    table = deltalake.DeltaTable(str(store.path("reviews")))
+    table.update(updates={"text": "'awful awful bad'"}, predicate=f"review_id = '{ids[0]}'")
+    table.delete(f"review_id = '{ids[1]}'")
+    forced = score_incremental(store, "reviews", bundle, change_feed=False)  # sees neither change
+    assert (forced["path"], forced["rows_scored"], forced["rows_deleted"]) == ("anti_join", 0, 0)
+    run = score_incremental(store, "reviews", bundle)
+    assert (run["path"], run["consumed_from"], run["rows_updated"], run["rows_deleted"]) == ("cdf", 0, 1, 1)
+    predictions = _predictions(store)
+    assert ids[1] not in predictions and len(predictions) == 59
+    assert predictions[ids[0]][0] == bundle_label(bundle, "awful awful bad")
+
+
+def bundle_label(bundle, text: str) -> str:
+    from dl.serve.bundle import load_bundle
+
+    return load_bundle(bundle).predict([text], batch_size=1)["label"].tolist()[0]
+
+
 def test_the_change_feed_of_a_table_reads_each_kind_of_commit(spark, tmp_path):
     import deltalake
 
