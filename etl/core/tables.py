@@ -583,9 +583,10 @@ class TableStore:
         if missing:
             raise TableError(f"merge into {name!r}: source lacks the table's columns {missing}")
         source = df.select(*target.columns)
-        target_keys = target.select(*keys).distinct()
-        inserts = source.join(target_keys, keys, "left_anti") if has_files else source
+        # a left anti-join needs no distinct() of the right side: no shuffle of every key in the table
+        inserts = source.join(target.select(*keys), keys, "left_anti") if has_files else source
         touched: list[str] = []
+        hits = None
         gone = (delete.select(*keys).distinct().join(source.select(*keys), keys, "left_anti")
                 if delete is not None else None)
         if (update_matched or gone is not None) and has_files:
@@ -597,10 +598,17 @@ class TableStore:
             matched = source.select(*keys) if update_matched else None
             rewrite = matched if gone is None else gone if matched is None else matched.unionByName(gone)
             located = target.withColumn("_file", F.col("_metadata.file_path"))
-            touched = [r["_file"] for r in located.join(rewrite, keys, "left_semi")
-                       .select("_file").distinct().collect()]  # a list of file names, not rows
-            files = F.broadcast(self._spark().createDataFrame([(f,) for f in touched], "_file string"))
-            touched_rows = located.join(files, "_file", "left_semi").drop("_file")
+            # one pass over the table's keys finds the rows to rewrite and where they are; the rows to insert
+            # are then the source's keys not among those few, instead of an anti-join against the whole table
+            hits = spill(located.select(*keys, "_file").join(rewrite, keys, "left_semi"))
+            touched = [r["_file"] for r in hits.select("_file").distinct().collect()]  # file names, not rows
+            if matched is not None:
+                inserts = source.join(hits.select(*keys), keys, "left_anti")
+            if touched:  # only those files are read again, whole
+                base = self._snapshot_files(name, table)[0]
+                touched_rows = self._spark().read.schema(target.schema).option("basePath", base).parquet(*touched)
+            else:
+                touched_rows = self._spark().createDataFrame([], target.schema)
             op = F.lit("keep")
             if gone is not None:
                 touched_rows = touched_rows.join(gone.withColumn("_gone", F.lit(True)), keys, "left")
@@ -641,6 +649,8 @@ class TableStore:
                 commit_properties=_commit_properties(info, txn, retries=0)))
         finally:
             out.unpersist()
+            if hits is not None:
+                hits.unpersist()
         result = MergeResult(table.version() + 1, ops.get("insert", 0), ops.get("update", 0), ops.get("delete", 0))
         log.info("merged", extra={"table": name, "inserted": result.inserted, "updated": result.updated,
                                   "deleted": result.deleted, "version": result.version})
