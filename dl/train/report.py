@@ -1,7 +1,8 @@
 """A training run's HTML report (``report.html`` in the run directory; ``lakedl report --run DIR``): the run's
 facts, test figures, training curves, confusion matrix and per-class precision/recall/F1, the
 bias/variance verdict with its advice, and the worst-scored test examples (highest loss: the confident
-mistakes) — texts decoded from the shards' token ids, or image thumbnails. One self-contained file: the
+mistakes) — texts decoded from the shards' token ids, coloured by which tokens drove the prediction
+(integrated gradients, dl/models/attribution.py), or image thumbnails. One self-contained file: the
 PNGs are embedded, and also written beside it."""
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" style="max-width:100%">'
 
 
-def _table(rows: list[list], head: list[str]) -> str:
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+def _table(rows: list[list], head: list[str], raw_last: bool = False) -> str:
+    """An HTML table of escaped cells (``raw_last``: each row's last cell is HTML already)."""
+    def cell(c, raw: bool) -> str:
+        return f"<td>{c if raw else html.escape(str(c))}</td>"
+
+    cells = "".join("<tr>" + "".join(cell(c, raw_last and j == len(r) - 1) for j, c in enumerate(r)) + "</tr>"
+                    for r in rows)
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + cells + "</table>"
 
 
@@ -56,12 +62,20 @@ def worst_texts(model, shards: Path, task: str, k: int = WORST, limit: int = 20_
             rows = np.arange(len(probs))
             p_gold[start:start + len(probs)] = probs[rows, gold[start:start + len(probs)]]
             pred[start:start + len(probs)] = probs.argmax(1)
+    from dl.models.attribution import integrated_gradients, special_mask
+
+    special = special_mask(vocab)
     out = []
     for i in np.argsort(p_gold)[:k]:
         words = [vocab[t] for t in ids[i] if 0 <= t < len(vocab)]
         text = " ".join(words).replace(" ##", "") if tokenizer.kind != "word" else " ".join(words)
-        out.append({"id": names[i], "text": text, "gold": int(gold[i]), "predicted": int(pred[i]),
-                    "p_gold": float(p_gold[i])})
+        row = {"id": names[i], "text": text, "gold": int(gold[i]), "predicted": int(pred[i]),
+               "p_gold": float(p_gold[i])}
+        if words and len(words) == len(ids[i]):  # which tokens drove the wrong prediction (toward it: positive)
+            a = integrated_gradients(model, torch.tensor(ids[i]), tokenizer.pad_id, special, head=task,
+                                     target=int(pred[i]), steps=32, tolerance=0.05, max_steps=128)
+            row.update(tokens=words, attributions=a.values)
+        out.append(row)
     return out
 
 
@@ -149,10 +163,18 @@ def write_report(run_dir: str | Path) -> Path:
         verdict = f"<p><b>{html.escape(diagnosis['verdict'])}</b> — {html.escape(diagnosis['advice'])}</p>"
         parts += ["<h2>Bias / variance</h2>", verdict, _table(errors, ["", "at the selected epoch"])]
     if first in ("sentiment", "rating") and (shards / "test").is_dir():
+        from dl.models.attribution import heat_spans
+
         worst = worst_texts(model, shards, first)
         rows = [[w["id"], labels[w["gold"]] if labels else w["gold"], labels[w["predicted"]] if labels else w["predicted"],
-                 f"{w['p_gold']:.3f}", w["text"][:300]] for w in worst]
-        parts += ["<h2>Worst-scored test examples</h2>", _table(rows, ["id", "true", "predicted", "p(true)", "text"])]
+                 f"{w['p_gold']:.3f}"] for w in worst]
+        texts = [heat_spans(w["tokens"], w["attributions"]) if "tokens" in w else html.escape(w["text"][:300])
+                 for w in worst]
+        table = _table([[*r, t] for r, t in zip(rows, texts, strict=True)], ["id", "true", "predicted", "p(true)",
+                                                                            "text"], raw_last=True)
+        parts += ["<h2>Worst-scored test examples</h2>",
+                  "<p>Each text's tokens coloured by integrated gradients toward the <b>predicted</b> label: "
+                  "green pushed toward it, red against it (hover for the value; docs/scoring.md).</p>", table]
     elif task == "class" and (shards / "test").is_dir():
         kept, aug = worst_images(model, shards, cfg["data"]["augment"])
         parts += ["<h2>Worst-scored test images</h2>",

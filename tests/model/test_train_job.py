@@ -224,6 +224,8 @@ def test_report_lists_the_worst_scored_test_texts(shards, tmp_path):
     assert "Worst-scored test examples" in report and "Confusion matrix" in report
     rows = report.split("Worst-scored test examples")[1].count("<tr>") - 1  # minus the header
     assert rows == 12 and "<td>row " in report  # shards without review_id: rows named by position
+    worst = report.split("Worst-scored test examples")[1]
+    assert worst.count('<span title="') >= 12 * 2  # every text as its tokens coloured by attribution
     assert report.count("negative") >= 2 and "positive" in report  # the label names, not 0/1
     with pytest.raises(FileNotFoundError, match="no result.json"):
         write_report(tmp_path)
