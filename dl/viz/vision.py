@@ -1,5 +1,6 @@
 """Pictures of image models: the first convolution's kernels as a grid (the "Gabor-like" filters a trained
-network learns), its feature maps for one image, and an autoencoder's reconstructions beside the inputs."""
+network learns), its feature maps for one image, which pixels drove each prediction (integrated gradients), and
+an autoencoder's reconstructions beside the inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from etl.core.errors import InputError
 
 
-def _grid(tiles: list[np.ndarray], out: str | Path, title: str, cols: int, cmap: str = "gray") -> Path:
+def _grid(tiles: list[np.ndarray], out: str | Path, title: str, cols: int, cmap: str = "gray",
+          styles: list[dict] | None = None) -> Path:
     from dl.train.plots import _pyplot, _save
 
     plt = _pyplot()
@@ -19,8 +21,9 @@ def _grid(tiles: list[np.ndarray], out: str | Path, title: str, cols: int, cmap:
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, tile in zip(axes.flat, tiles, strict=False):
-        ax.imshow(tile, cmap=cmap if tile.ndim == 2 else None, interpolation="nearest")
+    for i, (ax, tile) in enumerate(zip(axes.flat, tiles, strict=False)):
+        style = styles[i] if styles else {"cmap": cmap if tile.ndim == 2 else None}  # per tile: imshow's options
+        ax.imshow(tile, interpolation="nearest", **style)
     fig.suptitle(title, fontsize=9)
     return _save(plt, fig, out)
 
@@ -74,6 +77,50 @@ def reconstruction_grid(model: torch.nn.Module, images: torch.Tensor, out: str |
     return _grid(tiles, out, f"{label} — MSE {mse:.4f}", cols=len(images))
 
 
+def pixel_attributions(model: torch.nn.Module, images: torch.Tensor, baseline_value: float, steps: int = 64):
+    """Integrated gradients (Captum) of each image's predicted class log-odds to its pixels, from a black image
+    (``baseline_value``: black after the run's normalisation). Returns the ``(n, C, H, W)`` attributions, the
+    predicted classes and each image's completeness error relative to what it explains."""
+    from captum.attr import IntegratedGradients
+
+    model = model.eval()
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+
+    def log_odds(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        z = model(x).float()
+        picked = z.gather(1, target[:, None])[:, 0]
+        others = z.masked_fill(torch.nn.functional.one_hot(target, z.shape[1]).bool(), float("-inf"))
+        return picked - torch.logsumexp(others, 1)
+
+    baseline = torch.full_like(images, baseline_value)
+    attr, delta = IntegratedGradients(log_odds).attribute(images, baselines=baseline, n_steps=steps,
+                                                          additional_forward_args=(predicted,),
+                                                          internal_batch_size=256, return_convergence_delta=True)
+    with torch.no_grad():
+        explained = log_odds(images, predicted) - log_odds(baseline, predicted)
+    return attr.detach(), predicted, (delta.abs() / explained.abs().clamp(min=1e-6)).tolist()
+
+
+def attribution_grid(model: torch.nn.Module, images: torch.Tensor, baseline_value: float, classes: list[str],
+                     out: str | Path, title: str = "integrated gradients") -> tuple[Path, list[float]]:
+    """Pairs of tiles: each image, then its pixel attributions toward the predicted class (red toward, blue
+    against, one symmetric scale per image). Returns the PNG and each image's relative completeness error."""
+    attr, predicted, errors = pixel_attributions(model, images, baseline_value)
+    tiles, styles = [], []
+    for image, a in zip(images, attr, strict=True):
+        grey = image.shape[0] == 1
+        tiles.append(image[0].numpy() if grey else image.permute(1, 2, 0).numpy())
+        styles.append({"cmap": "gray"} if grey else {})
+        heat = a.sum(0).numpy()
+        tiles.append(heat / (float(np.abs(heat).max()) or 1.0))
+        styles.append({"cmap": "bwr", "vmin": -1.0, "vmax": 1.0})
+    names = ", ".join(classes[int(p)] if int(p) < len(classes) else str(int(p)) for p in predicted[:8])
+    path = _grid(tiles, out, f"{title} (predicted: {names}{', …' if len(predicted) > 8 else ''})", cols=8,
+                 styles=styles)
+    return path, errors
+
+
 def first_images(shards: str | Path, split: str, n: int, mean: float = 0.0, std: float = 1.0):
     """The first ``n`` images of a split (row-group order) as normalised ``(n, C, H, W)`` floats, and labels."""
     from dl.data.image_loader import Augment, image_loader
@@ -122,6 +169,11 @@ def run_pictures(run_dir: str | Path, out: str | Path | None = None, split: str 
     with torch.no_grad():
         written["feature_maps"] = feature_maps(model, images[0], out / "feature_maps.png",
                                                title=f"{run_dir.name}: first-layer feature maps")
+    classes = state.get("label_map", {}).get("class") or []
+    mean, std = data["augment"]["mean"], data["augment"]["std"]
+    written["attributions"], _ = attribution_grid(model, images[:8], (0.0 - mean) / std, classes,
+                                                  out / "attributions.png",
+                                                  title=f"{run_dir.name}: integrated gradients")
     result = run_dir / "result.json"
     test = json.loads(result.read_text()).get("test") if result.is_file() else None
     if test and "class_confusion" in test:

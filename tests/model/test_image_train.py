@@ -95,8 +95,15 @@ def test_lenet_trains_on_two_processes_and_its_checkpoint_rebuilds_it(images, tm
     assert "ankle boot" in report and (tmp_path / "train" / "lenet" / "worst.png").is_file()
     out = run(["viz", "images", "--run", str(tmp_path / "train" / "lenet"), "--out", str(tmp_path / "viz")])
     assert out.returncode == 0, out.stderr
-    for kind in ("kernels", "feature_maps", "confusion"):
+    for kind in ("kernels", "feature_maps", "attributions", "confusion"):
         assert Image.open(tmp_path / "viz" / f"{kind}.png").size[0] > 200 and kind in out.stdout
+    from dl.viz.vision import first_images, pixel_attributions  # which pixels drove each prediction
+
+    pictured, _ = first_images(images, "test", 8, 0.286, 0.353)
+    attr, predicted, errors = pixel_attributions(model, pictured, (0.0 - 0.286) / 0.353)
+    assert attr.shape == pictured.shape and max(errors) <= 0.05, errors  # completeness within 5%
+    black = (pictured - (0.0 - 0.286) / 0.353).abs() < 1e-5  # a pixel at the baseline's value gets ~nothing
+    assert bool(black.any()) and float(attr[black].abs().max()) <= 1e-4 * float(attr.abs().max())
 
 
 def test_denoising_autoencoder_on_the_native_loader_beats_the_noisy_input(images, tmp_path):
