@@ -155,8 +155,8 @@ def launch(worker, settings, kind: str = "local", num_processes: int = 1, use_gp
             from etl.core.spark import require_classic
 
             require_classic(spark, "Horovod on Spark (horovod.spark.run)",
-                            "use --launcher torch_distributor (TorchDistributor runs through Spark Connect), or submit the job "
-                            "with spark-submit to a classic session")
+                            "use --launcher torch_distributor (TorchDistributor runs through Spark Connect), "
+                            "or submit the job with spark-submit to a classic session")
         slots = _task_slots(spark)
     check_launch(kind, num_processes, use_gpu, slots)
     if kind == "local" and num_processes == 1:

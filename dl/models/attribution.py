@@ -28,6 +28,13 @@ class TokenAttribution:
     delta: float               # sum(values) - explained (Captum's convergence delta)
 
 
+def log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row, the log-odds of class ``target[row]``: its logit minus the log-sum-exp of the others."""
+    picked = logits.gather(1, target[:, None])[:, 0]
+    others = logits.masked_fill(torch.nn.functional.one_hot(target, logits.shape[1]).bool(), float("-inf"))
+    return picked - torch.logsumexp(others, 1)
+
+
 def embedding_layer(model: nn.Module) -> nn.Embedding:
     """The layer that turns token ids into vectors, where the attributions are taken."""
     encoder = getattr(model, "encoder", None)
@@ -54,14 +61,14 @@ def integrated_gradients(model: nn.Module, ids: torch.Tensor, pad_id: int, speci
         logits = model(x, lengths)[head][0].float()
     target = int(logits.argmax()) if target is None else target
 
-    def log_odds(batch: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def target_log_odds(batch: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         z = model(batch, n.expand(batch.shape[0]))[head].float()
-        return z[:, target] - torch.logsumexp(torch.cat([z[:, :target], z[:, target + 1:]], 1), 1)
+        return log_odds(z, torch.full((z.shape[0],), target))
 
     baseline = torch.where(special[x], x, torch.full_like(x, pad_id))
     with torch.no_grad():
-        explained = float(log_odds(x, lengths)[0] - log_odds(baseline, lengths)[0])
-    ig, n = LayerIntegratedGradients(log_odds, embedding_layer(model)), steps
+        explained = float(target_log_odds(x, lengths)[0] - target_log_odds(baseline, lengths)[0])
+    ig, n = LayerIntegratedGradients(target_log_odds, embedding_layer(model)), steps
     while True:
         attr, delta = ig.attribute(x, baselines=baseline, additional_forward_args=(lengths,), n_steps=n,
                                    internal_batch_size=64, return_convergence_delta=True)

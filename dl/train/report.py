@@ -167,11 +167,10 @@ def write_report(run_dir: str | Path) -> Path:
 
         worst = worst_texts(model, shards, first)
         rows = [[w["id"], labels[w["gold"]] if labels else w["gold"], labels[w["predicted"]] if labels else w["predicted"],
-                 f"{w['p_gold']:.3f}"] for w in worst]
-        texts = [heat_spans(w["tokens"], w["attributions"]) if "tokens" in w else html.escape(w["text"][:300])
-                 for w in worst]
-        table = _table([[*r, t] for r, t in zip(rows, texts, strict=True)], ["id", "true", "predicted", "p(true)",
-                                                                            "text"], raw_last=True)
+                 f"{w['p_gold']:.3f}",
+                 heat_spans(w["tokens"], w["attributions"]) if "tokens" in w else html.escape(w["text"][:300])]
+                for w in worst]
+        table = _table(rows, ["id", "true", "predicted", "p(true)", "text"], raw_last=True)
         parts += ["<h2>Worst-scored test examples</h2>",
                   "<p>Each text's tokens coloured by integrated gradients toward the <b>predicted</b> label: "
                   "green pushed toward it, red against it (hover for the value; docs/scoring.md).</p>", table]

@@ -87,18 +87,17 @@ def pixel_attributions(model: torch.nn.Module, images: torch.Tensor, baseline_va
     with torch.no_grad():
         predicted = model(images).argmax(1)
 
-    def log_odds(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        z = model(x).float()
-        picked = z.gather(1, target[:, None])[:, 0]
-        others = z.masked_fill(torch.nn.functional.one_hot(target, z.shape[1]).bool(), float("-inf"))
-        return picked - torch.logsumexp(others, 1)
+    from dl.models.attribution import log_odds
+
+    def target_log_odds(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return log_odds(model(x).float(), target)
 
     baseline = torch.full_like(images, baseline_value)
-    attr, delta = IntegratedGradients(log_odds).attribute(images, baselines=baseline, n_steps=steps,
+    attr, delta = IntegratedGradients(target_log_odds).attribute(images, baselines=baseline, n_steps=steps,
                                                           additional_forward_args=(predicted,),
                                                           internal_batch_size=256, return_convergence_delta=True)
     with torch.no_grad():
-        explained = log_odds(images, predicted) - log_odds(baseline, predicted)
+        explained = target_log_odds(images, predicted) - target_log_odds(baseline, predicted)
     return attr.detach(), predicted, (delta.abs() / explained.abs().clamp(min=1e-6)).tolist()
 
 

@@ -90,8 +90,10 @@ def _wait_for(log: Path, needle: str, proc: subprocess.Popen, timeout: float, wh
     raise ClusterError(f"{what} not ready after {timeout:.0f}s; log tail:\n{_tail(log)}")
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str], host: netns.Host | None = None) -> subprocess.Popen:
-    cmd = [str(spark_home() / "bin" / "spark-class"), *args]
+def _spawn(args: list[str], log: Path, env: dict[str, str], host: netns.Host | None = None,
+           program: str = "spark-class") -> subprocess.Popen:
+    """``program`` (a script in pyspark's bin/) with ``args``, in its own session, on ``host`` if given."""
+    cmd = [str(spark_home() / "bin" / program), *args]
     if host is not None:
         cmd = netns.in_host(host, cmd)
     with log.open("w") as fh:
@@ -167,17 +169,14 @@ def _spawn_connect(master_url: str, address: str, port: int, memory: str, log: P
     runs it: a long-lived driver of ``master_url`` serving gRPC on ``address:port``. Its Python workers run this
     interpreter, so lakedl's UDFs import on the executors as they do for spark-submit jobs."""
     python = env["PYSPARK_PYTHON"]
-    cmd = [str(spark_home() / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS, "--master", master_url,
-           "--name", "lakedl Spark Connect server", "--driver-memory", memory,
-           "--conf", f"spark.connect.grpc.binding.address={address}",
-           "--conf", f"spark.connect.grpc.binding.port={port}",
-           "--conf", f"spark.driver.host={address}", "--conf", f"spark.driver.bindAddress={address}",
-           "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={python}",
-           "--conf", "spark.sql.execution.arrow.pyspark.enabled=true"]
-    if host is not None:
-        cmd = netns.in_host(host, cmd)
-    with log.open("w") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    args = ["--class", CONNECT_SERVER_CLASS, "--master", master_url,
+            "--name", "lakedl Spark Connect server", "--driver-memory", memory,
+            "--conf", f"spark.connect.grpc.binding.address={address}",
+            "--conf", f"spark.connect.grpc.binding.port={port}",
+            "--conf", f"spark.driver.host={address}", "--conf", f"spark.driver.bindAddress={address}",
+            "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={python}",
+            "--conf", "spark.sql.execution.arrow.pyspark.enabled=true"]
+    return _spawn(args, log, env, host, program="spark-submit")
 
 
 def _tag(state: Path) -> str:

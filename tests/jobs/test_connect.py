@@ -4,7 +4,6 @@ its own (SPARK_HOME and JAVA_HOME point nowhere: ``connect_env``), so what works
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -61,7 +60,8 @@ def test_bronze_text_etl_and_the_table_commands_run_through_connect(connect_env,
     assert json.loads(shown.stdout)["rows"] == 4200
 
     shards = ["--set", f"output.shards_dir={work / 'shards'}"]
-    out = run(connect_env, "etl", "text", "--input", str(raw_data / "reviews" / "vader_nyt.jsonl"), *sets(work), *shards)
+    out = run(connect_env, "etl", "text", "--input", str(raw_data / "reviews" / "vader_nyt.jsonl"), *sets(work),
+              *shards)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     assert report["rows_read"] == report["rows_kept"] == 5190 and sum(report["rows_per_split"].values()) == 5190
@@ -80,17 +80,13 @@ def test_bronze_text_etl_and_the_table_commands_run_through_connect(connect_env,
     assert all(n >= 1 for n in launched), launched
 
 
-def idx_images(path: Path, n: int) -> np.ndarray:
-    with gzip.open(path) as fh:
-        data = fh.read()
-    return np.frombuffer(data, np.uint8, offset=16)[: n * 784].reshape(n, 28, 28)
-
-
 def test_image_etl_runs_through_connect_and_petastorm_reads_its_output(connect_env, raw_data, tmp_path):
     from petastorm import make_reader
     from PIL import Image
 
-    images = idx_images(raw_data / "fashion_mnist" / "train-images-idx3-ubyte.gz", 30)
+    from etl.images.pipeline import idx_array
+
+    images = idx_array(raw_data / "fashion_mnist" / "train-images-idx3-ubyte.gz")[:30]
     root = tmp_path / "tree"
     for i, image in enumerate(images):
         (root / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
