@@ -24,15 +24,14 @@ import multiprocessing as mp
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
 
 from dl.engine.launch import launch
-from dl.engine.loop import WorkerSettings
 from dl.engine.optim import OptimSettings
+from dl.engine.settings import DataSettings, ModelSettings, TrainSettings, WorkerSettings
 from dl.train.worker import train_worker
 from etl.core.config import SparkSettings
 from etl.core.spark import get_spark
@@ -40,21 +39,25 @@ from etl.core.spark import get_spark
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO / "data" / "shards" / "reviews"
 IMAGES = REPO / "data" / "shards" / "fashion_mnist"
-MODELS = {  # model: (shards, WorkerSettings fields)
-    "bow": (TEXT, {"batch_size": 512}),
-    "rnn": (TEXT, {"model_options": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True}}),
-    "cnn": (TEXT, {"model_options": {"embed_dim": 128, "filters": 100}}),
-    "transformer": (TEXT, {"model_options": {"d_model": 128, "layers": 2}}),
-    "resnet": (IMAGES, {"model": "resnet_small", "task": "class", "image_loader": "native", "loader_workers": 1,
-                        "optim": OptimSettings(name="sgd", lr=0.05, momentum=0.9)}),
+MODELS = {  # model: (shards, the sections' fields that differ from the shared ones below)
+    "bow": (TEXT, {"train": {"batch_size": 512}}),
+    "rnn": (TEXT, {"model": {"rnn": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True}}}),
+    "cnn": (TEXT, {"model": {"cnn": {"embed_dim": 128, "filters": 100}}}),
+    "transformer": (TEXT, {"model": {"transformer": {"d_model": 128, "layers": 2}}}),
+    "resnet": (IMAGES, {"model": {"name": "resnet_small"}, "train": {"task": "class"},
+                        "data": {"image_loader": "native", "loader_workers": 1},
+                        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}),
 }
 
 
 def settings_for(model: str, epochs: int) -> WorkerSettings:
     shards, fields = MODELS[model]
-    base = WorkerSettings(shards=str(shards), epochs=epochs, seed=0, model=model, batch_size=64, eval_train_rows=2048,
-                          optim=OptimSettings(name="adamw", lr=2e-3), progress=False)
-    return replace(base, **fields)
+    sections = {"data": {"shards": str(shards), "eval_train_rows": 2048, **fields.get("data", {})},
+                "model": {"name": model, **fields.get("model", {})},
+                "train": {"epochs": epochs, "seed": 0, "batch_size": 64, "progress": False, **fields.get("train", {})},
+                "optim": fields.get("optim", {"name": "adamw", "lr": 2e-3})}
+    return WorkerSettings(data=DataSettings(**sections["data"]), model=ModelSettings(**sections["model"]),
+                          train=TrainSettings(**sections["train"]), optim=OptimSettings(**sections["optim"]))
 
 
 def throughput(result: dict) -> dict:
@@ -100,7 +103,7 @@ def _exchange_worker(settings: WorkerSettings, backend: str) -> dict:
 
     torch.set_num_threads(1)
     d = make_dist(backend)
-    data = (ImageData if is_image_model(settings.model) else TextData)(settings, d.rank, d.world_size)
+    data = (ImageData if is_image_model(settings.model.name) else TextData)(settings, d.rank, d.world_size)
     model = data.build_model()
     data.close()
     embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{model}: 1x2 {one_by_two['samples_per_s']:,.0f}/s; ceiling {sum(pair):,.0f}/s vs {alone:,.0f}/s "
               f"alone = {sum(pair) / alone:.2f}x; all-reduce {exchange}", flush=True)
         common = {"command": command_line(), "git_commit": commit, "model": model,
-                  "batch_per_process": settings.batch_size, "rows_per_epoch": one_by_two["rows"],
+                  "batch_per_process": settings.train.batch_size, "rows_per_epoch": one_by_two["rows"],
                   "epochs": args.epochs}
         results.append({"case": f"{model}_ceiling", "ratio": round(sum(pair) / alone, 3),
                         "baseline": "one 1x1 training alone (local, no communication)",

@@ -54,25 +54,26 @@ class ImageData:
 
     def __init__(self, s, rank: int, world_size: int) -> None:
         self.every_parameter_used = True  # one head, every layer on the path to it
-        if s.task not in IMAGE_TASKS:
-            raise InputError(f"task={s.task!r} with image model {s.model!r}: one of {', '.join(IMAGE_TASKS)}")
-        if (s.task == "reconstruct") != (s.model == "autoencoder"):
-            raise InputError(f"task={s.task} goes with the autoencoder and only with it (model={s.model})")
+        task, model = s.train.task, s.model.name
+        if task not in IMAGE_TASKS:
+            raise InputError(f"task={task!r} with image model {model!r}: one of {', '.join(IMAGE_TASKS)}")
+        if (task == "reconstruct") != (model == "autoencoder"):
+            raise InputError(f"task={task} goes with the autoencoder and only with it (model={model})")
         self.s, self.rank, self.world_size = s, rank, world_size
-        self.root = Path(s.shards).absolute()
+        self.root = Path(s.data.shards).absolute()
         manifest = image_manifest(self.root)
         self.classes, shape = manifest["classes"], manifest["shape"]
         self.channels = 1 if len(shape) == 2 else shape[2]
         self.height, self.width = shape[0], shape[1]
-        self.aug = Augment(**s.augment)
-        if s.task == "reconstruct" and (self.aug.mean, self.aug.std) != (0.0, 1.0):
+        self.aug = Augment(**s.data.augment.model_dump())
+        if s.train.task == "reconstruct" and (self.aug.mean, self.aug.std) != (0.0, 1.0):
             raise InputError("the autoencoder reconstructs pixels in [0, 1]: set data.augment.mean=0 and std=1")
-        self.tasks = [s.task]
+        self.tasks = [s.train.task]
         self.label_map = {"class": self.classes}
         # resuming checks the label space and image shape are those the checkpoint was trained on
         self.fingerprint = hashlib.sha256(json.dumps([self.classes, shape]).encode()).hexdigest()
         self.fingerprint_of = "classes and image shape"
-        self.steps = math.ceil(manifest["rows_per_split"]["train"] / (world_size * s.batch_size))
+        self.steps = math.ceil(manifest["rows_per_split"]["train"] / (world_size * s.train.batch_size))
         self._loader = None
         self._batches = None
 
@@ -83,35 +84,35 @@ class ImageData:
         if self.height != self.width:
             raise InputError(f"{self.root}: {self.height}x{self.width} images; the image models take square inputs "
                              "(rerun `lakedl etl images` with image.height = image.width)")
-        options = {**self.s.model_options, "channels": self.channels, "size": self.height}
-        if self.s.task == "class":
+        options = {**self.s.model.options(), "channels": self.channels, "size": self.height}
+        if self.s.train.task == "class":
             options["num_classes"] = len(self.classes)
-        return build_image_model(self.s.model, options)
+        return build_image_model(self.s.model.name, options)
 
     def planned_steps(self) -> int:
         return self.steps
 
     def epoch(self, epoch: int):
         """This rank's step count and batches for ``epoch`` (the endless reader opens on first use)."""
-        if self._batches is None and self.s.image_loader == "native":
+        if self._batches is None and self.s.data.image_loader == "native":
             self._batches = self._native_stream(epoch)
         elif self._batches is None:
-            self._loader = image_loader(self.url("train"), self.s.batch_size, self.rank, self.world_size, self.aug,
-                                        train=True, seed=self.s.seed + epoch, epochs=None,
-                                        workers=self.s.loader_workers, shuffle_queue=SHUFFLE_QUEUE)
+            self._loader = image_loader(self.url("train"), self.s.train.batch_size, self.rank, self.world_size,
+                                        self.aug, train=True, seed=self.s.train.seed + epoch, epochs=None,
+                                        workers=self.s.data.loader_workers, shuffle_queue=SHUFFLE_QUEUE)
             self._batches = iter(self._loader)
         return self.steps, (_tensors(next(self._batches)) for _ in range(self.steps))
 
     def _native_stream(self, first_epoch: int):
         """Endless batches of this rank's row groups, a new permutation each pass."""
-        ds = NativeImageDataset(str(self.root / "train"), self.s.batch_size, self.rank, self.world_size, self.aug,
-                                train=True, seed=self.s.seed)
+        ds = NativeImageDataset(str(self.root / "train"), self.s.train.batch_size, self.rank, self.world_size,
+                                self.aug, train=True, seed=self.s.train.seed)
         for n in itertools.count(first_epoch):
             ds.set_epoch(n)
             yield from ds
 
     def _eval_batches(self, split: str):
-        if self.s.image_loader == "native":
+        if self.s.data.image_loader == "native":
             yield from NativeImageDataset(str(self.root / split), 256, aug=self.aug)
             return
         with image_loader(self.url(split), 256, aug=self.aug, train=False, workers=1) as loader:
@@ -119,7 +120,7 @@ class ImageData:
 
     def loss(self, net, batch: dict) -> torch.Tensor:
         out = net(batch["image"])
-        if self.s.task == "reconstruct":
+        if self.s.train.task == "reconstruct":
             return F.mse_loss(out, batch["image"])  # the clean image: a denoiser adds its noise inside
         return F.cross_entropy(out, batch["label"])
 
@@ -132,7 +133,7 @@ class ImageData:
 
     def evaluate(self, model, split: str, device, detail: bool = False, dist=None) -> dict:
         """Every rank scores the whole split (not yet a share per rank, as text does)."""
-        limit = self.s.eval_train_rows if split == "train" else None
+        limit = self.s.data.eval_train_rows if split == "train" else None
         model.eval()
         gold, preds, sq = [], [], {"reconstruct": 0.0, "denoise": 0.0, "noisy_input": 0.0}
         pixels, seen = 0, 0
@@ -145,7 +146,7 @@ class ImageData:
                 batch = {k: v.to(device) for k, v in _tensors(raw).items()}
                 x = batch["image"]
                 seen += len(x)
-                if self.s.task == "class":
+                if self.s.train.task == "class":
                     preds += model(x).argmax(-1).tolist()
                     gold += batch["label"].tolist()
                     continue
@@ -156,7 +157,7 @@ class ImageData:
                     sq["denoise"] += F.mse_loss(model(noisy), x, reduction="sum").item()
                     sq["noisy_input"] += F.mse_loss(noisy, x, reduction="sum").item()
         model.train()
-        if self.s.task == "class":
+        if self.s.train.task == "class":
             report = classification_report(gold, preds, len(self.classes))
             metrics = {"class_accuracy": report["accuracy"], "class_f1_macro": report["f1_macro"]}
             if detail:
@@ -165,12 +166,12 @@ class ImageData:
             names = ("reconstruct", "denoise", "noisy_input") if noise_std > 0 else ("reconstruct",)
             metrics = {f"{k}_mse": sq[k] / max(pixels, 1) for k in names}
         if detail:
-            metrics[f"{self.s.task}_examples"] = seen
+            metrics[f"{self.s.train.task}_examples"] = seen
         return metrics
 
     def dev_metric(self, metrics: dict) -> float:
         """Higher is better: accuracy, or minus the (denoising) reconstruction error."""
-        if self.s.task == "class":
+        if self.s.train.task == "class":
             return metrics["class_accuracy"]
         return -metrics.get("denoise_mse", metrics["reconstruct_mse"])
 

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from dl.data.embeddings import init_from_vectors
 from dl.data.loaders import ParquetShardDataset
-from dl.engine.loop import WorkerSettings
 from dl.engine.metrics import classification_report, rating_errors
+from dl.engine.settings import WorkerSettings
 from dl.models import build_model
 
 TASKS = ("sentiment", "rating", "rating_reg")
@@ -145,11 +145,11 @@ def epoch_loader(ds) -> DataLoader:
 
 class TextData:
     """The text ETL's shards (dl/data/loaders.py) as ``TrainData``; the image counterpart is
-    dl/data/images.py. ``s`` is the run's WorkerSettings (dl/engine/loop.py)."""
+    dl/data/images.py. ``s`` is the run's WorkerSettings (dl/engine/settings.py)."""
 
     def __init__(self, s: WorkerSettings, rank: int, world_size: int) -> None:
-        self.s, self.root, self.rank = s, Path(s.shards), rank
-        self.tasks = tasks_of(s.task)
+        self.s, self.root, self.rank = s, Path(s.data.shards), rank
+        self.tasks = tasks_of(s.train.task)
         self.every_parameter_used = True  # the loss reaches every head (task_loss), the LM every parameter
         self.tokenizer = shard_tokenizer(self.root)
         self.fingerprint = self.tokenizer.sha256  # resuming checks the shards use the checkpoint's vocabulary
@@ -157,32 +157,32 @@ class TextData:
         self.label_map = LABEL_MAP
         self.columns = ["ids", "sentiment", "sentiment_mask", "rating", "rating_mask"]
         # one task: train only on rows that carry its label (e.g. SST-2 skips neutral phrases); multitask: all rows
-        self.keep_if = MASK.get(s.task)
-        self.train_ds = ParquetShardDataset(self.root / "train", self.columns, rank, world_size, seed=s.seed,
-                                            batch_size=s.batch_size, keep_if=self.keep_if,
-                                            length_buckets=s.length_buckets)
+        self.keep_if = MASK.get(s.train.task)
+        self.train_ds = ParquetShardDataset(self.root / "train", self.columns, rank, world_size, seed=s.train.seed,
+                                            batch_size=s.train.batch_size, keep_if=self.keep_if,
+                                            length_buckets=s.data.length_buckets)
         self._eval: dict[str, ParquetShardDataset] = {}  # built once: keep_if counts each row group's labels
 
     def build_model(self):
-        model = build_model(self.s.model, self.tokenizer.vocab_size, self.s.model_options)
-        if self.s.embeddings:  # pretrained vectors for the tokenizer's words (the same on every rank)
-            coverage = init_from_vectors(model.embed, self.tokenizer.vocabulary(), self.s.embeddings)
+        model = build_model(self.s.model.name, self.tokenizer.vocab_size, self.s.model.options())
+        if self.s.model.embeddings:  # pretrained vectors for the tokenizer's words (the same on every rank)
+            coverage = init_from_vectors(model.embed, self.tokenizer.vocabulary(), self.s.model.embeddings)
             if self.rank == 0:
-                print(f"embeddings from {self.s.embeddings}: {coverage['found']} of {coverage['vocab']} words",
+                print(f"embeddings from {self.s.model.embeddings}: {coverage['found']} of {coverage['vocab']} words",
                       flush=True)
         return model
 
     def planned_steps(self) -> int:
         """This rank's batches per epoch (before the first epoch: sizes the LR schedule)."""
-        return batches_this_epoch(self.train_ds, self.s.batch_size)
+        return batches_this_epoch(self.train_ds, self.s.train.batch_size)
 
     def epoch(self, epoch: int):
         """This rank's batch count and batches for ``epoch``."""
         self.train_ds.set_epoch(epoch)
-        return batches_this_epoch(self.train_ds, self.s.batch_size), iter(epoch_loader(self.train_ds))
+        return batches_this_epoch(self.train_ds, self.s.train.batch_size), iter(epoch_loader(self.train_ds))
 
     def loss(self, net, batch: dict) -> torch.Tensor:
-        return task_loss(net(batch["ids"], batch["ids_lengths"]), batch, self.tasks, self.s.task_weights)
+        return task_loss(net(batch["ids"], batch["ids_lengths"]), batch, self.tasks, self.s.train.task_weights)
 
     @staticmethod
     def batch_len(batch: dict) -> int:
@@ -200,14 +200,14 @@ class TextData:
             self._eval[split] = ParquetShardDataset(self.root / split, self.columns, rank, world, shuffle=False,
                                                     batch_size=256, keep_if=self.keep_if if split == "train" else None)
         ds = self._eval[split]
-        limit = -(-self.s.eval_train_rows // world) if split == "train" and self.s.eval_train_rows else None
+        limit = -(-self.s.data.eval_train_rows // world) if split == "train" and self.s.data.eval_train_rows else None
         mine = tally(model, epoch_loader(ds), self.tasks, device, limit)
         if world > 1:
             mine = merge_tallies([json.loads(part) for part in dist.gather(json.dumps(mine))])
         return metrics_of(mine, self.tasks, detail)
 
     def dev_metric(self, metrics: dict) -> float:
-        return dev_metric(metrics, self.s.task)
+        return dev_metric(metrics, self.s.train.task)
 
     def close(self) -> None:
         pass

@@ -14,7 +14,6 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,9 @@ from tqdm.auto import tqdm
 
 from dl.engine.callbacks import EpochEnd, stop_reason
 from dl.engine.checkpoint import read_checkpoint, restore, save_checkpoint
-from dl.engine.distributed import SyncSettings, densify_grads, sparse_embeddings
+from dl.engine.distributed import densify_grads, sparse_embeddings
 from dl.engine.metrics import bias_variance
 from dl.engine.optim import (
-    OptimSettings,
-    ScheduleSettings,
     build_optimizer,
     build_scheduler,
     clip_gradients,
@@ -35,58 +32,12 @@ from dl.engine.optim import (
     param_groups,
     penalty,
 )
+from dl.engine.settings import WorkerSettings
 from dl.engine.tracking import MetricsSink
 from dl.models import describe
 from etl.core.errors import InputError
 
 AMP_MODES = ("none", "bf16", "fp16")
-
-
-@dataclass
-class WorkerSettings:
-    shards: str
-    task: str = "sentiment"  # sentiment | rating | rating_reg | multitask | lm; images: class | reconstruct
-    task_weights: dict[str, float] = field(default_factory=lambda: {"sentiment": 1.0, "rating": 1.0,
-                                                                    "rating_reg": 1.0})
-    batch_size: int = 64
-    epochs: int = 5
-    seed: int = 0
-    model: str = "bow"  # a family of dl/models
-    model_options: dict = field(default_factory=dict)  # fields of that family's config dataclass
-    embeddings: str | None = None  # word2vec text/binary vectors to initialize the embedding table
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
-    l1: float = 0.0
-    l2: float = 0.0
-    clip_norm: float | None = None
-    clip_value: float | None = None
-    max_norm: float | None = None  # after each step, rows of every nn.Linear weight to L2 norm <= this
-    optimal_error: float = 0.0
-    checkpoint_dir: str | None = None
-    resume: bool = False
-    # a last.pt found at start is this run's own (the job refused to start over a foreign one): resume from it.
-    # Set by `lakedl train`, so that a restart (the launcher's, or Spark retrying a failed barrier stage)
-    # continues from the newest checkpoint instead of starting over
-    restartable: bool = False
-    launch_id: str | None = None  # this `lakedl train` call, and the launcher's attempt in it: rank 0 records each
-    attempt: int = 0              # start of the ranks in ranks/starts.jsonl (a second start in one attempt: Spark's)
-    checkpoint_every: int | None = None  # also checkpoint every N optimizer steps (mid-epoch), not only per epoch
-    max_epochs_this_call: int | None = None  # stop after this many epochs (to simulate an interruption)
-    stop_after_steps: int | None = None  # stop after this many steps of this call, mid-epoch (ditto)
-    amp: str = "none"  # none | bf16 | fp16 (fp16: CUDA only)
-    device: str = "auto"  # auto (the rank's GPU if any) | cpu | cuda
-    progress: bool = False  # tqdm bar on rank 0
-    tracking_uri: str | None = None  # rank 0 logs metrics to this MLflow run as it trains
-    run_id: str | None = None
-    tensorboard_dir: str | None = None  # rank 0 writes TensorBoard scalars here
-    log_every: int = 50  # steps between step-level scalars (loss, lr)
-    eval_train_rows: int | None = None  # the per-epoch train-set evaluation stops after N rows (whole batches)
-    length_buckets: int = 0  # text: sort each run of N training batches' rows by length (less padding)
-    augment: dict = field(default_factory=dict)  # image datasets: dl.data.image_loader.Augment fields
-    loader_workers: int = 2  # image datasets: petastorm decode threads per process
-    image_loader: str = "petastorm"  # image datasets: petastorm | native (dl/data/image_loader.py)
-    sync: SyncSettings = field(default_factory=SyncSettings)  # how ranks exchange gradients
-    callbacks: list = field(default_factory=list)  # epoch-end callbacks (dl/engine/callbacks.py): early stopping, pruning
 
 
 def seed_everything(seed: int) -> None:
@@ -149,16 +100,16 @@ def train_step(net, model, optimizer, scheduler, micro: list, data, s: WorkerSet
     for j, (batch, shadow) in enumerate(micro):
         with contextlib.nullcontext() if j == len(micro) - 1 else dist.no_sync(net):
             with amp.autocast():
-                loss = data.loss(net, batch) + penalty(model, s.l1, s.l2)
+                loss = data.loss(net, batch) + penalty(model, s.train.l1, s.train.l2)
             amp.backward(loss * (0.0 if shadow else 1.0 / len(micro)))
         if not shadow:
             losses.append(float(loss.item()))
     dist.synchronize(optimizer)  # averaged gradients before clipping
     densify_grads(model)
     amp.unscale(optimizer)
-    clip_gradients(model, s.clip_norm, s.clip_value)
+    clip_gradients(model, s.train.clip_norm, s.train.clip_value)
     dist.step(optimizer, amp.step_fn(optimizer))
-    constrain_max_norm(model, s.max_norm)
+    constrain_max_norm(model, s.train.max_norm)
     if s.schedule.name != "plateau":
         scheduler.step()
     return sum(losses) / len(losses) if losses else None
@@ -222,25 +173,25 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
     rank, world_size = dist.rank, dist.world_size
     tasks, tok_hash, label_map = data.tasks, data.fingerprint, data.label_map
     model = data.build_model().to(device)
-    model_desc = describe(s.model, model)
+    model_desc = describe(s.model.name, model)
     optimizer = build_optimizer(param_groups(model, s.optim), s.optim)
-    if dist.world_size > 1 and s.sync.sparse_embeddings and not (s.l1 or s.l2):  # a penalty's gradient is dense
+    if dist.world_size > 1 and s.sync.sparse_embeddings and not (s.train.l1 or s.train.l2):  # a penalty's gradient is dense
         sparse_embeddings(model)
     net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used,
                                sync=s.sync)  # same start on every rank
     # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
     accumulate = s.sync.accumulate
     steps_per_epoch = math.ceil(dist.max_int(data.planned_steps()) / accumulate)
-    scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.epochs)
-    ckpt = Path(s.checkpoint_dir) / "last.pt" if s.checkpoint_dir else None
+    scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.train.epochs)
+    ckpt = Path(s.run.checkpoint_dir) / "last.pt" if s.run.checkpoint_dir else None
     best_path = ckpt.with_name("best.pt") if ckpt is not None else None
     best_weights = None  # the weights of the best dev epoch: model selection on dev only
     start_epoch, skip, step, history, best, stale = 0, 0, 0, [], -math.inf, 0
-    if (s.resume or s.restartable) and ckpt is not None and ckpt.is_file():  # every rank loads the same file
+    if (s.run.resume or s.run.restartable) and ckpt is not None and ckpt.is_file():  # every rank loads the same file
         state = read_checkpoint(ckpt)
         if state["tokenizer_sha256"] != tok_hash:
             raise InputError(f"{ckpt} was trained with {data.fingerprint_of} {state['tokenizer_sha256'][:12]}, "
-                             f"{s.shards} has {tok_hash[:12]}: resume with the same shards or start a new run")
+                             f"{s.data.shards} has {tok_hash[:12]}: resume with the same shards or start a new run")
         restore(state, model=model, optimizer=optimizer, scheduler=scheduler)
         dist.broadcast_state(model, optimizer)
         progress = state["metrics"]
@@ -250,10 +201,10 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         history, best, stale = progress["history"], progress["best"], progress["stale"]
         if best_path.is_file():
             best_weights = read_checkpoint(best_path)["model"]
-    sink = MetricsSink(s.tensorboard_dir, s.tracking_uri, s.run_id) if rank == 0 else MetricsSink()
-    beat = Heartbeat(Path(s.checkpoint_dir) if s.checkpoint_dir else None, rank, dist.address)
+    sink = MetricsSink(s.run.tensorboard_dir, s.run.tracking_uri, s.run.run_id) if rank == 0 else MetricsSink()
+    beat = Heartbeat(Path(s.run.checkpoint_dir) if s.run.checkpoint_dir else None, rank, dist.address)
     if rank == 0:
-        beat.started(s.launch_id, s.attempt, step)
+        beat.started(s.run.launch_id, s.run.attempt, step)
 
     def checkpoint(epoch: int, batches_done: int) -> None:
         if ckpt is not None and rank == 0:
@@ -265,16 +216,16 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
 
     ran, steps_this_call, interrupted, stopped_by, last_batch = 0, 0, False, None, None
     lr_trace = hashlib.sha256()  # every step's learning rates: equal on every rank, shadow steps included
-    for epoch in range(start_epoch, s.epochs):
-        if s.max_epochs_this_call is not None and ran >= s.max_epochs_this_call:
+    for epoch in range(start_epoch, s.train.epochs):
+        if s.run.max_epochs_this_call is not None and ran >= s.run.max_epochs_this_call:
             break
         mine, batches = data.epoch(epoch)
         n_batches = dist.max_int(mine)  # every rank steps as often as the rank with the most batches
         n_steps = math.ceil(n_batches / accumulate)
         done = skip if epoch == start_epoch else 0
         losses, samples, started = [], 0, time.perf_counter()
-        bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
-                   disable=rank != 0 or not s.progress, leave=False)
+        bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.train.epochs}", unit="step",
+                   disable=rank != 0 or not s.train.progress, leave=False)
         for i in range(n_steps):
             micro = []
             for _ in range(min(accumulate, n_batches - i * accumulate)):
@@ -287,7 +238,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
             if last_batch is None:
                 raise InputError(f"rank {rank} has no training batch while another rank has {n_batches}: the "
                                  "train split has fewer rows than processes; use fewer processes or more data")
-            if s.stop_after_steps is not None and steps_this_call >= s.stop_after_steps:
+            if s.run.stop_after_steps is not None and steps_this_call >= s.run.stop_after_steps:
                 interrupted = True
                 break
             micro = [({k: v.to(device, non_blocking=True) for k, v in b.items()}, shadow) for b, shadow in micro]
@@ -301,9 +252,9 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
                 losses.append(loss)
                 samples += sum(data.batch_len(b) for b, shadow in micro if not shadow)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if rank == 0 and step % s.log_every == 0:
+                if rank == 0 and step % s.train.log_every == 0:
                     sink.log({"train_step_loss": loss, "train_lr": optimizer.param_groups[0]["lr"]}, step)
-            if s.checkpoint_every and step % s.checkpoint_every == 0 and i + 1 < n_steps:
+            if s.train.checkpoint_every and step % s.train.checkpoint_every == 0 and i + 1 < n_steps:
                 checkpoint(epoch, i + 1)
         seconds = time.perf_counter() - started  # the step loop only, not evaluation
         bar.close()
@@ -353,7 +304,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         first = tasks[0]
         if f"train_{first}_accuracy" in chosen:
             d = bias_variance(1 - chosen[f"train_{first}_accuracy"], 1 - chosen[f"dev_{first}_accuracy"],
-                              s.optimal_error)
+                              s.train.optimal_error)
             result["diagnosis"] = {"verdict": d.verdict, "advice": d.advice}
     if world_size == 1:
         result["model"] = model

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dl.engine.callbacks import EarlyStopping
-from dl.engine.loop import WorkerSettings
+from dl.engine.settings import RunContext, WorkerSettings
 from dl.models import IMAGE_MODELS
 from dl.train.config import TrainConfig
 from dl.train.rundir import run_dir
@@ -32,20 +32,16 @@ class TrainError(LakedlError, RuntimeError):
 
 def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None = None, run_id: str | None = None,
                     tensorboard_dir: str | None = None, callbacks: Sequence = ()) -> WorkerSettings:
-    """The loop's settings from the validated config; ``callbacks`` come after early stopping (train.patience)."""
-    t, m = cfg.train, cfg.model
-    stopping = [EarlyStopping(t.patience)] if t.patience is not None else []
+    """The config's sections as every rank receives them (file paths absolute), this run's context, and the
+    epoch-end callbacks: early stopping (train.patience) first, then ``callbacks``."""
+    stopping = [EarlyStopping(cfg.train.patience)] if cfg.train.patience is not None else []
     return WorkerSettings(
-        shards=str(Path(cfg.data.shards).absolute()), task=t.task, task_weights=dict(t.task_weights),
-        batch_size=t.batch_size, epochs=t.epochs, seed=t.seed, model=m.name, model_options=m.options(cfg.paths.raw_dir),
-        embeddings=str(Path(m.embeddings).absolute()) if m.embeddings else None, optim=cfg.optim, schedule=cfg.schedule, l1=t.l1, l2=t.l2,
-        clip_norm=t.clip_norm, clip_value=t.clip_value, max_norm=t.max_norm, optimal_error=t.optimal_error,
-        checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume, restartable=True,
-        checkpoint_every=t.checkpoint_every,
-        amp=t.amp, device=t.device, progress=t.progress, tracking_uri=tracking_uri, run_id=run_id,
-        tensorboard_dir=tensorboard_dir, log_every=t.log_every, eval_train_rows=cfg.data.eval_train_rows,
-        length_buckets=cfg.data.length_buckets, augment=cfg.data.augment.model_dump(), loader_workers=cfg.data.loader_workers,
-        image_loader=cfg.data.image_loader, sync=cfg.sync, callbacks=[*stopping, *callbacks])
+        data=cfg.data.model_copy(update={"shards": str(Path(cfg.data.shards).absolute())}),
+        model=cfg.model.resolved(cfg.paths.raw_dir), train=cfg.train, optim=cfg.optim, schedule=cfg.schedule,
+        sync=cfg.sync, run=RunContext(checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume,
+                                      restartable=True, tracking_uri=tracking_uri, run_id=run_id,
+                                      tensorboard_dir=tensorboard_dir),
+        callbacks=[*stopping, *callbacks])
 
 
 def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
@@ -69,7 +65,7 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
         raise TrainError(f"model.name=gpt reads the word tokenizer's <bos>/<eos> ids, but {shards} used "
                          f"tokenize.kind={tokenizer}: rerun `lakedl etl text --set tokenize.kind=word`")
     if cfg.model.name == "bert":
-        pretrained = Path(cfg.model.options(cfg.paths.raw_dir)["pretrained"])
+        pretrained = Path(cfg.model.resolved(cfg.paths.raw_dir).bert.pretrained)
         if not (pretrained / "config.json").is_file():
             raise TrainError(f"model.bert.pretrained={pretrained}: no config.json there; `lakedl data fetch --source "
                              "minilm` writes data/raw/minilm/model")
@@ -180,7 +176,8 @@ def run_train(cfg: TrainConfig, spark=None, callbacks: Sequence = (), tags: dict
         started = time.perf_counter()
         launch_id = uuid.uuid4().hex
         result, restarts = launch_with_restarts(
-            lambda attempt: launch(train_worker, replace(settings, launch_id=launch_id, attempt=attempt),
+            lambda attempt: launch(train_worker,
+                                   replace(settings, run=replace(settings.run, launch_id=launch_id, attempt=attempt)),
                                    cfg.launcher.kind, cfg.launcher.num_processes, cfg.launcher.use_gpu, spark),
             directory, cfg.launcher.max_restarts, launch_id)
         seconds = time.perf_counter() - started

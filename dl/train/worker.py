@@ -6,7 +6,8 @@ from __future__ import annotations
 from dl.data.images import ImageData, is_image_model
 from dl.data.text import TextData
 from dl.engine.distributed import make_dist
-from dl.engine.loop import Amp, WorkerSettings, fit, pick_device, seed_everything
+from dl.engine.loop import Amp, fit, pick_device, seed_everything
+from dl.engine.settings import WorkerSettings
 
 
 def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
@@ -20,10 +21,10 @@ def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
 
 
 def _train(s: WorkerSettings, dist) -> dict:
-    device = pick_device(s.device, dist.local_rank)
-    amp = Amp(s.amp, device)
-    seed_everything(s.seed)
-    data = (ImageData if is_image_model(s.model) else TextData)(s, dist.rank, dist.world_size)
+    device = pick_device(s.train.device, dist.local_rank)
+    amp = Amp(s.train.amp, device)
+    seed_everything(s.train.seed)
+    data = (ImageData if is_image_model(s.model.name) else TextData)(s, dist.rank, dist.world_size)
     try:
         return fit(s, dist, device, amp, data)
     finally:

@@ -9,18 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from worker_settings import worker_settings  # tests/model/worker_settings.py
 
 from dl.engine.launch import LaunchError, check_launch, launch
-from dl.engine.loop import WorkerSettings
 from dl.engine.optim import OptimSettings, ScheduleSettings
+from dl.engine.settings import DataSettings, WorkerSettings
 from dl.train.worker import train_worker
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def settings(root, **kw):
-    return WorkerSettings(shards=str(root), epochs=2, batch_size=32, optim=OptimSettings(name="adam", lr=0.02),
-                          seed=3, **kw)
+    return worker_settings(root, epochs=2, batch_size=32, optim=OptimSettings(name="adam", lr=0.02), seed=3, **kw)
 
 
 @pytest.mark.distributed
@@ -72,13 +72,13 @@ def test_misconfiguration_is_refused_before_launch():
     with pytest.raises(LaunchError, match="only 2 slots.*Spark task slots"):
         check_launch("horovod", 3, slots=2)
     with pytest.raises(LaunchError, match="needs a SparkSession"):
-        launch(train_worker, WorkerSettings(shards="x"), "torch_distributor", 2)
+        launch(train_worker, WorkerSettings(DataSettings(shards="x")), "torch_distributor", 2)
 
 
 @pytest.mark.distributed
 def test_a_failing_worker_is_reported(tmp_path):
     with pytest.raises(LaunchError, match="local launch with 2 processes failed"):
-        launch(train_worker, WorkerSettings(shards=str(tmp_path / "missing")), "local", 2)
+        launch(train_worker, WorkerSettings(DataSettings(shards=str(tmp_path / "missing"))), "local", 2)
 
 
 def _aborting_worker(settings, backend):
@@ -90,7 +90,7 @@ def _aborting_worker(settings, backend):
 @pytest.mark.distributed
 def test_a_worker_killed_by_a_native_abort_is_reported_with_its_python_stack(capfd):
     with pytest.raises(LaunchError, match="process 1 terminated with signal SIGABRT") as failed:
-        launch(_aborting_worker, WorkerSettings(shards="unused"), "local", 2)
+        launch(_aborting_worker, WorkerSettings(DataSettings(shards="unused")), "local", 2)
     assert "process 1 killed by SIGABRT" in str(failed.value)  # how every process ended
     err = capfd.readouterr().err
     assert "Fatal Python error: Aborted" in err and "in _aborting_worker" in err
@@ -109,7 +109,7 @@ def _ddp_ending_worker(settings, backend):
     dist.wrap(torch.nn.Linear(3, 2), None)
     ranks = dist.gather(str(dist.rank))
     dist.close()
-    atexit.register((Path(settings.shards) / f"finalized-by-rank{dist.rank}").touch)
+    atexit.register((Path(settings.data.shards) / f"finalized-by-rank{dist.rank}").touch)
     return {"ranks": ranks}
 
 
@@ -118,7 +118,8 @@ def test_ddp_workers_leave_before_the_interpreter_finalizes(tmp_path):
     # A gloo thread that frees a collective's tensors after the interpreter began finalizing kills the
     # process with SIGABRT though training finished (one toy LM run in ~15 here). A finished worker leaves
     # from the first exit handler instead, before finalizing: handlers registered earlier never run.
-    assert launch(_ddp_ending_worker, WorkerSettings(shards=str(tmp_path)), "local", 2) == {"ranks": ["0", "1"]}
+    settings = WorkerSettings(DataSettings(shards=str(tmp_path)))
+    assert launch(_ddp_ending_worker, settings, "local", 2) == {"ranks": ["0", "1"]}
     assert not list(tmp_path.glob("finalized-by-*"))
 
 

@@ -101,13 +101,14 @@ def test_shared_and_frozen_tables_keep_dense_gradients():
 
 def _accumulation_runs(shards, kind: str, processes: int, spark=None) -> tuple[dict, dict]:
     """The same 2 epochs with batches of 32, and with 2 accumulated micro-batches of 16 (no dropout, SGD)."""
-    from dl.engine.loop import WorkerSettings
+    from worker_settings import worker_settings  # tests/model/worker_settings.py
+
     from dl.engine.optim import OptimSettings
     from dl.train.worker import train_worker
 
     def run(batch_size: int, accumulate: int) -> dict:
-        s = WorkerSettings(shards=str(shards), epochs=2, batch_size=batch_size, seed=3, model_options={"dropout": 0.0},
-                           optim=OptimSettings(name="sgd", lr=0.2), sync=SyncSettings(accumulate=accumulate))
+        s = worker_settings(shards, epochs=2, batch_size=batch_size, seed=3, model_options={"dropout": 0.0},
+                            optim=OptimSettings(name="sgd", lr=0.2), sync=SyncSettings(accumulate=accumulate))
         return launch(train_worker, s, kind, processes, spark=spark)
 
     return run(32, 1), run(16, 2)

@@ -6,17 +6,17 @@ import json
 
 import pytest
 import torch
+from worker_settings import worker_settings  # tests/model/worker_settings.py
 
 from dl.engine.callbacks import EarlyStopping
-from dl.engine.loop import WorkerSettings
 from dl.engine.optim import OptimSettings
 from dl.train.worker import train_worker
 
 
 def settings(shards, **kw):
-    base = dict(shards=str(shards), epochs=4, batch_size=32, optim=OptimSettings(name="adam", lr=0.02), seed=3)
+    base = dict(epochs=4, batch_size=32, optim=OptimSettings(name="adam", lr=0.02), seed=3)
     base.update(kw)
-    return WorkerSettings(**base)
+    return worker_settings(shards, **base)
 
 
 def test_learns_the_toy_task(shards):
