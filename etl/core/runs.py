@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -32,6 +32,37 @@ ETL_RUNS_SCHEMA = ("run_id string, dataset string, status string, rows_read long
                    "rows_per_split string, tokenizer string, tokenizer_sha256 string, silver_version long, "
                    "shards_dir string, seconds double, error string, bronze_table string, bronze_version long, "
                    "stage string, stage_seconds string, peak_rss_mb string")
+
+
+@dataclass
+class EtlReport:
+    """What an ETL run did, as ``lakedl etl`` prints it and its ``etl_runs`` row records it (``record``): the
+    fields every stage has; the text and image ETLs add their own (etl/text, etl/images)."""
+    run_id: str
+    dataset: str
+    status: str = "running"
+    rows_read: int = 0
+    rows_kept: int = 0
+    rows_quarantined: int = 0
+    rows_already_present: int = 0
+    quarantine_rate: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+    rows_per_split: dict[str, int] = field(default_factory=dict)
+    shards_dir: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+    def reconcile(self, tally: Tally) -> None:
+        """The counts of ``tally`` (read = kept + quarantined + already present)."""
+        self.rows_read, self.rows_kept, self.rows_quarantined = tally.read, tally.kept, tally.quarantined
+        self.rows_already_present, self.quarantine_rate = tally.already_present, round(tally.rate, 6)
+        self.reasons = tally.reasons
+
+    def record(self, stage: str) -> dict:
+        """The ``etl_runs`` columns this report fills (``ETL_RUNS_SCHEMA``; the others stay empty)."""
+        names = {c.split()[0] for c in ETL_RUNS_SCHEMA.split(", ")}
+        return {**{k: v for k, v in asdict(self).items() if k in names and k not in ("seconds", "error")},
+                "stage": stage}
 
 
 def new_run_id(prefix: str) -> str:

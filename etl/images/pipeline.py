@@ -30,7 +30,7 @@ from etl.core import catalog
 from etl.core.errors import LakedlError
 from etl.core.lease import file_lock
 from etl.core.logs import get_logger
-from etl.core.runs import ETL_RUNS, ETL_RUNS_SCHEMA, Tally, new_run_id, quarantine, recorded_run
+from etl.core.runs import ETL_RUNS, ETL_RUNS_SCHEMA, EtlReport, Tally, new_run_id, quarantine, recorded_run
 from etl.core.spark import spill
 from etl.core.tables import local_path, remove_leftovers, swapped_in
 
@@ -346,19 +346,9 @@ def _petastorm_metadata(spark: SparkSession, root: Path, schema) -> None:
 
 
 @dataclass
-class ImageEtlReport:
-    run_id: str
-    dataset: str
-    status: str
-    rows_read: int
-    rows_kept: int
-    rows_quarantined: int
-    reasons: dict[str, int] = field(default_factory=dict)
-    rows_per_split: dict[str, int] = field(default_factory=dict)
+class ImageEtlReport(EtlReport):
     classes: list[str] = field(default_factory=list)
     shape: list[int | None] = field(default_factory=list)
-    shards_dir: str = ""
-    seconds: float = 0.0
 
 
 def image_split(df: DataFrame, split) -> DataFrame:
@@ -407,36 +397,26 @@ def run_image_etl(cfg, spark: SparkSession, run_id: str) -> ImageEtlReport:
     store = TableStore.from_config(cfg, spark)
     store.check_names(catalog.quarantine(name), ETL_RUNS)
     decoded = spill(decode_frame(raw, rules))
-    report = ImageEtlReport(run_id, name, "running", 0, 0, 0)
-    record = {"run_id": run_id, "dataset": name, "stage": "images"}
+    report = ImageEtlReport(run_id, name)
+    record: dict = {}
     try:
         with recorded_run(store, ETL_RUNS, record, ETL_RUNS_SCHEMA):
             try:
                 return _run(cfg, spark, store, decoded, report)
             finally:
-                record.update(_run_record(report))
+                record.update(report.record("images"))
     finally:
         decoded.unpersist()
         report.seconds = round(time.time() - started, 2)
         log.info("image etl", extra={k: v for k, v in asdict(report).items() if k not in ("reasons", "classes")})
 
 
-def _run_record(report: ImageEtlReport) -> dict:
-    """The etl_runs columns of an image run (the text ETL's tokenizer and silver columns stay empty)."""
-    fields = ("status", "rows_read", "rows_kept", "rows_quarantined", "reasons", "rows_per_split", "shards_dir")
-    record = {k: getattr(report, k) for k in fields}
-    record["rows_already_present"] = 0
-    record["quarantine_rate"] = round(report.rows_quarantined / report.rows_read, 6) if report.rows_read else 0.0
-    return record
-
-
 def _run(cfg, spark: SparkSession, store, decoded: DataFrame, report: ImageEtlReport) -> ImageEtlReport:
     """Quarantine, reconcile, split and write the datasets; fills ``report`` as it goes."""
     name, i, img, run_id = cfg.output.name, cfg.input, cfg.image, report.run_id
     tally = Tally.of({(r["reason"], False): r["count"] for r in decoded.groupBy("reason").count().collect()})
+    report.reconcile(tally)
     read, quarantined, reasons = tally.read, tally.quarantined, tally.reasons
-    report.rows_read, report.rows_kept, report.rows_quarantined = read, tally.kept, quarantined
-    report.reasons = reasons
     if quarantined:
         bad = (decoded.filter(F.col("reason").isNotNull())
                .select(F.sha2(F.concat_ws("\u0001", "source_file", "image_id"), 256).alias("quarantine_key"),

@@ -31,6 +31,7 @@ from etl.core.logs import get_logger
 from etl.core.runs import (
     ETL_RUNS,
     ETL_RUNS_SCHEMA,
+    EtlReport,
     StageClock,
     Tally,
     new_run_id,
@@ -38,7 +39,7 @@ from etl.core.runs import (
     peak_rss_by_kind,
     quarantine,
     quarantined_raw,
-    record_run,
+    recorded_run,
 )
 from etl.core.spark import spill
 from etl.core.splits import hashed_split, split_bucket
@@ -77,25 +78,12 @@ class EtlRunFailed(LakedlError, RuntimeError):
 
 
 @dataclass
-class TextEtlReport:
-    run_id: str
-    dataset: str
-    status: str
-    rows_read: int
-    rows_kept: int
-    rows_quarantined: int
-    rows_already_present: int
-    quarantine_rate: float
-    reasons: dict[str, int] = field(default_factory=dict)
-    rows_per_split: dict[str, int] = field(default_factory=dict)
+class TextEtlReport(EtlReport):
     tokenizer: str = ""
     tokenizer_sha256: str = ""
     silver_version: int | None = None
     bronze_version: int | None = None  # input.format=bronze: the bronze version this run read up to
     bronze_table: str | None = None
-    shards_dir: str = ""
-    seconds: float = 0.0
-    error: str | None = None
     # wall seconds per stage (read_validate, quarantine, vocabulary, encode_merge, shards) and peak RSS in MB
     # per process kind on this host (driver_python, jvm, python_workers): etl/core/runs.py
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -153,31 +141,38 @@ def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEt
     silver, quarantine_table = catalog.silver(name), catalog.quarantine(name)
     store.check_names(silver, quarantine_table, RUNS_TABLE)
     dataset_dir = Path(cfg.output.shards_dir).absolute() / name
-    report = TextEtlReport(run_id, name, "running", 0, 0, 0, 0, 0.0, shards_dir=str(dataset_dir))
+    report = TextEtlReport(run_id, name, shards_dir=str(dataset_dir))
+    record: dict = {}
     try:
-        checked = validate(_read(spark, store, cfg, report), cfg.validation.max_chars,
-                           require_split=cfg.split.mode == "given")
-        if store.exists(silver):
-            present = store.read(silver).select("review_id").distinct().withColumn("_present", F.lit(True))
-            checked = checked.join(present, "review_id", "left")
-        else:
-            checked = checked.withColumn("_present", F.lit(None).cast("boolean"))
-        checked = spill(checked)
-        try:
-            return _run(cfg, spark, store, checked, report, started, silver, quarantine_table, dataset_dir)
-        finally:
-            checked.unpersist()
+        with recorded_run(store, RUNS_TABLE, record, ETL_RUNS_SCHEMA):  # every ending appends its etl_runs row
+            try:
+                return _checked_run(cfg, spark, store, report, silver, quarantine_table, dataset_dir)
+            finally:
+                report.peak_rss_mb = peak_rss_by_kind()
+                record.update(report.record("text"))
     except (QuarantineRateError, ShardsError, FileNotFoundError, ValueError):
-        raise  # the input or the config: recorded where it applies, and said as it is
+        raise  # the input or the config: said as it is
     except Exception as exc:
-        report.status, report.error = "failed", one_line(exc, 2000)
-        try:
-            _record_run(store, report, started)
-        except Exception:  # e.g. the disk is full: the failure itself must still be told
-            log.exception("could not record the failed run", extra={"run_id": run_id})
         raise EtlRunFailed(f"text ETL run {run_id} into {silver} failed: {one_line(exc)}. It is recorded in "
                            f"{RUNS_TABLE} (status failed); every Delta commit is all-or-nothing, so fix the cause "
                            "and run again: the rerun adds what this run did not and rewrites shards that lag") from exc
+    finally:
+        report.seconds = round(time.time() - started, 2)
+
+
+def _checked_run(cfg, spark, store, report, silver, quarantine_table, dataset_dir) -> TextEtlReport:
+    checked = validate(_read(spark, store, cfg, report), cfg.validation.max_chars,
+                       require_split=cfg.split.mode == "given")
+    if store.exists(silver):
+        present = store.read(silver).select("review_id").distinct().withColumn("_present", F.lit(True))
+        checked = checked.join(present, "review_id", "left")
+    else:
+        checked = checked.withColumn("_present", F.lit(None).cast("boolean"))
+    checked = spill(checked)
+    try:
+        return _run(cfg, spark, store, checked, report, silver, quarantine_table, dataset_dir)
+    finally:
+        checked.unpersist()
 
 
 def _read(spark: SparkSession, store: TableStore, cfg: TextEtlConfig, report: TextEtlReport) -> DataFrame:
@@ -210,17 +205,15 @@ def last_bronze_version(store: TableStore, dataset: str, table: str) -> int | No
     return max(versions) if versions else None
 
 
-def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, dataset_dir) -> TextEtlReport:
+def _run(cfg, spark, store, checked, report, silver, quarantine_table, dataset_dir) -> TextEtlReport:
     run_id = report.run_id
     clock = StageClock()
     report.stage_seconds = clock.seconds
     with clock("read_validate"):
         tally = Tally.of({(r[REASON], bool(r["_present"])): r["count"]
                           for r in checked.groupBy(REASON, "_present").count().collect()})  # a handful of rows
-    read, kept, quarantined, already = tally.read, tally.kept, tally.quarantined, tally.already_present
-    reasons, rate = tally.reasons, tally.rate
-    report.rows_read, report.rows_kept, report.rows_quarantined = read, kept, quarantined
-    report.rows_already_present, report.quarantine_rate, report.reasons = already, round(rate, 6), reasons
+    report.reconcile(tally)
+    read, kept, quarantined, reasons, rate = tally.read, tally.kept, tally.quarantined, tally.reasons, tally.rate
 
     if quarantined:
         bad = (checked.filter(F.col(REASON).isNotNull())
@@ -231,7 +224,6 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
 
     if rate > cfg.validation.max_quarantine_rate:
         report.status = "failed_quarantine_rate"
-        _record_run(store, report, started)
         raise QuarantineRateError(
             f"{quarantined} of {read} rows ({rate:.1%}) were quarantined, above validation.max_quarantine_rate="
             f"{cfg.validation.max_quarantine_rate:.1%}; reasons: {reasons}. Nothing was added to {silver}; "
@@ -259,12 +251,10 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
         report.rows_kept = result.inserted
     elif not store.exists(silver):
         report.status = "succeeded"  # nothing valid was read and there is no silver table yet
-        _record_run(store, report, started)
         return report
     elif not artifact.is_file():  # nothing new, and the shards could not be rebuilt if they lagged
         report.silver_version = store.version(silver)
         report.status = "failed_tokenizer_missing"
-        _record_run(store, report, started)
         raise ShardsError(
             f"{silver} holds every input row but its tokenizer {artifact} is gone, so its shards cannot be "
             f"rewritten with the same ids; drop {store.path(silver)} (and {dataset_dir}) and run the ETL again")
@@ -274,7 +264,6 @@ def _run(cfg, spark, store, checked, report, started, silver, quarantine_table, 
     with clock("shards"):
         sync_shards(spark, store, silver, dataset_dir, cfg, report)
     report.status = "succeeded"
-    _record_run(store, report, started)
     log.info("text etl done", extra={k: v for k, v in asdict(report).items()
                                      if k not in ("reasons", "stage_seconds", "peak_rss_mb")})
     return report
@@ -336,12 +325,6 @@ def _write_manifest(store: TableStore, silver: str, dataset_dir: Path, cfg, repo
     tmp = dataset_dir / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(dataset_dir / "manifest.json")
-
-
-def _record_run(store: TableStore, report: TextEtlReport, started: float) -> None:
-    report.seconds = round(time.time() - started, 2)
-    report.peak_rss_mb = peak_rss_by_kind()
-    record_run(store, RUNS_TABLE, {**asdict(report), "stage": "text"}, ETL_RUNS_SCHEMA)
 
 
 def run_etl_text(cfg, spark=None) -> dict:

@@ -222,3 +222,42 @@ def test_native_loader_reads_what_petastorm_reads_and_shards_by_rank(idx_shards,
     _, _, _, y_test = fashion
     assert (counts[0] + counts[1]).tolist() == np.bincount(y_test[:100], minlength=10).tolist()
     assert counts[0].sum() > 0 and counts[1].sum() > 0
+
+
+def test_two_image_runs_at_once_each_record_their_run_and_leave_one_whole_dataset(spark, tmp_path, fashion):
+    # two `lakedl etl images` processes on the same tree and dataset name at once (a scheduler starting a job
+    # while the last one still runs): both finish, each appends its own etl_runs row (stage images) with counts
+    # that reconcile, and the dataset is the one both wrote in turn under its lock: every image exactly once
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from etl.core.tables import TableStore
+
+    x, y, _, _ = fashion
+    root = tmp_path / "tree"
+    for i in range(60):
+        (root / f"c{y[i]}").mkdir(parents=True, exist_ok=True)
+        (root / f"c{y[i]}" / f"{i}.png").write_bytes(png(x[i]))
+    (root / "c0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    sets = [arg for s in (f"output.shards_dir={tmp_path / 'shards'}", f"paths.tables_dir={tmp_path / 'tables'}",
+                          "spark.master=local[1]", "validation.max_quarantine_rate=0.1") for arg in ("--set", s)]
+    command = [str(Path(sys.executable).parent / "lakedl"), "etl", "images", "--input", str(root), "--format",
+               "folder", "--name", "imgs", *sets]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    reports = [json.loads(out) for out, _ in outs]
+    assert all((r["rows_read"], r["rows_kept"], r["rows_quarantined"]) == (61, 60, 1) for r in reports)
+    runs = TableStore(tmp_path / "tables", spark).read("etl_runs").toPandas()
+    assert sorted(runs["run_id"]) == sorted(r["run_id"] for r in reports)
+    assert set(runs["stage"]) == {"images"} and set(runs["status"]) == {"succeeded"}
+    assert (runs["rows_read"] == runs["rows_kept"] + runs["rows_quarantined"]).all()
+    out = tmp_path / "shards" / "imgs"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run_id"] in {r["run_id"] for r in reports} and sum(manifest["rows_per_split"].values()) == 60
+    ids = [i for split in ("train", "dev", "test") for f in sorted((out / split).glob("*.parquet"))
+           for i in pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()]
+    assert len(ids) == len(set(ids)) == 60
+    assert not list(out.glob("manifest.json.tmp")) and not list(out.glob(".*staging*"))
