@@ -51,8 +51,9 @@ def loaded_bundle(path: str | os.PathLike):
     return _LOADED[key]
 
 
-def output_schema(bundle_path: str | os.PathLike):
-    """``label``, ``p_<class>`` per class and ``model_version``, read from bundle.json on the driver."""
+def output_schema(bundle_path: str | os.PathLike, explain: int = 0):
+    """``label``, ``p_<class>`` per class and ``model_version``, read from bundle.json on the driver; with
+    ``explain`` also ``top_tokens`` (dl/serve/explain.py ``top_tokens``)."""
     from pyspark.sql import types as T
 
     from dl.serve.bundle import BundleError, read_meta
@@ -60,18 +61,25 @@ def output_schema(bundle_path: str | os.PathLike):
     if not (Path(bundle_path) / "bundle.json").is_file():
         raise BundleError(f"{bundle_path}: not an inference bundle (no bundle.json); write one with "
                           "`lakedl bundle export --run RUN_DIR --out DIR`")
-    labels = read_meta(bundle_path)["label_map"].get("sentiment", ["negative", "positive"])
+    meta = read_meta(bundle_path)
+    labels = meta["label_map"].get("sentiment", ["negative", "positive"])
+    if explain:
+        from dl.serve.explain import refuse_quantized
+
+        refuse_quantized(meta, bundle_path)
     return T.StructType([T.StructField("label", T.StringType()),
                          *[T.StructField(f"p_{name}", T.DoubleType()) for name in labels],
-                         T.StructField("model_version", T.StringType())])
+                         T.StructField("model_version", T.StringType()),
+                         *([T.StructField("top_tokens", T.StringType())] if explain else [])])
 
 
-def score_udf(bundle_path: str | os.PathLike, batch_size: int = 256):
-    """The scoring UDF of one bundle: ``Iterator[pd.Series] -> Iterator[pd.DataFrame]``."""
+def score_udf(bundle_path: str | os.PathLike, batch_size: int = 256, explain: int = 0):
+    """The scoring UDF of one bundle: ``Iterator[pd.Series] -> Iterator[pd.DataFrame]``; ``explain`` > 0 adds
+    each row's top tokens (integrated gradients: tens of forward/backward passes a row, so opt in)."""
     from pyspark.sql import functions as F
 
     path = str(Path(bundle_path).absolute())
-    schema = output_schema(path)
+    schema = output_schema(path, explain)
 
     @F.pandas_udf(schema)
     def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
@@ -80,7 +88,13 @@ def score_udf(bundle_path: str | os.PathLike, batch_size: int = 256):
         bundle = loaded_bundle(path)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         for texts in batches:
-            yield bundle.predict(texts.fillna("").astype(str).tolist(), batch_size, device)
+            texts = texts.fillna("").astype(str).tolist()
+            out = bundle.predict(texts, batch_size, device)
+            if explain:
+                from dl.serve.explain import top_tokens
+
+                out["top_tokens"] = top_tokens(bundle, texts, explain)
+            yield out
 
     return score
 
@@ -111,11 +125,11 @@ def make_predict_fn(bundle_path: str | os.PathLike, batch_size: int = 256):
 
 
 def score_frame(df, bundle_path: str | os.PathLike, text_col: str = "text", id_col: str = "review_id",
-                batch_size: int = 256):
-    """``df`` with ``id_col``, the label, the class probabilities and the model version."""
+                batch_size: int = 256, explain: int = 0):
+    """``df`` with ``id_col``, the label, the class probabilities and the model version (and ``top_tokens``)."""
     from pyspark.sql import functions as F
 
-    udf = score_udf(bundle_path, batch_size)
+    udf = score_udf(bundle_path, batch_size, explain)
     return df.select(F.col(id_col), udf(F.col(text_col)).alias("_score")).select(id_col, "_score.*")
 
 
@@ -142,7 +156,7 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
                      id_col: str = "review_id", batch_size: int = 256, quarantine: str = catalog.SCORE_QUARANTINE,
                      max_chars: int = MAX_CHARS, run_id: str | None = None, clock: StageClock | None = None,
                      input_stage: str = "read", replace: bool = False, delete=None,
-                     txn: tuple[str, int] | None = None) -> dict:
+                     txn: tuple[str, int] | None = None, explain: int = 0) -> dict:
     """Score ``df`` and MERGE the predictions into Delta table ``table`` keyed by (``id_col``,
     ``model_version``): rows already scored by this model version are left alone, so a re-run adds
     nothing. Rows that cannot be scored (see ``checked_input``) go to ``quarantine`` with their reason,
@@ -152,7 +166,9 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
 
     For the change feed: ``replace`` makes a new prediction replace this model version's old one for the
     id (the text changed) and removes the old one of an id whose new text is quarantined; ``delete`` (ids)
-    removes predictions; ``txn`` (app id, source version) goes into the one commit (``TableStore.merge``)."""
+    removes predictions; ``txn`` (app id, source version) goes into the one commit (``TableStore.merge``).
+    ``explain`` K > 0: each prediction's K top tokens in column ``top_tokens`` (added to the table when it lacks
+    it; rows scored without it hold null there)."""
     from pyspark.sql import functions as F
 
     from etl.core.tables import TableError
@@ -180,8 +196,10 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
             stale = checked.filter(F.col(REASON).isNotNull() & F.col(id_col).isNotNull()).select(id_col)
             delete = stale if delete is None else delete.unionByName(stale)
         good = checked.filter(F.col(REASON).isNull()).select(id_col, text_col)
-        scored = score_frame(good, bundle_path, text_col, id_col, batch_size).withColumn("scored_at",
-                                                                                          F.current_timestamp())
+        scored = score_frame(good, bundle_path, text_col, id_col, batch_size, explain).withColumn(
+            "scored_at", F.current_timestamp())
+        if not explain and store.exists(table) and "top_tokens" in store.read(table).columns:
+            scored = scored.withColumn("top_tokens", F.lit(None).cast("string"))
         scored = spill(scored)
         try:
             with clock("model"):
@@ -192,7 +210,8 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
                     gone = None if delete is None else delete.select(id_col).withColumn("model_version",
                                                                                         F.lit(version))
                     result = store.merge(table, scored, keys=[id_col, "model_version"], update_matched=replace,
-                                         commit_info={"lakedl.model_version": version}, delete=gone, txn=txn)
+                                         commit_info={"lakedl.model_version": version}, delete=gone, txn=txn,
+                                         add_columns=bool(explain))
         finally:
             scored.unpersist()
     finally:
@@ -206,7 +225,7 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
 def score_incremental(store, source: str, bundle_path: str | os.PathLike, predictions: str = catalog.PREDICTIONS,
                       runs: str = catalog.SCORE_RUNS, text_col: str = "text", id_col: str = "review_id",
                       batch_size: int = 256, lease_seconds: float = 3600, quarantine: str = catalog.SCORE_QUARANTINE,
-                      max_chars: int = MAX_CHARS, change_feed: bool = True) -> dict:
+                      max_chars: int = MAX_CHARS, change_feed: bool = True, explain: int = 0) -> dict:
     """Bring this bundle's model version's predictions in ``predictions`` up to the current version of Delta
     table ``source`` (unscoreable rows into ``quarantine``) and append a row to ``runs``. Holds a lease on
     ``predictions`` meanwhile, so a second concurrent run stops at once. A run that crashes commits nothing
@@ -258,11 +277,11 @@ def score_incremental(store, source: str, bundle_path: str | os.PathLike, predic
         if changes is not None:
             record.update(path="cdf", consumed_from=consumed)
             _score_changes(store, changes, bundle_path, predictions, quarantine, text_col, id_col, batch_size,
-                           max_chars, record, clock, txn)
+                           max_chars, record, clock, txn, explain)
         else:
             record["path"] = "anti_join"
             _score_anti_join(store, source, watermark, bundle_path, predictions, quarantine, text_col, id_col,
-                             batch_size, max_chars, record, clock, txn)
+                             batch_size, max_chars, record, clock, txn, explain)
         record["stage_seconds"] = clock.seconds
     return record
 
@@ -274,7 +293,7 @@ def score_app_id(store, source: str, model_version: str) -> str:
 
 
 def _score_anti_join(store, source, watermark, bundle_path, predictions, quarantine, text_col, id_col, batch_size,
-                     max_chars, record, clock, txn) -> None:
+                     max_chars, record, clock, txn, explain) -> None:
     from pyspark.sql import functions as F
 
     version = record["model_version"]
@@ -289,12 +308,13 @@ def _score_anti_join(store, source, watermark, bundle_path, predictions, quarant
     with clock("read"):
         record["rows_read"] = src.count()
     report = score_into_table(store, todo.select(id_col, text_col), bundle_path, predictions, text_col, id_col,
-                              batch_size, quarantine, max_chars, record["run_id"], clock, "anti_join", txn=txn)
+                              batch_size, quarantine, max_chars, record["run_id"], clock, "anti_join", txn=txn,
+                              explain=explain)
     record.update(rows_skipped=record["rows_read"] - report["rows_read"], rows_deleted=0, **_run_counts(report))
 
 
 def _score_changes(store, changes, bundle_path, predictions, quarantine, text_col, id_col, batch_size, max_chars,
-                   record, clock, txn) -> None:
+                   record, clock, txn, explain) -> None:
     """The change feed ``changes`` reduced to one action per id (see ``score_incremental``), then scored."""
     from pyspark.sql import functions as F
 
@@ -318,7 +338,7 @@ def _score_changes(store, changes, bundle_path, predictions, quarantine, text_co
         report = score_into_table(store, net.filter(F.col("_action") == "score").select(id_col, text_col),
                                   bundle_path, predictions, text_col, id_col, batch_size, quarantine, max_chars,
                                   record["run_id"], clock, "changes", replace=True,
-                                  delete=deleted if counts.get("delete") else None, txn=txn)
+                                  delete=deleted if counts.get("delete") else None, txn=txn, explain=explain)
     finally:
         net.unpersist()
     record.update(rows_read=sum(counts.values()), rows_skipped=counts.get("skip", 0),
@@ -327,7 +347,7 @@ def _score_changes(store, changes, bundle_path, predictions, quarantine, text_co
 
 def score_files(store, df, bundle_path: str | os.PathLike, source: str, predictions: str = catalog.PREDICTIONS,
                 runs: str = catalog.SCORE_RUNS, text_col: str = "text", id_col: str = "review_id", batch_size: int = 256,
-                quarantine: str = catalog.SCORE_QUARANTINE, max_chars: int = MAX_CHARS) -> dict:
+                quarantine: str = catalog.SCORE_QUARANTINE, max_chars: int = MAX_CHARS, explain: int = 0) -> dict:
     """``score_into_table`` of a whole input (``source`` names it in the record), recorded in ``runs`` like
     an incremental run: concurrent runs over the same input insert each prediction once (the MERGE is
     conflict-safe), and each run's record counts what it inserted."""
@@ -336,7 +356,7 @@ def score_files(store, df, bundle_path: str | os.PathLike, source: str, predicti
     with recorded_run(store, runs, source, version) as record:
         clock = StageClock()
         report = score_into_table(store, df, bundle_path, predictions, text_col, id_col, batch_size, quarantine,
-                                  max_chars, record["run_id"], clock)
+                                  max_chars, record["run_id"], clock, explain=explain)
         record.update(rows_read=report["rows_read"], rows_skipped=0, stage_seconds=clock.seconds,
                       **_run_counts(report))
     return {**report, "run_id": record["run_id"]}

@@ -61,6 +61,9 @@ def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
           id_col: Annotated[str, typer.Option("--id-col")] = "review_id",
           text_col: Annotated[str, typer.Option("--text-col")] = "text",
           batch_size: Annotated[int, typer.Option(min=1, help="texts per model call")] = 256,
+          explain: Annotated[int, typer.Option(min=0, help="K > 0: each prediction's K tokens that pushed "
+                                               "hardest toward its label, column top_tokens (integrated "
+                                               "gradients: ~32-256 model passes a row)")] = 0,
           max_chars: Annotated[int, typer.Option(min=1, help="longer texts are quarantined")] = MAX_CHARS,
           quarantine: Annotated[str, typer.Option(help="Delta table for rows that cannot be scored (no id, "
                                                   "null/blank/too long text), with the reason")] = catalog.SCORE_QUARANTINE,
@@ -78,6 +81,10 @@ def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
     check_names(table, quarantine, *([source] if source else []))  # before any write
     bundle = resolve_bundle(cfg, bundle)
     loaded_bundle(bundle)  # refuse a broken or mismatched bundle before any Spark work (loaded once)
+    if explain:
+        from dl.serve.explain import refuse_quantized
+
+        refuse_quantized(loaded_bundle(bundle).meta, bundle)
     spark = get_spark(cfg.spark)
     store = TableStore.from_config(cfg, spark)
     if source is not None:
@@ -85,7 +92,7 @@ def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
 
         echo_json(score_incremental(store, source, bundle, table, text_col=text_col, id_col=id_col,
                                      batch_size=batch_size, quarantine=quarantine, max_chars=max_chars,
-                                     change_feed=change_feed))
+                                     change_feed=change_feed, explain=explain))
         return
     check_paths([input], "--input")
     df = spark.read.json(input)
@@ -93,7 +100,8 @@ def score(bundle: Annotated[str, typer.Option("--bundle", "--model",
     if missing:
         raise InputError(f"{input}: no column(s) {', '.join(missing)}; pick them with --id-col / --text-col")
     report = score_files(store, df.select(id_col, text_col), bundle, str(input), table, text_col=text_col,
-                         id_col=id_col, batch_size=batch_size, quarantine=quarantine, max_chars=max_chars)
+                         id_col=id_col, batch_size=batch_size, quarantine=quarantine, max_chars=max_chars,
+                         explain=explain)
     echo_json(report)
 
 

@@ -359,3 +359,40 @@ def test_a_bad_table_name_is_refused_before_anything_is_written(bundle, raw_data
                           "--set", f"paths.tables_dir={tmp_path / 't'}"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "table name 'bad-name' is not valid" in out.stderr
     assert not (tmp_path / "t").exists()  # not even the quarantine table
+
+
+@pytest.mark.spark
+def test_score_explain_adds_each_rows_top_tokens_and_later_plain_runs_leave_them_null(spark, bundle, raw_data, tmp_path):
+    from dl.serve.explain import explain
+    from dl.serve.score import score_files
+    from etl.core.tables import TableStore
+
+    store = TableStore(tmp_path / "tables", spark=spark, backend="delta-rs")
+    df = spark.read.json(str(raw_data / "reviews" / "vader_movie.jsonl")).select("review_id", "text")
+    first = df.orderBy("review_id").limit(30)
+    report = score_files(store, first, bundle, "movie", explain=3)
+    assert report["rows_scored"] == 30
+    rows = {r["review_id"]: r for r in store.read("predictions").toPandas().to_dict("records")}
+    loaded = load_bundle(bundle)
+    texts = {r["review_id"]: r["text"] for r in first.collect()}
+    for review_id, row in rows.items():
+        top = json.loads(row["top_tokens"])
+        assert 1 <= len(top) <= 3 and all(value > 0 for _, value in top)
+        assert [v for _, v in top] == sorted((v for _, v in top), reverse=True)
+    some = sorted(rows)[:3]  # the column is what `lakedl explain` finds for the row (a coarser integral)
+    for review_id, e in zip(some, explain(loaded, [texts[i] for i in some], steps=32, max_steps=256), strict=True):
+        assert json.loads(rows[review_id]["top_tokens"]) == [[t, round(a, 4)] for t, a in e.top(3)]
+    plain = score_files(store, df.orderBy("review_id").limit(40), bundle, "movie")  # 10 more, without --explain
+    assert plain["inserted"] == 10
+    table = store.read("predictions").toPandas()
+    assert table["top_tokens"].isna().sum() == 10 and len(table) == 40
+
+
+def test_score_explain_refuses_an_int8_bundle_before_spark(bundle, tmp_path):
+    import subprocess
+    import sys
+
+    int8 = export_bundle(load_bundle(bundle).meta["source_run"], tmp_path / "int8", quantize="int8")
+    refused = subprocess.run([str(Path(sys.executable).parent / "lakedl"), "score", "--bundle", str(int8), "--input",
+                              "x.jsonl", "--explain", "3"], capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "int8 bundle" in refused.stderr and "Traceback" not in refused.stderr
