@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-int8 bench-score bench-score-cdf bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-int8 bench-transfer bench-score bench-score-cdf bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-score | bench-score-cdf | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-transfer | bench-score | bench-score-cdf | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -76,6 +76,11 @@ INT8_RUNS ?=
 bench-int8: data
 	@test -n "$(INT8_RUNS)" || { echo 'error: set INT8_RUNS="name=RUN_DIR ..." (trained SST-2 runs, e.g. from make quality)'; exit 2; }
 	$(BIN)/python bench/int8.py $(foreach r,$(INT8_RUNS),--run $(r))
+
+# Trained SST-2 runs scored on VADER's amazon/movie/nyt/tweets snippets (bench/results/transfer.json; ~1 min a run)
+bench-transfer: data
+	@test -n "$(TRANSFER_RUNS)" || { echo 'error: set TRANSFER_RUNS="name=RUN_DIR ..." (trained SST-2 runs)'; exit 2; }
+	$(BIN)/python bench/transfer.py $(foreach r,$(TRANSFER_RUNS),--run $(r))
 
 # 2 network hosts at 10gbit/1gbit/100mbit, by gradient exchange (bench/results/scaling_network.json; root, ~70 min)
 bench-scaling-network: demo

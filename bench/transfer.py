@@ -1,0 +1,85 @@
+"""Domain transfer: trained SST-2 classifiers scored on the other labelled corpora — VADER's amazon, movie, nyt
+and tweets snippets, binarised by the sign of their mean rating (neutral ones, mean 0, have no label and are
+left out) — beside SST-2 test itself.
+
+    python bench/transfer.py --run bilstm_glove_cos_sst2=RUN_DIR [--run NAME=RUN_DIR ...]
+
+RUN_DIR is a finished `lakedl train` run (e.g. `lakedl train --conf conf/recipes/<NAME>.yml`), exported to a float
+bundle here and scored in this process with `Bundle.predict`, texts as the raw files hold them. Each domain's
+``accuracy`` is on its held-out test split — the rows the text ETL's hash split (conf/recipes/etl/vader.yml:
+split seed and fractions) puts in test, so a recipe that trains on the domains is compared on rows it never saw —
+and ``accuracy_all`` on every labelled row of the domain. SST-2: the 1,821 labelled test sentences.
+
+Writes one row per (model, domain) into bench/results/transfer.json (``case`` = ``<model>:<domain>``), keeping
+the rows of models not measured again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from common import command_line, git_commit, write_merged  # bench/common.py, beside this script
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = REPO / "data" / "raw" / "reviews"
+DOMAINS = ("amazon", "movie", "nyt", "tweets")
+
+
+def domain_rows() -> dict[str, list[dict]]:
+    """Per domain, its labelled rows with the split the vader ETL recipe gives each (Spark's seeded hash)."""
+    from pyspark.sql import functions as F
+
+    from etl.core.spark import get_spark
+    from etl.core.splits import hashed_split, split_bucket
+    from jobs.configs import load_config
+
+    cfg = load_config("etl_text", REPO / "conf", [REPO / "conf" / "recipes" / "etl" / "vader.yml"])
+    s = cfg.split
+    spark = get_spark(cfg.spark)
+    df = (spark.read.json([str(RAW / f"vader_{d}.jsonl") for d in DOMAINS]).filter(F.col("label").isNotNull())
+          .withColumn("split", hashed_split(split_bucket("review_id", s.seed), s.train, s.dev)))
+    rows: dict[str, list[dict]] = {d: [] for d in DOMAINS}
+    for r in df.select("source", "text", "label", "split").toLocalIterator():
+        rows[r["source"].removeprefix("vader_")].append(r.asDict())
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR of a trained SST-2 classifier")
+    ap.add_argument("--trained-on", default="sst", help="what the runs were trained on (recorded in each row)")
+    args = ap.parse_args(argv)
+    import torch
+
+    from dl.serve.bundle import export_bundle, load_bundle
+
+    torch.set_num_threads(2)
+    domains = domain_rows()
+    sst = [json.loads(line) for line in (RAW / "sst_test.jsonl").read_text(encoding="utf-8").splitlines()]
+    sets = {"sst2": [r for r in sst if r.get("label") is not None], **domains}
+    out = []
+    for item in args.run:
+        name, run = item.split("=", 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = load_bundle(export_bundle(run, Path(tmp) / "bundle"))
+            if set(bundle.labels) != {"negative", "positive"}:
+                raise SystemExit(f"{run}: a binary sentiment classifier is needed, its labels are {bundle.labels}")
+            for domain, rows in sets.items():
+                predicted = bundle.predict([r["text"] for r in rows])["label"].tolist()
+                hits = [int(p == ("negative", "positive")[r["label"]]) for p, r in zip(predicted, rows, strict=True)]
+                test = [h for h, r in zip(hits, rows, strict=True) if domain == "sst2" or r["split"] == "test"]
+                row = {"case": f"{name}:{domain}", "model": name, "trained_on": args.trained_on, "domain": domain,
+                       "rows": len(test), "accuracy": round(sum(test) / len(test), 4),
+                       "rows_all": len(hits), "accuracy_all": round(sum(hits) / len(hits), 4),
+                       "run": str(run), "git_commit": git_commit(), "command": command_line()}
+                out.append(row)
+                print(f"{name:28s} {domain:7s} test {row['accuracy']:.4f} ({row['rows']} rows)   all "
+                      f"{row['accuracy_all']:.4f} ({row['rows_all']})", flush=True)
+    print(f"wrote {write_merged('transfer', out)}")
+
+
+if __name__ == "__main__":
+    main()
