@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -103,21 +103,12 @@ register_job("w2v", W2vConfig)
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class W2vSettings:
+    """What every word2vec rank receives: the corpus shards, where rank 0 writes the model, and the validated
+    ``model`` and ``train`` sections of the config as they are."""
     shards: str
     out_dir: str
-    mode: str = "skipgram"
-    dim: int = 100
-    window: int = 5
-    negative: int = 5
-    sample: float = 1e-3
-    ns_exponent: float = 0.75
-    epochs: int = 5
-    alpha: float = 0.025
-    min_alpha: float = 0.0001
-    seed: int = 1
-    sync_words: int = 200_000
-    sync: str = "sum_deltas"  # sum_deltas | average | shared (one machine)
-    progress: bool = False
+    model: W2vModel = field(default_factory=W2vModel)
+    train: W2vTrain = field(default_factory=W2vTrain)
 
 
 def initial_vectors(vocab: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,37 +146,38 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
     try:
         rank, world = dist.rank, dist.world_size
         corpus = load_corpus(s.shards)
-        syn0, syn1 = initial_vectors(len(corpus.words), s.dim, s.seed)
-        shared = s.sync == "shared" and world > 1
+        syn0, syn1 = initial_vectors(len(corpus.words), s.model.dim, s.train.seed)
+        shared = s.train.sync == "shared" and world > 1
         if shared:
             syn0, syn1 = shared_matrices(dist, syn0, syn1, s.out_dir)
         t0, t1 = torch.from_numpy(syn0), torch.from_numpy(syn1)  # the same memory: merged in place
-        base = [t0.clone(), t1.clone()] if world > 1 and s.sync == "sum_deltas" else None
-        cum = noise_table(corpus.counts, s.ns_exponent)
-        keep = keep_thresholds(keep_probabilities(corpus.counts, s.sample))
+        base = [t0.clone(), t1.clone()] if world > 1 and s.train.sync == "sum_deltas" else None
+        cum = noise_table(corpus.counts, s.model.ns_exponent)
+        keep = keep_thresholds(keep_probabilities(corpus.counts, s.model.sample))
         mine = rank_sentences(corpus, rank, world)
         # every rank cuts each epoch into the same number of chunks (from the largest share), so the
         # merging all-reduces line up
         lengths = np.diff(corpus.offsets)
         words_by_rank = [int(lengths[rank_sentences(corpus, r, world)].sum()) for r in range(world)]
-        n_chunks = (max(1, math.ceil(max(words_by_rank) / s.sync_words)) if s.sync_words and world > 1 and not shared
-                    else 1)
+        every = s.train.sync_words
+        n_chunks = max(1, math.ceil(max(words_by_rank) / every)) if every and world > 1 and not shared else 1
         chunks = split_chunks(mine, corpus.offsets, n_chunks)
         my_words = words_by_rank[rank]
-        total = max(1, my_words * s.epochs)
+        total = max(1, my_words * s.train.epochs)
         done, history, train_seconds, sync_seconds = 0, [], 0.0, 0.0
         bar = None
-        if s.progress and rank == 0:
+        if s.train.progress and rank == 0:
             from tqdm import tqdm
 
             bar = tqdm(total=total * world, unit="word", unit_scale=True, desc=f"word2vec ({world} proc)")
-        for epoch in range(s.epochs):
+        for epoch in range(s.train.epochs):
             loss, terms, trained = 0.0, 0, 0
             for c, chunk in enumerate(chunks):
                 started = time.perf_counter()
                 read, kept, chunk_loss, chunk_terms = train_chunk(
-                    syn0, syn1, corpus.tokens, corpus.offsets, chunk, keep, cum, s.mode == "cbow", s.window,
-                    s.negative, s.alpha, s.min_alpha, done, total, s.seed + 1_000_003 * rank + 7919 * (epoch * n_chunks + c))
+                    syn0, syn1, corpus.tokens, corpus.offsets, chunk, keep, cum, s.model.mode == "cbow", s.model.window,
+                    s.model.negative, s.train.alpha, s.train.min_alpha, done, total,
+                    s.train.seed + 1_000_003 * rank + 7919 * (epoch * n_chunks + c))
                 train_seconds += time.perf_counter() - started
                 done, loss, terms, trained = done + read, loss + chunk_loss, terms + chunk_terms, trained + kept
                 if world > 1 and not shared:
@@ -197,7 +189,7 @@ def w2v_worker(s: W2vSettings, backend: str = "none") -> dict:
             mean_loss = dist.mean(loss / max(terms, 1))
             history.append({"epoch": epoch + 1, "loss": mean_loss, "words_trained": int(dist.mean(trained) * world)})
             if rank == 0:
-                log.info("word2vec epoch %d/%d: loss %.4f", epoch + 1, s.epochs, mean_loss)
+                log.info("word2vec epoch %d/%d: loss %.4f", epoch + 1, s.train.epochs, mean_loss)
         if bar is not None:
             bar.close()
         if rank == 0:
@@ -260,9 +252,7 @@ def merge(dist, tensors: list, base: list | None) -> None:
 
 
 def settings_from(cfg: W2vConfig, shards: Path, out_dir: Path) -> W2vSettings:
-    m, t = cfg.model, cfg.train
-    return W2vSettings(str(shards), str(out_dir), m.mode, m.dim, m.window, m.negative, m.sample, m.ns_exponent,
-                       t.epochs, t.alpha, t.min_alpha, t.seed, t.sync_words, t.sync, t.progress)
+    return W2vSettings(str(shards), str(out_dir), cfg.model, cfg.train)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -153,11 +153,11 @@ def test_maps_and_projector_export(w2v_run):
 
 
 def test_cbow_in_one_process_learns(w2v_run, tmp_path):
-    from dl.w2v.train import W2vSettings, w2v_worker
+    from dl.w2v.train import W2vModel, W2vSettings, W2vTrain, w2v_worker
 
     _, root = w2v_run
-    result = w2v_worker(W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), mode="cbow", epochs=2,
-                                    progress=False), "none")
+    result = w2v_worker(W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), W2vModel(mode="cbow"),
+                                    W2vTrain(epochs=2, progress=False)), "none")
     losses = [h["loss"] for h in result["history"]]
     assert result["world_size"] == 1 and result["chunks_per_epoch"] == 1
     assert losses[1] < losses[0] < 0.7 and (tmp_path / "model.npz").is_file()
@@ -166,10 +166,11 @@ def test_cbow_in_one_process_learns(w2v_run, tmp_path):
 @pytest.mark.parametrize("kind", ["torch_distributor", "horovod"])
 def test_the_spark_launchers_run_the_w2v_worker(w2v_run, spark, tmp_path, kind):
     from dl.engine.launch import launch
-    from dl.w2v.train import W2vSettings, w2v_worker
+    from dl.w2v.train import W2vSettings, W2vTrain, w2v_worker
 
     _, root = w2v_run
-    settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), epochs=1, sync_words=50_000)
+    settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path),
+                           train=W2vTrain(epochs=1, sync_words=50_000, progress=False))
     result = launch(w2v_worker, settings, kind, 2, spark=spark)
     assert result["world_size"] == 2 and result["chunks_per_epoch"] > 1
     assert len(set(result["weights_sha256_by_rank"])) == 1 and (tmp_path / "model.npz").is_file()
@@ -177,11 +178,12 @@ def test_the_spark_launchers_run_the_w2v_worker(w2v_run, spark, tmp_path, kind):
 
 def test_shared_memory_mode_trains_one_model_and_leaves_no_file(w2v_run, tmp_path):
     from dl.engine.launch import launch
-    from dl.w2v.train import W2vSettings, w2v_worker
+    from dl.w2v.train import W2vSettings, W2vTrain, w2v_worker
 
     _, root = w2v_run
     before = set(Path("/dev/shm").glob("lakedl-w2v-*"))
-    settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path), epochs=2, sync="shared")
+    settings = W2vSettings(str(root / "shards" / "w2v_corpus"), str(tmp_path),
+                           train=W2vTrain(epochs=2, sync="shared", progress=False))
     result = launch(w2v_worker, settings, "local", 2)
     losses = [h["loss"] for h in result["history"]]
     assert result["chunks_per_epoch"] == 1 and result["sync_seconds"] == 0  # nothing to merge
