@@ -328,6 +328,14 @@ def _row_groups(batches):
 def _petastorm_metadata(spark: SparkSession, root: Path, schema) -> None:
     """``_common_metadata`` for the Parquet files under ``root``: the Unischema and each file's row-group count
     (petastorm's ``dataset-toolkit.num_row_groups_per_file.v1``), counted on the executors."""
+    import warnings
+
+    with warnings.catch_warnings():  # petastorm's helpers take pyarrow's legacy ParquetDataset: its deprecations
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(use_legacy_dataset|pieces)")
+        _write_petastorm_metadata(spark, root, schema)
+
+
+def _write_petastorm_metadata(spark: SparkSession, root: Path, schema) -> None:
     import pyarrow.parquet as pq
     from petastorm import utils
     from petastorm.etl.dataset_metadata import ROW_GROUPS_PER_FILE_KEY, _generate_unischema_metadata, load_row_groups
