@@ -66,9 +66,9 @@ class ImageData:
         self.channels = 1 if len(shape) == 2 else shape[2]
         self.height, self.width = shape[0], shape[1]
         self.aug = Augment(**s.data.augment.model_dump())
-        if s.train.task == "reconstruct" and (self.aug.mean, self.aug.std) != (0.0, 1.0):
+        if task == "reconstruct" and (self.aug.mean, self.aug.std) != (0.0, 1.0):
             raise InputError("the autoencoder reconstructs pixels in [0, 1]: set data.augment.mean=0 and std=1")
-        self.tasks = [s.train.task]
+        self.tasks = [task]
         self.label_map = {"class": self.classes}
         # resuming checks the label space and image shape are those the checkpoint was trained on
         self.fingerprint = hashlib.sha256(json.dumps([self.classes, shape]).encode()).hexdigest()

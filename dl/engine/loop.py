@@ -175,7 +175,8 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
     model = data.build_model().to(device)
     model_desc = describe(s.model.name, model)
     optimizer = build_optimizer(param_groups(model, s.optim), s.optim)
-    if dist.world_size > 1 and s.sync.sparse_embeddings and not (s.train.l1 or s.train.l2):  # a penalty's gradient is dense
+    penalized = s.train.l1 or s.train.l2  # a penalty's gradient is dense over the whole table
+    if dist.world_size > 1 and s.sync.sparse_embeddings and not penalized:
         sparse_embeddings(model)
     net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used,
                                sync=s.sync)  # same start on every rank

@@ -85,14 +85,15 @@ def score_udf(bundle_path: str | os.PathLike, batch_size: int = 256, explain: in
     def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         import torch
 
+        if explain:
+            from dl.serve.explain import top_tokens
+
         bundle = loaded_bundle(path)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         for texts in batches:
             texts = texts.fillna("").astype(str).tolist()
             out = bundle.predict(texts, batch_size, device)
             if explain:
-                from dl.serve.explain import top_tokens
-
                 out["top_tokens"] = top_tokens(bundle, texts, explain)
             yield out
 
@@ -198,7 +199,7 @@ def score_into_table(store, df, bundle_path: str | os.PathLike, table: str = cat
         good = checked.filter(F.col(REASON).isNull()).select(id_col, text_col)
         scored = score_frame(good, bundle_path, text_col, id_col, batch_size, explain).withColumn(
             "scored_at", F.current_timestamp())
-        if not explain and store.exists(table) and "top_tokens" in store.read(table).columns:
+        if not explain and store.exists(table) and "top_tokens" in store.schema(table).names:
             scored = scored.withColumn("top_tokens", F.lit(None).cast("string"))
         scored = spill(scored)
         try:
