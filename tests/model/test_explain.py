@@ -89,3 +89,23 @@ def test_an_int8_bundle_is_refused_with_what_to_do(bundle, tmp_path):
     int8 = export_bundle(run, tmp_path / "int8", quantize="int8")
     with pytest.raises(BundleError, match="without --quantize"):
         explain(loaded_bundle(int8), ["w3 awful"])
+
+
+def test_pixel_attributions_add_more_points_until_complete():
+    """A steep network's path integral needs more than the starting 64 points: with the count fixed its
+    attributions miss f(image) - f(black) by ~13%; with doubling every image is within the 2% tolerance."""
+    import torch
+    from torch import nn
+
+    from dl.viz.vision import pixel_attributions
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 24 * 24, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6)
+    images = torch.rand(8, 1, 28, 28)
+    _, _, fixed = pixel_attributions(model, images, 0.0, steps=64, max_steps=64)
+    attr, predicted, errors = pixel_attributions(model, images, 0.0, steps=64)
+    assert max(fixed) > 0.05 and max(errors) <= 0.02, (fixed, errors)
+    assert attr.shape == images.shape and predicted.shape == (8,)
