@@ -1,8 +1,11 @@
 """Training throughput with 2 processes vs 1, for the torch_distributor and horovod launchers, on real shards
-(the text ETL's demo corpus; ResNet on the demo's Fashion-MNIST shards), same model, data, per-process batch
-and gradient exchange (conf/base/train.yml's ``sync:`` defaults: sparse embedding rows, no compression).
+(the text ETL's demo corpus; ResNet on the first ``--image-rows`` Fashion-MNIST training images, put through
+``lakedl etl images`` once into data/bench/shards/: an epoch of all 54k takes ~14 min on one thread), same model,
+data, per-process batch and gradient exchange (conf/base/train.yml's ``sync:`` defaults: sparse embedding rows,
+no compression).
 
-    python bench/scaling.py [--model bow rnn cnn transformer resnet] [--epochs 4]   (make bench-scaling)
+    python bench/scaling.py [--model bow rnn cnn transformer resnet] [--epochs 4] [--image-rows 6000]
+                                                                                     (make bench-scaling)
 
 samples/s = training rows per epoch (all ranks) / seconds of the whole epoch (step loop + dev and train
 evaluation), the median over the epochs after the first (the first warms up). Per model, in one run:
@@ -19,6 +22,7 @@ the 2x1 step time.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import multiprocessing as mp
 import statistics
@@ -33,12 +37,15 @@ from dl.engine.launch import launch
 from dl.engine.optim import OptimSettings
 from dl.engine.settings import DataSettings, ModelSettings, TrainSettings, WorkerSettings
 from dl.train.worker import train_worker
-from etl.core.config import SparkSettings
+from etl.core.config import SparkSettings, load_config
 from etl.core.spark import get_spark
+import etl.images.config  # noqa: F401  registers the etl_images job
+from etl.images.pipeline import idx_array, run_etl_images
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO / "data" / "shards" / "reviews"
-IMAGES = REPO / "data" / "shards" / "fashion_mnist"
+IMAGES = REPO / "data" / "bench" / "shards" / "fashion_mnist_subset"
+FASHION_MNIST = REPO / "data" / "raw" / "fashion_mnist"
 MODELS = {  # model: (shards, the sections' fields that differ from the shared ones below)
     "bow": (TEXT, {"train": {"batch_size": 512}}),
     "rnn": (TEXT, {"model": {"rnn": {"cell": "lstm", "embed_dim": 128, "hidden": 128, "bidirectional": True}}}),
@@ -58,6 +65,27 @@ def settings_for(model: str, epochs: int) -> WorkerSettings:
                 "optim": fields.get("optim", {"name": "adamw", "lr": 2e-3})}
     return WorkerSettings(data=DataSettings(**sections["data"]), model=ModelSettings(**sections["model"]),
                           train=TrainSettings(**sections["train"]), optim=OptimSettings(**sections["optim"]))
+
+
+def image_subset(spark, rows: int) -> None:
+    """The first ``rows`` training and ``rows // 6`` test images of Fashion-MNIST as idx files, through the image
+    ETL into IMAGES (dev: the ETL's 10% of train). Rebuilt only when ``rows`` changes."""
+    manifest = IMAGES / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("bench_source_rows") == rows:
+        return
+    raw = IMAGES.parent.parent / "raw" / "fashion_mnist_subset"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", rows), ("t10k", rows // 6)):
+        for kind in ("images-idx3", "labels-idx1"):
+            array = idx_array(FASHION_MNIST / f"{split}-{kind}-ubyte.gz")[:n]
+            header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            with gzip.open(raw / f"{split}-{kind}-ubyte.gz", "wb") as fh:
+                fh.write(header + array.tobytes())
+    cfg = load_config("etl_images", REPO / "conf", overrides=[
+        f"input.paths={json.dumps([str(raw)])}", "input.format=idx", f"output.name={IMAGES.name}",
+        f"output.shards_dir={IMAGES.parent}"])
+    run_etl_images(cfg, spark)
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "bench_source_rows": rows}, indent=2))
 
 
 def throughput(result: dict) -> dict:
@@ -132,12 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--model", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--launchers", nargs="+", default=["torch_distributor", "horovod"])
+    ap.add_argument("--image-rows", type=int, default=6000, help="resnet: Fashion-MNIST training images used")
     args = ap.parse_args(argv)
-    for model in args.model:
-        shards = MODELS[model][0]
-        if not (shards / "manifest.json").is_file():
-            sys.exit(f"{shards}: no shards; run `make demo` first")
+    if not (TEXT / "manifest.json").is_file() or not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        sys.exit("no demo shards or Fashion-MNIST files; run `make demo` first")
     spark = get_spark(SparkSettings(master="local[2]", shuffle_partitions=2))
+    if "resnet" in args.model:
+        image_subset(spark, args.image_rows)
     commit = git_commit()
     results = []
     for model in args.model:
