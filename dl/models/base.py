@@ -61,8 +61,15 @@ class TaskHeads(nn.Module):
         return out
 
 
-def make_embedding(vocab_size: int, dim: int, pad_id: int, freeze: bool = False) -> nn.Embedding:
+def make_embedding(vocab_size: int, dim: int, pad_id: int, freeze: bool = False,
+                   init_range: float | None = None) -> nn.Embedding:
+    """Token vectors N(0, 1) (PyTorch's default) or, with ``init_range`` a, U[-a, a] (Kim 2014's 0.25: with
+    300 dimensions N(0, 1) vectors have norm ~17, ~7x his); the padding row is zero either way."""
     embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+    if init_range is not None:
+        with torch.no_grad():
+            embed.weight.uniform_(-init_range, init_range)
+            embed.weight[pad_id].zero_()
     embed.weight.requires_grad_(not freeze)
     return embed
 

@@ -28,6 +28,8 @@ class CnnConfig(ModelConfig):
     widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
     dropout: float = Field(0.5, ge=0, lt=1)
     freeze_embeddings: bool = False
+    embed_init_range: float | None = Field(None, gt=0, description="word vectors start U[-a, a] (Kim's code: "
+                                           "0.25) instead of N(0, 1); pre-trained vectors replace their rows")
     edge_padding: bool = Field(False, description="pad each text with width-1 zero vectors on both sides "
                                "(wide convolution, as in Kim's code)")
     pad_id: int = 0
@@ -37,7 +39,8 @@ class TextCnn(nn.Module):
     def __init__(self, cfg: CnnConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed = make_embedding(cfg.vocab_size, cfg.embed_dim, cfg.pad_id, cfg.freeze_embeddings)
+        self.embed = make_embedding(cfg.vocab_size, cfg.embed_dim, cfg.pad_id, cfg.freeze_embeddings,
+                                    cfg.embed_init_range)
         self.convs = nn.ModuleList(nn.Conv1d(cfg.embed_dim, cfg.filters, w, padding=w - 1 if cfg.edge_padding else 0)
                                    for w in cfg.widths)
         self.drop = nn.Dropout(cfg.dropout)

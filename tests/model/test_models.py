@@ -117,6 +117,14 @@ def test_frozen_embeddings_stay_put():
     assert torch.equal(before, model.embed.weight)
 
 
+def test_cnn_word_vectors_can_start_uniform_with_padding_zero():
+    _, default = make("cnn")
+    _, kim = make("cnn", embed_init_range=0.25)
+    assert float(default.embed.weight.detach().abs().max()) > 1.0  # N(0, 1)
+    w = kim.embed.weight.detach()
+    assert float(w.abs().max()) <= 0.25 and float(w[1:].std()) > 0.1 and not w[0].any()
+
+
 @pytest.mark.parametrize(("edge_padding", "columns_trained"), [(False, [0]), (True, [0, 1, 2])])
 def test_cnn_edge_padding_trains_every_filter_column_on_a_one_word_text(edge_padding, columns_trained):
     # narrow windows start inside the text, so a one-word phrase only reaches a filter's first column;
