@@ -4,8 +4,8 @@ rank, the image model built to the dataset's classes and shape, the loss and the
 Training reads an endless ``make_reader`` per rank (its row groups, shuffled, plus a shuffling queue of
 rows) and calls ``ceil(train rows / (processes x batch size))`` steps an epoch, the same count on every
 rank — the way Databricks' Petastorm + Horovod examples do it, so no rank runs out of data before the
-others. Evaluation reads each split once, in row-group order (one decode thread: the same rows in the
-same order on every rank and every run).
+others. Evaluation reads each split once, in row-group order, each rank an equal share of its rows (the
+same rows in the same order every run), and gathers the parts.
 
 Tasks: ``class`` (cross-entropy over the dataset's classes; accuracy, macro-F1, confusion matrix) and
 ``reconstruct`` (the autoencoder: mean squared error against the clean image in [0, 1]; with
@@ -15,7 +15,6 @@ themselves, the bar a denoiser has to beat).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -111,13 +110,6 @@ class ImageData:
             ds.set_epoch(n)
             yield from ds
 
-    def _eval_batches(self, split: str):
-        if self.s.data.image_loader == "native":
-            yield from NativeImageDataset(str(self.root / split), 256, aug=self.aug)
-            return
-        with image_loader(self.url(split), 256, aug=self.aug, train=False, workers=1) as loader:
-            yield from loader
-
     def loss(self, net, batch: dict) -> torch.Tensor:
         out = net(batch["image"])
         if self.s.train.task == "reconstruct":
@@ -132,15 +124,20 @@ class ImageData:
         return any((self.root / "test").glob("*.parquet"))
 
     def evaluate(self, model, split: str, device, detail: bool = False, dist=None) -> dict:
-        """Every rank scores the whole split (not yet a share per rank, as text does)."""
-        limit = self.s.data.eval_train_rows if split == "train" else None
+        """``split`` dev, test or train (``eval_train_rows`` at most). With ``dist`` of 2+ ranks (every rank calls
+        this with the same weights) each rank scores its equal share of the split's rows (``rank_share``) and the
+        figures are those of the whole split, from every rank's part. Read with the native reader whatever
+        ``data.image_loader`` is (the same OpenCV decode as petastorm's codec): petastorm shards by whole row
+        groups, which would leave a rank of a small split with nothing and the other with all of it."""
+        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+        limit = -(-self.s.data.eval_train_rows // world) if split == "train" and self.s.data.eval_train_rows else None
         model.eval()
         gold, preds, sq = [], [], {"reconstruct": 0.0, "denoise": 0.0, "noisy_input": 0.0}
         pixels, seen = 0, 0
         noise_std = getattr(model.cfg, "noise_std", 0.0)
-        noise = torch.Generator().manual_seed(0)  # the same noise for every evaluation
-        with torch.no_grad(), contextlib.closing(self._eval_batches(split)) as batches:  # closing: stops the reader
-            for raw in batches:
+        noise = torch.Generator().manual_seed(rank)  # the same noise for every evaluation
+        with torch.no_grad():
+            for raw in NativeImageDataset(str(self.root / split), 256, rank, world, aug=self.aug):
                 if limit is not None and seen >= limit:
                     break
                 batch = {k: v.to(device) for k, v in _tensors(raw).items()}
@@ -156,6 +153,11 @@ class ImageData:
                     noisy = (x + noise_std * torch.randn(x.shape, generator=noise).to(device)).clamp(0, 1)
                     sq["denoise"] += F.mse_loss(model(noisy), x, reduction="sum").item()
                     sq["noisy_input"] += F.mse_loss(noisy, x, reduction="sum").item()
+        if world > 1:
+            parts = [json.loads(p) for p in dist.gather(json.dumps([gold, preds, sq, pixels, seen]))]
+            gold, preds = [g for p in parts for g in p[0]], [x for p in parts for x in p[1]]
+            sq = {k: sum(p[2][k] for p in parts) for k in sq}
+            pixels, seen = sum(p[3] for p in parts), sum(p[4] for p in parts)
         model.train()
         if self.s.train.task == "class":
             report = classification_report(gold, preds, len(self.classes))
