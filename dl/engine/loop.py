@@ -262,6 +262,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         if interrupted:
             break
         evaluating = time.perf_counter()
+        dist.average_buffers(model)  # one model on every rank: batch norm statistics from all ranks' batches
         dev = data.evaluate(model, "dev", device, dist=dist)
         train_eval = data.evaluate(model, "train", device, dist=dist)
         eval_seconds = time.perf_counter() - evaluating
@@ -288,6 +289,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         if stopped_by:
             break
     sink.close()
+    dist.average_buffers(model)  # an interrupted epoch was not evaluated (after an evaluation: a no-op)
     digest = weights_digest(model)
     result = {"history": history, "epochs_run": len(history), "world_size": world_size,
               "weights_sha256": digest, "weights_sha256_by_rank": dist.gather(digest),

@@ -124,6 +124,25 @@ def test_denoising_autoencoder_on_the_native_loader_beats_the_noisy_input(images
         run_pictures(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["torch_distributor", "horovod"])
+def test_batch_norm_statistics_from_every_rank_end_in_one_model(images, spark, tmp_path, kind):
+    """ResNet's batch norm running statistics: DDP no longer broadcasts rank 0's at every forward and Horovod
+    never did; each rank updates them from its own batches and the loop averages them before evaluating, so
+    both ranks evaluate, and end with, one model — the weights and the statistics identical on both."""
+    from dl.engine.launch import launch
+    from dl.train.worker import train_worker
+    from worker_settings import worker_settings  # tests/model/worker_settings.py
+
+    settings = worker_settings(images, model="resnet_small", model_options={"widths": [8, 16, 32], "blocks": 1},
+                               task="class", epochs=1, batch_size=32, loader_workers=1, image_loader="native",
+                               checkpoint_dir=str(tmp_path))
+    result = launch(train_worker, settings, kind, 2, spark=spark)
+    assert len(result["weights_sha256_by_rank"]) == 2 and len(set(result["weights_sha256_by_rank"])) == 1
+    state = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)["model"]
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    assert means and all(bool(m.abs().sum() > 0) for m in means)  # updated from the batches, not the zeros
+
+
 def test_image_and_text_mismatches_are_refused_with_what_to_do(images, tmp_path):
     with pytest.raises(ConfigError, match="set train.task=class"):
         load_config("train", REPO / "conf", overrides=["model.name=resnet_small"])
