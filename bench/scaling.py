@@ -16,7 +16,10 @@ evaluation), the median over the epochs after the first (the first warms up). Pe
                                  what two processes can reach on this machine with no communication at all
 and beside them the gradient exchange measured alone: a gloo all-reduce of the model's dense gradient and of
 the full embedding table (what the rows exchange saves), milliseconds, median of 20 after 3 warm-ups, against
-the 2x1 step time.
+the 2x1 step time; and where a step's time goes at 1x1 and 2x1 (``_profile_worker``: data / compute / waiting,
+and the exchange's own time on its threads), from torch.profiler over 20 steps. The profiler slows operators
+down more when two processes share the cores, so its compute column grows at 2x1 more than the unprofiled
+step does: read its waiting and communication columns, and the unprofiled step times in the rows.
 """
 
 from __future__ import annotations
@@ -155,6 +158,65 @@ def _exchange_worker(settings: WorkerSettings, backend: str) -> dict:
     return out
 
 
+COMMUNICATION = ("gloo:", "nccl:", "mpi:", "horovod")  # profiler events of the exchange (on their own threads)
+
+
+def _profile_worker(settings: WorkerSettings, backend: str, steps: int = 20, warmup: int = 5) -> dict:
+    """Where a training step's time goes on this rank, from ``torch.profiler`` over ``steps`` steps of the
+    engine's own ``train_step`` (after ``warmup``), milliseconds per step:
+      data           fetching the next batch (decode, collate: the training thread does it)
+      compute        the training thread busy in operators (self times; forward, backward, optimizer)
+      waiting        the rest of the step: the training thread idle, blocked on the exchange
+      communication  the exchange's operators (gloo all-reduce/allgather) on their threads; they overlap the
+                     backward's compute, so this is not part of a sum
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from dl.data.images import ImageData, is_image_model
+    from dl.data.text import TextData
+    from dl.engine.distributed import make_dist, sparse_embeddings
+    from dl.engine.loop import Amp, train_step
+    from dl.engine.optim import build_optimizer, build_scheduler, param_groups
+
+    torch.set_num_threads(1)
+    d = make_dist(backend)
+    torch.manual_seed(0)
+    data = (ImageData if is_image_model(settings.model.name) else TextData)(settings, d.rank, d.world_size)
+    model = data.build_model()
+    optimizer = build_optimizer(param_groups(model, settings.optim), settings.optim)
+    if d.world_size > 1 and settings.sync.sparse_embeddings:
+        sparse_embeddings(model)
+    net, optimizer = d.wrap(model, optimizer, find_unused=not data.every_parameter_used, sync=settings.sync)
+    scheduler = build_scheduler(optimizer, settings.schedule, total_steps=10 * (steps + warmup))
+    _, batches = data.epoch(0)
+    amp = Amp("none", torch.device("cpu"))
+    for _ in range(warmup):
+        train_step(net, model, optimizer, scheduler, [(next(batches), False)], data, settings, d, amp)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            with record_function("lakedl.data"):
+                batch = next(batches)
+            with record_function("lakedl.step"):
+                train_step(net, model, optimizer, scheduler, [(batch, False)], data, settings, d, amp)
+    data.close()
+    events = prof.events()
+    main = next(e.thread for e in events if e.name == "lakedl.step")
+
+    def total(name: str) -> float:
+        return sum(e.time_range.elapsed_us() for e in events if e.name == name) / 1000 / steps
+
+    step = total("lakedl.step")
+    busy = sum(e.self_cpu_time_total for e in events if e.thread == main and not e.name.startswith("lakedl.")
+               and not e.name.startswith(COMMUNICATION)) / 1000 / steps - total("lakedl.data")
+    comm = sum(e.time_range.elapsed_us() for e in events if e.name.startswith(COMMUNICATION)) / 1000 / steps
+    out = {"data_ms": round(total("lakedl.data"), 1), "compute_ms": round(busy, 1),
+           "waiting_ms": round(max(step - busy, 0.0), 1), "communication_ms": round(comm, 1),
+           "step_ms": round(step, 1)}
+    parts = [json.loads(p) for p in d.gather(json.dumps(out))]
+    d.close()
+    return {k: round(statistics.mean(p[k] for p in parts), 1) for k in out}  # the ranks' mean
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=4)
@@ -176,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)
         alone, pair = ceiling(settings)
         exchange = launch(_exchange_worker, settings, "local", 2)
+        profiled = {f"profile_{n}x1": launch(_profile_worker, settings, "local", n) for n in (1, 2)}
+        print(f"{model}: per step (ms) {profiled}", flush=True)
         print(f"{model}: 1x2 {one_by_two['samples_per_s']:,.0f}/s; ceiling {sum(pair):,.0f}/s vs {alone:,.0f}/s "
               f"alone = {sum(pair) / alone:.2f}x; all-reduce {exchange}", flush=True)
         common = {"command": command_line(), "git_commit": commit, "model": model,
@@ -184,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         results.append({"case": f"{model}_ceiling", "ratio": round(sum(pair) / alone, 3),
                         "baseline": "one 1x1 training alone (local, no communication)",
                         "samples_per_s_two_at_once": [round(x) for x in pair], "samples_per_s_alone": round(alone),
-                        **exchange, **common})
+                        **exchange, **profiled, **common})
         for kind in args.launchers:
             single = throughput(launch(train_worker, settings, kind, 1, spark=spark))  # the entry sets 1 thread
             double = throughput(launch(train_worker, settings, kind, 2, spark=spark))
