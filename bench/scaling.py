@@ -16,16 +16,15 @@ evaluation), the median over the epochs after the first (the first warms up). Pe
                                  what two processes can reach on this machine with no communication at all
 and beside them the gradient exchange measured alone: a gloo all-reduce of the model's dense gradient and of
 the full embedding table (what the rows exchange saves), milliseconds, median of 20 after 3 warm-ups, against
-the 2x1 step time; and where a step's time goes at 1x1 and 2x1 (``_profile_worker``: data / compute / waiting,
-and the exchange's own time on its threads), from torch.profiler over 20 steps. The profiler slows operators
-down more when two processes share the cores, so its compute column grows at 2x1 more than the unprofiled
-step does: read its waiting and communication columns, and the unprofiled step times in the rows.
+the 2x1 step time; and where a step's time goes at 1x1 and 2x1 (``_profile_worker``: data / compute / waiting
+over 20 steps, and the exchange's own time on its threads from torch.profiler).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import multiprocessing as mp
 import statistics
@@ -162,15 +161,18 @@ COMMUNICATION = ("gloo:", "nccl:", "mpi:", "horovod")  # profiler events of the 
 
 
 def _profile_worker(settings: WorkerSettings, backend: str, steps: int = 20, warmup: int = 5) -> dict:
-    """Where a training step's time goes on this rank, from ``torch.profiler`` over ``steps`` steps of the
-    engine's own ``train_step`` (after ``warmup``), milliseconds per step:
-      data           fetching the next batch (decode, collate: the training thread does it)
-      compute        the training thread busy in operators (self times; forward, backward, optimizer)
-      waiting        the rest of the step: the training thread idle, blocked on the exchange
-      communication  the exchange's operators (gloo all-reduce/allgather) on their threads; they overlap the
-                     backward's compute, so this is not part of a sum
-    """
-    from torch.profiler import ProfilerActivity, profile, record_function
+    """Where a training step's time goes on this rank, over ``steps`` steps of the engine's own ``train_step``
+    (after ``warmup``), milliseconds per step, the ranks' mean:
+      data           fetching the next batch (decode, collate: the training thread does it), wall time
+      compute        the training thread's CPU time in the step (forward, backward, optimizer, DDP's copies)
+      waiting        the step's wall time minus that: blocked on the exchange, or off the core while another
+                     process's thread has it
+      communication  the exchange's operators (gloo all-reduce/allgather) on their own threads, from a second
+                     pass under torch.profiler (their durations, peer waits included); they overlap the
+                     backward, so this is not part of a sum
+    The first three come from a pass without the profiler: under it, operators slow down far more when two
+    processes share the cores (ResNet's compute read 2.2x at 2x1 with it), which would hide the waiting."""
+    from torch.profiler import ProfilerActivity, profile
 
     from dl.data.images import ImageData, is_image_model
     from dl.data.text import TextData
@@ -188,33 +190,30 @@ def _profile_worker(settings: WorkerSettings, backend: str, steps: int = 20, war
         sparse_embeddings(model)
     net, optimizer = d.wrap(model, optimizer, find_unused=not data.every_parameter_used, sync=settings.sync)
     scheduler = build_scheduler(optimizer, settings.schedule, total_steps=10 * (steps + warmup))
-    _, batches = data.epoch(0)
+    batches = itertools.chain.from_iterable(data.epoch(e)[1] for e in itertools.count())  # as many as asked
     amp = Amp("none", torch.device("cpu"))
+
+    def step() -> tuple[float, float, float]:
+        started = time.perf_counter()
+        batch = next(batches)
+        fetched, cpu = time.perf_counter(), time.thread_time()
+        train_step(net, model, optimizer, scheduler, [(batch, False)], data, settings, d, amp)
+        return fetched - started, time.thread_time() - cpu, time.perf_counter() - fetched
+
     for _ in range(warmup):
-        train_step(net, model, optimizer, scheduler, [(next(batches), False)], data, settings, d, amp)
+        step()
+    timed = [step() for _ in range(steps)]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
-            with record_function("lakedl.data"):
-                batch = next(batches)
-            with record_function("lakedl.step"):
-                train_step(net, model, optimizer, scheduler, [(batch, False)], data, settings, d, amp)
+            step()
     data.close()
-    events = prof.events()
-    main = next(e.thread for e in events if e.name == "lakedl.step")
-
-    def total(name: str) -> float:
-        return sum(e.time_range.elapsed_us() for e in events if e.name == name) / 1000 / steps
-
-    step = total("lakedl.step")
-    busy = sum(e.self_cpu_time_total for e in events if e.thread == main and not e.name.startswith("lakedl.")
-               and not e.name.startswith(COMMUNICATION)) / 1000 / steps - total("lakedl.data")
-    comm = sum(e.time_range.elapsed_us() for e in events if e.name.startswith(COMMUNICATION)) / 1000 / steps
-    out = {"data_ms": round(total("lakedl.data"), 1), "compute_ms": round(busy, 1),
-           "waiting_ms": round(max(step - busy, 0.0), 1), "communication_ms": round(comm, 1),
-           "step_ms": round(step, 1)}
+    comm = sum(e.time_range.elapsed_us() for e in prof.events() if e.name.startswith(COMMUNICATION)) / 1000 / steps
+    wall, cpu = sum(t[2] for t in timed) / steps * 1000, sum(t[1] for t in timed) / steps * 1000
+    out = {"data_ms": sum(t[0] for t in timed) / steps * 1000, "compute_ms": cpu, "waiting_ms": max(wall - cpu, 0.0),
+           "communication_ms": comm, "step_ms": wall}
     parts = [json.loads(p) for p in d.gather(json.dumps(out))]
     d.close()
-    return {k: round(statistics.mean(p[k] for p in parts), 1) for k in out}  # the ranks' mean
+    return {k: round(statistics.mean(p[k] for p in parts), 1) for k in out}
 
 
 def main(argv: list[str] | None = None) -> None:

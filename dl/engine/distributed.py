@@ -233,7 +233,7 @@ class TorchDist(NoDist):
         device = next(model.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused,
-                                      gradient_as_bucket_view=True, broadcast_buffers=False)
+                                      gradient_as_bucket_view=True, forward_sync_buffers=False)
         if sync.compression != "none":
             net.register_comm_hook(self.dist.group.WORLD, compress_hook(sync.compression))
         return net, optimizer
