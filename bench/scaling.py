@@ -35,13 +35,13 @@ from pathlib import Path
 import torch
 from common import RESULTS, command_line, git_commit, write_result  # bench/common.py, beside this script
 
+import etl.images.config  # noqa: F401  registers the etl_images job
 from dl.engine.launch import launch
 from dl.engine.optim import OptimSettings
 from dl.engine.settings import DataSettings, ModelSettings, TrainSettings, WorkerSettings
 from dl.train.worker import train_worker
 from etl.core.config import SparkSettings, load_config
 from etl.core.spark import get_spark
-import etl.images.config  # noqa: F401  registers the etl_images job
 from etl.images.pipeline import idx_array, run_etl_images
 
 REPO = Path(__file__).resolve().parents[1]

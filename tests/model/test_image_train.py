@@ -129,9 +129,10 @@ def test_batch_norm_statistics_from_every_rank_end_in_one_model(images, spark, t
     """ResNet's batch norm running statistics: DDP no longer broadcasts rank 0's at every forward and Horovod
     never did; each rank updates them from its own batches and the loop averages them before evaluating, so
     both ranks evaluate, and end with, one model — the weights and the statistics identical on both."""
+    from worker_settings import worker_settings  # tests/model/worker_settings.py
+
     from dl.engine.launch import launch
     from dl.train.worker import train_worker
-    from worker_settings import worker_settings  # tests/model/worker_settings.py
 
     settings = worker_settings(images, model="resnet_small", model_options={"widths": [8, 16, 32], "blocks": 1},
                                task="class", epochs=1, batch_size=32, loader_workers=1, image_loader="native",
