@@ -121,6 +121,39 @@ def test_two_writers_creating_one_table_at_once_both_land(spark, tmp_path):
     assert sorted(id_counts(plain, "t").items()) == [(i, 1) for i in range(5)] and result.inserted == 2
 
 
+def test_two_writers_adding_one_column_at_once_both_land(spark, tmp_path):
+    """Two `score --explain` runs meeting a predictions table without `top_tokens`: both read the schema, both
+    add the column. The one whose add commits second gets delta-rs's "metadata changed" conflict; its merge is
+    retried on the new snapshot, where the column exists, and lands. The column is added once, every id is
+    in the table once."""
+    from deltalake import DeltaTable
+    from deltalake.schema import Field
+
+    plain = TableStore(tmp_path, spark)
+    plain.write("t", spark.range(0, 4).withColumn("v", F.lit("base")))
+    theirs = spark.range(4, 6).withColumn("v", F.lit("theirs")).withColumn("top_tokens", F.lit("[]"))
+
+    class AddsSecond(TableStore):
+        pending = True
+
+        def _add_columns(self, name, df):
+            if self.pending:  # this writer's snapshot, then the other run's add and merge, then this add
+                self.pending = False
+                stale = DeltaTable(str(self.path(name)))
+                plain.merge(name, theirs, ["id"], update_matched=False, add_columns=True)
+                stale.alter.add_columns([Field("top_tokens", "string", nullable=True)])
+            return super()._add_columns(name, df)
+
+    store = AddsSecond(tmp_path, spark)
+    mine = spark.range(5, 8).withColumn("v", F.lit("mine")).withColumn("top_tokens", F.lit('[["good", 1.0]]'))
+    result = store.merge("t", mine, ["id"], update_matched=False, add_columns=True)
+    assert store.conflicts == 1 and result.inserted == 2  # 6 and 7: 5 is theirs
+    assert plain.schema("t").names == ["id", "v", "top_tokens"]
+    rows = {r["id"]: (r["v"], r["top_tokens"]) for r in plain.read_arrow("t").to_pylist()}
+    assert sorted(rows) == list(range(8)) and len(plain.read_arrow("t")) == 8
+    assert rows[0] == ("base", None) and rows[5] == ("theirs", "[]") and rows[7] == ("mine", '[["good", 1.0]]')
+
+
 def run_writers(tmp_path: Path, writers: int = 4, rounds: int = 3) -> list[dict]:
     gate = tmp_path / "gate"
     gate.mkdir()
