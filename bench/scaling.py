@@ -39,7 +39,7 @@ import etl.images.config  # noqa: F401  registers the etl_images job
 from dl.engine.launch import launch
 from dl.engine.optim import OptimSettings
 from dl.engine.settings import DataSettings, ModelSettings, TrainSettings, WorkerSettings
-from dl.train.worker import train_worker
+from dl.train.worker import train_worker, training_data
 from etl.core.config import SparkSettings, load_config
 from etl.core.spark import get_spark
 from etl.images.pipeline import idx_array, run_etl_images
@@ -127,13 +127,11 @@ def _exchange_worker(settings: WorkerSettings, backend: str) -> dict:
     """gloo all-reduce time of this model's dense gradient and of its whole embedding table."""
     import torch.distributed as dist
 
-    from dl.data.images import ImageData, is_image_model
-    from dl.data.text import TextData
     from dl.engine.distributed import make_dist
 
     torch.set_num_threads(1)
     d = make_dist(backend)
-    data = (ImageData if is_image_model(settings.model.name) else TextData)(settings, d.rank, d.world_size)
+    data = training_data(settings, d.rank, d.world_size)
     model = data.build_model()
     data.close()
     embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
@@ -174,8 +172,6 @@ def _profile_worker(settings: WorkerSettings, backend: str, steps: int = 20, war
     processes share the cores (ResNet's compute read 2.2x at 2x1 with it), which would hide the waiting."""
     from torch.profiler import ProfilerActivity, profile
 
-    from dl.data.images import ImageData, is_image_model
-    from dl.data.text import TextData
     from dl.engine.distributed import make_dist, sparse_embeddings
     from dl.engine.loop import Amp, train_step
     from dl.engine.optim import build_optimizer, build_scheduler, param_groups
@@ -183,7 +179,7 @@ def _profile_worker(settings: WorkerSettings, backend: str, steps: int = 20, war
     torch.set_num_threads(1)
     d = make_dist(backend)
     torch.manual_seed(0)
-    data = (ImageData if is_image_model(settings.model.name) else TextData)(settings, d.rank, d.world_size)
+    data = training_data(settings, d.rank, d.world_size)
     model = data.build_model()
     optimizer = build_optimizer(param_groups(model, settings.optim), settings.optim)
     if d.world_size > 1 and settings.sync.sparse_embeddings:

@@ -20,11 +20,16 @@ def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
         dist.close()
 
 
+def training_data(s: WorkerSettings, rank: int, world_size: int):
+    """This rank's data adapter for the model family: an image dataset or text shards."""
+    return (ImageData if is_image_model(s.model.name) else TextData)(s, rank, world_size)
+
+
 def _train(s: WorkerSettings, dist) -> dict:
     device = pick_device(s.train.device, dist.local_rank)
     amp = Amp(s.train.amp, device)
     seed_everything(s.train.seed)
-    data = (ImageData if is_image_model(s.model.name) else TextData)(s, dist.rank, dist.world_size)
+    data = training_data(s, dist.rank, dist.world_size)
     try:
         return fit(s, dist, device, amp, data)
     finally:
