@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-int8 bench-transfer bench-score bench-score-cdf bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-int8 bench-transfer bench-score bench-score-cdf bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images quality-gan package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-transfer | bench-score | bench-score-cdf | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-transfer | bench-score | bench-score-cdf | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | quality-gan | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -123,6 +123,10 @@ quality-lm: data
 # Fashion-MNIST through `lakedl etl images` + `lakedl train` (2 processes): ResNet/LeNet/AlexNet/autoencoders (~70 min)
 quality-images: data
 	$(BIN)/python bench/quality_images.py $(if $(IMAGE_ROWS),--rows $(IMAGE_ROWS))
+
+# GAN rows (conf/recipes/cdcgan.yml, dcgan.yml) judged by a ResNet-small run (runs/train/resnet_small, trained first)
+quality-gan: data
+	$(BIN)/python bench/quality_gan.py $(if $(GAN_ROWS),--rows $(GAN_ROWS))
 
 # What a cluster needs: the wheel (pip install on every node) or a --py-files zip, plus conf/.
 package: setup

@@ -21,15 +21,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from dl.data.image_loader import Augment, NativeImageDataset, image_loader
-from dl.engine.metrics import classification_report
+from dl.engine.metrics import classification_report, feature_moments, frechet_distance
 from dl.models.vision import IMAGE_MODELS, build_image_model
 from etl.core.errors import InputError
 
-IMAGE_TASKS = ("class", "reconstruct")
+IMAGE_TASKS = ("class", "reconstruct", "generate")
 SHUFFLE_QUEUE = 2048  # rows mixed across row groups while training
 
 
@@ -58,6 +59,8 @@ class ImageData:
             raise InputError(f"task={task!r} with image model {model!r}: one of {', '.join(IMAGE_TASKS)}")
         if (task == "reconstruct") != (model == "autoencoder"):
             raise InputError(f"task={task} goes with the autoencoder and only with it (model={model})")
+        if (task == "generate") != (model == "dcgan"):
+            raise InputError(f"task={task} goes with the GAN (model=dcgan) and only with it (model={model})")
         self.s, self.rank, self.world_size = s, rank, world_size
         self.root = Path(s.data.shards).absolute()
         manifest = image_manifest(self.root)
@@ -65,8 +68,8 @@ class ImageData:
         self.channels = 1 if len(shape) == 2 else shape[2]
         self.height, self.width = shape[0], shape[1]
         self.aug = Augment(**s.data.augment.model_dump())
-        if task == "reconstruct" and (self.aug.mean, self.aug.std) != (0.0, 1.0):
-            raise InputError("the autoencoder reconstructs pixels in [0, 1]: set data.augment.mean=0 and std=1")
+        if task in ("reconstruct", "generate") and (self.aug.mean, self.aug.std) != (0.0, 1.0):
+            raise InputError(f"{model} works on pixels in [0, 1]: set data.augment.mean=0 and std=1")
         self.tasks = [task]
         self.label_map = {"class": self.classes}
         # resuming checks the label space and image shape are those the checkpoint was trained on
@@ -84,7 +87,7 @@ class ImageData:
             raise InputError(f"{self.root}: {self.height}x{self.width} images; the image models take square inputs "
                              "(rerun `lakedl etl images` with image.height = image.width)")
         options = {**self.s.model.options(), "channels": self.channels, "size": self.height}
-        if self.s.train.task == "class":
+        if self.s.train.task in ("class", "generate"):
             options["num_classes"] = len(self.classes)
         return build_image_model(self.s.model.name, options)
 
@@ -185,3 +188,176 @@ class ImageData:
 
 def _tensors(batch: dict) -> dict:
     return {"image": batch["image"], "label": batch["label"].long()}
+
+
+class Judge:
+    """A trained image classifier (a `lakedl train` run directory: best.pt, config.yml) that scores generated
+    images: its penultimate features (the input of its last linear layer) for a Fréchet distance, and the
+    class it sees. Images go in as pixels in [0, 1] and are normalised as the classifier was trained."""
+
+    def __init__(self, run_dir: str | Path, classes: list, channels: int, size: int, device) -> None:
+        from dl.engine.checkpoint import read_checkpoint
+        from dl.models import rebuild
+        from etl.core.config import read_yaml
+
+        run_dir = Path(run_dir)
+        weights = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
+        if weights is None:
+            raise InputError(f"data.judge={run_dir}: no best.pt or last.pt; train an image classifier there first")
+        state = read_checkpoint(weights)
+        config = state["config"]
+        if (state.get("label_map") or {}).get("class") != classes or (config.get("channels"), config.get("size")) != (
+                channels, size):
+            raise InputError(f"data.judge={run_dir} was trained on other classes or another image shape than this "
+                             "dataset: train the judge on the same `lakedl etl images` output")
+        self.model = rebuild(config)
+        self.model.load_state_dict(state["model"])
+        self.model.to(device).eval()
+        self.name = config["model"]
+        augment = read_yaml(run_dir / "config.yml")["data"].get("augment", {})
+        self.mean, self.std = float(augment.get("mean", 0.0)), float(augment.get("std", 1.0))
+        last = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        self._seen: list = []
+        last.register_forward_hook(lambda module, inputs, output: self._seen.append(inputs[0].detach()))
+
+    @torch.no_grad()
+    def __call__(self, pixels: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """``(features (B, d) float64, predicted classes (B,))`` of images in [0, 1]."""
+        self._seen.clear()
+        predicted = self.model((pixels - self.mean) / self.std).argmax(-1)
+        return self._seen[-1].flatten(1).double().cpu().numpy(), predicted.cpu()
+
+
+def save_grid(images: torch.Tensor, cols: int, path: str | Path, pad: int = 2) -> Path:
+    """``images (N, C, H, W)`` in [0, 1] as one PNG of ``cols`` columns (rows in order), 2x upscaled."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    rows = -(-n // cols)
+    canvas = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), dtype=np.uint8) * 255
+    pixels = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    for i in range(n):
+        r, q = divmod(i, cols)
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = pixels[i]
+    picture = Image.fromarray(canvas[:, :, 0] if c == 1 else canvas).resize((canvas.shape[1] * 2, canvas.shape[0] * 2),
+                                                                            Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path
+
+
+def sample_grid(model, path: str | Path, per_class: int = 8, n: int = 64, seed: int = 0) -> Path:
+    """A GAN's samples as a PNG: one row per class (``per_class`` each) when conditional, else ``n`` in 8 columns."""
+    if model.cfg.conditional:
+        labels = torch.arange(model.cfg.num_classes).repeat_interleave(per_class)
+        return save_grid(model.sample(len(labels), labels, seed=seed), per_class, path)
+    return save_grid(model.sample(n, seed=seed), 8, path)
+
+
+class GanData(ImageData):
+    """The GAN's view of an image dataset (task ``generate``, model dcgan): the same sharded training batches,
+    two ``phases`` — the discriminator's step (real images against generated ones, generator frozen), then
+    the generator's (its images judged real by the discriminator: the non-saturating loss) — and an evaluation
+    of samples against the real images of a split.
+
+    Noise: each loss draws its own, seeded by (train.seed, rank, the model's ``draws`` count), so ranks draw
+    different noise and a resumed run draws what an uninterrupted one would have. Evaluation: the
+    discriminator's accuracy on the split's real images and on as many samples (in a conditional model, of the
+    real images' classes); with ``data.judge`` the Fréchet distance between the judge's features of the samples
+    and of the real images (``fid``, lower is better: the dev metric) and the share of samples the judge
+    classifies as their class (``class_agreement``). Without a judge the last epoch is kept. After each dev
+    evaluation rank 0 writes ``samples/epoch_NNN.png`` into the run directory."""
+
+    phases = ("discriminator", "generator")
+
+    def __init__(self, s, rank: int, world_size: int) -> None:
+        super().__init__(s, rank, world_size)
+        self.tasks = ["generate"]
+        self.model = None
+        self._judge = None
+
+    def build_model(self):
+        self.model = super().build_model()
+        return self.model
+
+    def _noise(self, n: int, device):
+        seed = [self.s.train.seed, self.rank, int(self.model.draws)]
+        with torch.no_grad():
+            self.model.draws += 1
+        z, labels = self.model.noise(n, torch.Generator().manual_seed(int(np.random.SeedSequence(seed)
+                                                                          .generate_state(1)[0])))
+        return z.to(device), None if labels is None else labels.to(device)
+
+    def loss(self, nets, batch: dict, phase: str) -> torch.Tensor:
+        real, labels = batch["image"] * 2 - 1, batch["label"]
+        conditional = self.model.cfg.conditional
+        z, fake_labels = self._noise(len(real), real.device)
+        both = torch.cat([labels, fake_labels]) if conditional else None
+        # the discriminator sees one batch of real and generated images in both phases: its batch norm then
+        # normalises them alike whichever part steps (a batch of generated images alone, in the generator's
+        # phase only, is normalised by its own statistics: the generator learns to pass that, not the real test)
+        if phase == "discriminator":
+            with torch.no_grad():
+                fake = self.model.generator(z, fake_labels)
+            logits = nets["discriminator"](torch.cat([real, fake]), both)
+            target = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))]).to(logits)
+            return F.binary_cross_entropy_with_logits(logits, target)
+        fake = nets["generator"](z, fake_labels)
+        logits = self.model.discriminator(torch.cat([real, fake]), both)[len(real):]
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))  # the non-saturating loss
+
+    def evaluate(self, model, split: str, device, detail: bool = False, dist=None) -> dict:
+        """Figures of samples against ``split``'s real images (``train``: none; dl/engine/loop.py still calls it)."""
+        if split == "train":
+            return {}
+        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+        if self.s.data.judge and self._judge is None:
+            self._judge = Judge(self.s.data.judge, self.classes, self.channels, self.height, device)
+        judge, conditional = self._judge, model.cfg.conditional
+        model.eval()
+        counts = np.zeros(5)  # real images, real judged real, fakes judged fake, fakes of their class by the judge
+        real_m = fake_m = 0.0
+        noise = torch.Generator().manual_seed(10_000 + rank)  # the same samples' noise at every evaluation
+        with torch.no_grad():
+            for raw in NativeImageDataset(str(self.root / split), 256, rank, world, aug=self.aug):
+                batch = {k: v.to(device) for k, v in _tensors(raw).items()}
+                x, labels = batch["image"], batch["label"]
+                z, _ = model.noise(len(x), noise)
+                fake = (model.generator(z.to(device), labels if conditional else None) + 1) / 2
+                d_real = model.discriminator(x * 2 - 1, labels if conditional else None)
+                d_fake = model.discriminator(fake * 2 - 1, labels if conditional else None)
+                counts[:3] += [len(x), int((d_real > 0).sum()), int((d_fake < 0).sum())]
+                if judge is not None:
+                    real_f, _ = judge(x)
+                    fake_f, seen = judge(fake)
+                    counts[3] += int((seen == labels.cpu()).sum())
+                    real_m = real_m + feature_moments(real_f)
+                    fake_m = fake_m + feature_moments(fake_f)
+        model.train()
+        parts = [counts] + ([real_m, fake_m] if judge is not None else [])
+        if world > 1:  # sums over ranks
+            totals = torch.from_numpy(np.concatenate(parts))
+            dist.average_(totals, name=f"gan_eval_{split}")
+            flat, out = totals.numpy() * world, []
+            for p in parts:
+                out.append(flat[:len(p)])
+                flat = flat[len(p):]
+            parts = out
+        n = max(parts[0][0], 1)
+        metrics = {"d_real_accuracy": float(parts[0][1] / n), "d_fake_accuracy": float(parts[0][2] / n),
+                   "draws": int(model.draws)}
+        if judge is not None:
+            metrics["fid"] = frechet_distance(parts[1], parts[2])
+            if conditional:
+                metrics["class_agreement"] = float(parts[0][3] / n)
+        if detail:
+            metrics["generate_examples"] = int(parts[0][0])
+        if split == "dev" and rank == 0 and self.s.run.checkpoint_dir:
+            epoch = int(model.draws) // (len(self.phases) * self.steps)  # one draw per batch and phase
+            sample_grid(model, Path(self.s.run.checkpoint_dir) / "samples" / f"epoch_{epoch:03d}.png")
+        return metrics
+
+    def dev_metric(self, metrics: dict) -> float:
+        """Minus the judge's Fréchet distance; without a judge the noise draws so far (the last epoch wins)."""
+        return -metrics["fid"] if "fid" in metrics else float(metrics["draws"])

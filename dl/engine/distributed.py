@@ -118,7 +118,10 @@ class NoDist:
         """Apply the update (``fn`` replaces ``optimizer.step``, e.g. a gradient scaler's step)."""
         (fn or optimizer.step)()
 
-    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None):
+    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None, name: str = ""):
+        """``(net, optimizer)``: the model as the backward passes go through it, the optimizer that steps it.
+        ``name``: this part of a model wrapped part by part (a GAN's generator, discriminator), which
+        names its tensors in the exchange apart from another part's."""
         return model, optimizer
 
     def mean(self, value: float) -> float:
@@ -219,7 +222,7 @@ class TorchDist(NoDist):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
 
-    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None):
+    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None, name: str = ""):
         from torch.nn.parallel import DistributedDataParallel
 
         # DDP broadcasts rank 0's weights at construction. ``find_unused``: some parameters may get no gradient
@@ -280,15 +283,17 @@ class HorovodDist(NoDist):
         if torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)  # one process per GPU
 
-    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None):
+    def wrap(self, model, optimizer, find_unused: bool = True, sync: SyncSettings | None = None, name: str = ""):
         hvd = self.hvd
         sync = sync or SyncSettings()
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        prefix = f"{name}." if name else ""  # horovod matches tensors across ranks by name: parts apart
+        hvd.broadcast_parameters([(prefix + k, v) for k, v in model.state_dict().items()], root_rank=0)
         # sparse embedding gradients: horovod allgathers their rows and values (sparse_as_dense=False)
         compression = _horovod_fp16(hvd) if sync.compression != "none" else hvd.Compression.none
         # backward_passes_per_step: the hooks all-reduce a gradient after that many backward passes (the
         # micro-batches of a step); a step with fewer (an epoch's last) is completed by synchronize()
-        return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+        return model, hvd.DistributedOptimizer(optimizer, named_parameters=[(prefix + k, p) for k, p in
+                                                                            model.named_parameters()],
                                                op=hvd.Average, compression=compression,
                                                backward_passes_per_step=sync.accumulate)
 
@@ -296,7 +301,8 @@ class HorovodDist(NoDist):
         # only with state to send: on an empty state horovod takes a zero-gradient step to create one,
         # which would move weights under weight decay and shift Adam's step count
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        for part in getattr(optimizer, "named", {"": optimizer}).values():  # one per part (dl/engine/optim.py)
+            self.hvd.broadcast_optimizer_state(part, root_rank=0)
 
     def synchronize(self, optimizer) -> None:
         optimizer.synchronize()

@@ -25,6 +25,8 @@ from dl.engine.checkpoint import read_checkpoint, restore, save_checkpoint
 from dl.engine.distributed import densify_grads, sparse_embeddings
 from dl.engine.metrics import bias_variance
 from dl.engine.optim import (
+    Optimizers,
+    Schedulers,
     build_optimizer,
     build_scheduler,
     clip_gradients,
@@ -115,6 +117,39 @@ def train_step(net, model, optimizer, scheduler, micro: list, data, s: WorkerSet
     return sum(losses) / len(losses) if losses else None
 
 
+def adversarial_step(nets: dict, model, optimizer, scheduler, micro: list, data, s: WorkerSettings, dist,
+                     amp: Amp) -> dict[str, float] | None:
+    """One step of each of ``data.phases`` in turn (a GAN: the discriminator's, then the generator's), each part
+    of the model with its own optimizer and schedule (``optimizer.named[phase]``): its loss over the micro-batches
+    (``data.loss(nets, batch, phase)``), gradients for that part's parameters only (the other part's get none:
+    the exchange and its optimizer see nothing from this phase), then the exchange, clipping and the step as in
+    ``train_step``. Returns each phase's mean loss over the real micro-batches (None: all were shadows)."""
+    losses: dict[str, float] = {}
+    for phase in data.phases:
+        part, opt = getattr(model, phase), optimizer.named[phase]
+        params = [p for p in part.parameters() if p.requires_grad]
+        opt.zero_grad()
+        got = []
+        for j, (batch, shadow) in enumerate(micro):
+            with contextlib.nullcontext() if j == len(micro) - 1 else dist.no_sync(nets[phase]):
+                with amp.autocast():
+                    loss = data.loss(nets, batch, phase) + penalty(part, s.train.l1, s.train.l2)
+                amp.backward(loss * (0.0 if shadow else 1.0 / len(micro)), inputs=params)
+            if not shadow:
+                got.append(float(loss.item()))
+        dist.synchronize(opt)
+        densify_grads(part)
+        amp.unscale(opt)
+        clip_gradients(part, s.train.clip_norm, s.train.clip_value)
+        dist.step(opt, amp.step_fn(opt))
+        constrain_max_norm(part, s.train.max_norm)
+        if s.schedule.name != "plateau":
+            scheduler.named[phase].step()
+        if got:
+            losses[phase] = sum(got) / len(got)
+    return losses or None
+
+
 class Amp:
     """Mixed precision by config: ``bf16`` (CPU or GPU autocast) or ``fp16`` (GPU autocast with a
     gradient scaler); ``none`` is plain fp32."""
@@ -132,8 +167,9 @@ class Amp:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.mode == "bf16" else torch.float16)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
+    def backward(self, loss: torch.Tensor, inputs: list | None = None) -> None:
+        """``inputs``: only these parameters get gradients (None: every one the loss depends on)."""
+        (self.scaler.scale(loss) if self.scaler else loss).backward(inputs=inputs)
 
     def unscale(self, optimizer) -> None:
         if self.scaler:
@@ -174,16 +210,26 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
     tasks, tok_hash, label_map = data.tasks, data.fingerprint, data.label_map
     model = data.build_model().to(device)
     model_desc = describe(s.model.name, model)
-    optimizer = build_optimizer(param_groups(model, s.optim), s.optim)
+    phases = tuple(getattr(data, "phases", ()))  # parts of the model stepped in turn, one optimizer each (a GAN)
     penalized = s.train.l1 or s.train.l2  # a penalty's gradient is dense over the whole table
-    if dist.world_size > 1 and s.sync.sparse_embeddings and not penalized:
+    if dist.world_size > 1 and s.sync.sparse_embeddings and not penalized and not phases:
         sparse_embeddings(model)
-    net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used,
-                               sync=s.sync)  # same start on every rank
+    if phases:
+        optimizer = Optimizers({p: build_optimizer(param_groups(getattr(model, p), s.optim), s.optim) for p in phases})
+        net = {}
+        for p in phases:  # each part wrapped on its own: its exchange carries its gradients only
+            net[p], optimizer.named[p] = dist.wrap(getattr(model, p), optimizer.named[p],
+                                                   find_unused=not data.every_parameter_used, sync=s.sync, name=p)
+    else:
+        optimizer = build_optimizer(param_groups(model, s.optim), s.optim)
+        net, optimizer = dist.wrap(model, optimizer, find_unused=not data.every_parameter_used,
+                                   sync=s.sync)  # same start on every rank
     # every rank must see the same schedule length (cosine depends on it), and ranks own different row counts
     accumulate = s.sync.accumulate
     steps_per_epoch = math.ceil(dist.max_int(data.planned_steps()) / accumulate)
-    scheduler = build_scheduler(optimizer, s.schedule, total_steps=steps_per_epoch * s.train.epochs)
+    total_steps = steps_per_epoch * s.train.epochs
+    scheduler = (Schedulers({p: build_scheduler(o, s.schedule, total_steps) for p, o in optimizer.named.items()})
+                 if phases else build_scheduler(optimizer, s.schedule, total_steps=total_steps))
     ckpt = Path(s.run.checkpoint_dir) / "last.pt" if s.run.checkpoint_dir else None
     best_path = ckpt.with_name("best.pt") if ckpt is not None else None
     best_weights = None  # the weights of the best dev epoch: model selection on dev only
@@ -224,7 +270,7 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         n_batches = dist.max_int(mine)  # every rank steps as often as the rank with the most batches
         n_steps = math.ceil(n_batches / accumulate)
         done = skip if epoch == start_epoch else 0
-        losses, samples, started = [], 0, time.perf_counter()
+        losses, phase_losses, samples, started = [], {}, 0, time.perf_counter()
         bar = tqdm(total=n_steps, initial=done, desc=f"epoch {epoch + 1}/{s.train.epochs}", unit="step",
                    disable=rank != 0 or not s.train.progress, leave=False)
         for i in range(n_steps):
@@ -243,7 +289,13 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
                 interrupted = True
                 break
             micro = [({k: v.to(device, non_blocking=True) for k, v in b.items()}, shadow) for b, shadow in micro]
-            loss = train_step(net, model, optimizer, scheduler, micro, data, s, dist, amp)
+            if phases:
+                by_phase = adversarial_step(net, model, optimizer, scheduler, micro, data, s, dist, amp)
+                loss = sum(by_phase.values()) if by_phase else None
+                for p, value in (by_phase or {}).items():
+                    phase_losses.setdefault(p, []).append(value)
+            else:
+                loss = train_step(net, model, optimizer, scheduler, micro, data, s, dist, amp)
             lr_trace.update(np.array([g["lr"] for g in optimizer.param_groups], dtype=np.float64).tobytes())
             step += 1
             steps_this_call += 1
@@ -272,6 +324,8 @@ def fit(s: WorkerSettings, dist, device: torch.device, amp: Amp, data) -> dict:
         history.append({"epoch": epoch, "loss": dist.mean(float(np.mean(losses)) if losses else 0.0),
                         "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds, "eval_seconds": eval_seconds,
                         "samples": round(dist.mean(samples) * world_size),
+                        **{f"loss_{p}": dist.mean(float(np.mean(phase_losses[p])) if phase_losses.get(p) else 0.0)
+                           for p in phases},
                         **{f"dev_{k}": v for k, v in dev.items()}, **{f"train_{k}": v for k, v in train_eval.items()}})
         sink.log({k: v for k, v in history[-1].items() if k != "epoch"}, step)
         if score > best:

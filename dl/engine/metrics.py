@@ -68,3 +68,29 @@ def bias_variance(train_error: float, dev_error: float, optimal_error: float = 0
     if high_var:
         return Diagnosis("high variance", bias, var, "more data, regularization (dropout, L2), early stopping")
     return Diagnosis("good", bias, var, "nothing obvious: check the dev/test split matches the target data")
+
+
+def feature_moments(features: np.ndarray) -> np.ndarray:
+    """``[n, Σx (d), Σxxᵀ (d²)]`` of ``features (n, d)`` as one float64 vector: moments from several processes or
+    batches add up, and ``frechet_distance`` takes two such sums."""
+    f = np.asarray(features, dtype=np.float64)
+    return np.concatenate([[len(f)], f.sum(0), (f.T @ f).ravel()])
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet distance between Gaussians fitted to two feature sets given as ``feature_moments`` sums:
+    ``|μa − μb|² + tr(Σa + Σb − 2 (Σa Σb)^½)`` (FID, Heusel et al. 2017, on whatever features are given).
+    ``tr (Σa Σb)^½`` is the sum of the square roots of the eigenvalues of ``Σa^½ Σb Σa^½`` (symmetric, so exact
+    with ``eigh``)."""
+    def gaussian(m):
+        n, rest = m[0], m[1:]
+        d = int(round((np.sqrt(1 + 4 * len(rest)) - 1) / 2))
+        mean = rest[:d] / n
+        cov = (rest[d:].reshape(d, d) - n * np.outer(mean, mean)) / max(n - 1, 1)
+        return mean, (cov + cov.T) / 2
+
+    (ma, ca), (mb, cb) = gaussian(np.asarray(a)), gaussian(np.asarray(b))
+    w, v = np.linalg.eigh(ca)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cb @ root_a), 0, None)).sum()
+    return float(((ma - mb) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * cross)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from etl.core.config import Section
 from etl.core.errors import InputError
@@ -19,12 +19,17 @@ class OptimSettings(Section):
     momentum: float = Field(0.0, ge=0, lt=1, description="sgd and rmsprop")
     nesterov: bool = Field(False, description="sgd only; needs momentum > 0")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for adamw)")
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw; a YAML list [b1, b2]")
     eps: float = Field(1e-8, gt=0)
     rho: float = Field(0.9, gt=0, lt=1, description="adadelta's decay")
     alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop's smoothing")
     embedding_lr_scale: float = Field(1.0, gt=0, description="learning rate of the embedding tables as a share of "
                                       "lr, e.g. 0.1 to move pretrained vectors slowly")
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas(cls, value):  # YAML and --set give a list; strict sections take only a tuple otherwise
+        return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _nesterov(self):
@@ -73,6 +78,35 @@ def build_optimizer(params: Iterable, s: OptimSettings) -> torch.optim.Optimizer
     if s.name == "adam":
         return torch.optim.Adam(params, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay)
     return torch.optim.AdamW(params, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay)
+
+
+class Optimizers:
+    """Optimizers that step in turn, one per part of the model (a GAN's discriminator and generator), seen as one
+    by what treats a run's optimizer as a whole: the checkpoint (one state per part), the learning-rate log and
+    trace (every part's groups, in order). ``named[part]`` is each part's own."""
+
+    def __init__(self, named: dict) -> None:
+        self.named = dict(named)
+
+    @property
+    def param_groups(self) -> list:
+        return [g for o in self.named.values() for g in o.param_groups]
+
+    def state_dict(self) -> dict:
+        return {name: o.state_dict() for name, o in self.named.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, o in self.named.items():
+            o.load_state_dict(state[name])
+
+
+class Schedulers(Optimizers):
+    """One learning-rate schedule per part, like ``Optimizers``; ``step`` steps them all (plateau: with the
+    dev metric)."""
+
+    def step(self, *args) -> None:
+        for s in self.named.values():
+            s.step(*args)
 
 
 def lr_factor(s: ScheduleSettings, step: int, total_steps: int) -> float:

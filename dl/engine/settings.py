@@ -39,6 +39,10 @@ class DataSettings(Section):
                                 "length before batching (less padding; batches still come in random order); 0 = off")
     augment: AugmentSettings = AugmentSettings()
     loader_workers: int = Field(2, ge=1, description="image datasets: petastorm decode threads per process")
+    judge: str | None = Field(None, description="generate (dcgan): a `lakedl train` run directory of an image "
+                              "classifier on the same classes (e.g. runs/train/resnet_small); each epoch its "
+                              "penultimate features score dev samples (FID) and it names their class; without "
+                              "one the last epoch is kept")
     image_loader: Literal["petastorm", "native"] = Field("petastorm", description="image datasets: petastorm "
                                                          "make_reader, or pyarrow + OpenCV (dl/data/image_loader.py)")
 
@@ -73,9 +77,9 @@ ModelSettings = create_model(
 
 
 class TrainSettings(Section):
-    task: Literal["sentiment", "rating", "rating_reg", "multitask", "lm", "class", "reconstruct"] = Field(
+    task: Literal["sentiment", "rating", "rating_reg", "multitask", "lm", "class", "reconstruct", "generate"] = Field(
         "sentiment", description="text: sentiment | rating | rating_reg | multitask | lm (gpt); images: class | "
-        "reconstruct (autoencoder)")
+        "reconstruct (autoencoder) | generate (dcgan)")
     task_weights: dict[Task, float] = Field(default_factory=lambda: {"sentiment": 1.0, "rating": 1.0,
                                                                      "rating_reg": 1.0})
     epochs: int = Field(5, ge=1)

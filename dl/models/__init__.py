@@ -2,7 +2,8 @@
 defaults and checks — the train config's ``model.<family>`` section is made from it — and the fields the
 data fixes; stored in the checkpoint) and its module. Text families map ``(ids, lengths)`` to the task
 heads' outputs (dl/models/base.py), the language model (gpt) to next-token logits; image families map
-``(B, C, H, W)`` floats in [0, 1] to class logits, or the autoencoder to a reconstruction."""
+``(B, C, H, W)`` floats in [0, 1] to class logits, or the autoencoder to a reconstruction; the GAN (dcgan)
+maps noise (and a class) to images."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dl.models.base import ModelConfig
 from dl.models.bert import BertClassifier, BertConfig
 from dl.models.bow import BowClassifier, BowConfig
 from dl.models.cnn import CnnConfig, TextCnn
+from dl.models.gan import DCGAN, GanConfig
 from dl.models.gpt import GptConfig, GptLM
 from dl.models.lenet import LeNet5, LeNetConfig
 from dl.models.resnet import ResNetConfig, ResNetSmall
@@ -46,6 +48,7 @@ FAMILIES: dict[str, Family] = {
     "alexnet_small": Family(AlexNetConfig, AlexNetSmall, "image", ("class",)),
     "resnet_small": Family(ResNetConfig, ResNetSmall, "image", ("class",)),
     "autoencoder": Family(AutoencoderConfig, ConvAutoencoder, "image", ("reconstruct",)),
+    "dcgan": Family(GanConfig, DCGAN, "image", ("generate",)),
 }
 TEXT_MODELS = tuple(name for name, f in FAMILIES.items() if f.kind == "text")
 IMAGE_MODELS = tuple(name for name, f in FAMILIES.items() if f.kind == "image")

@@ -56,9 +56,14 @@ class TrainConfig(CommonConfig):
                              "data.shards must be `lakedl etl images` output")
         if task not in family.tasks:
             raise ValueError(f"train.task={task} is for image models ({', '.join(IMAGE_MODELS)}), not {name}")
-        if name == "autoencoder" and (self.data.augment.mean, self.data.augment.std) != (0.0, 1.0):
-            raise ValueError("the autoencoder reconstructs pixels in [0, 1]: set data.augment.mean=0 and "
-                             "data.augment.std=1")
+        if name in ("autoencoder", "dcgan") and (self.data.augment.mean, self.data.augment.std) != (0.0, 1.0):
+            raise ValueError(f"{'the autoencoder reconstructs' if name == 'autoencoder' else 'the GAN generates'} "
+                             "pixels in [0, 1]: set data.augment.mean=0 and data.augment.std=1")
+        if self.data.judge and task != "generate":
+            raise ValueError("data.judge scores a GAN's samples (train.task=generate); drop it for other tasks")
+        if task == "generate" and self.train.amp == "fp16":
+            raise ValueError("train.amp=fp16 is not supported for the GAN (two optimizers share no gradient "
+                             "scaler yet): use amp=bf16 or none")
         if family.kind == "image" and self.data.length_buckets:
             raise ValueError(f"data.length_buckets={self.data.length_buckets} sorts text rows by token count; "
                              f"{name} is an image model: drop the setting")

@@ -36,7 +36,8 @@ def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None 
     epoch-end callbacks: early stopping (train.patience) first, then ``callbacks``."""
     stopping = [EarlyStopping(cfg.train.patience)] if cfg.train.patience is not None else []
     return WorkerSettings(
-        data=cfg.data.model_copy(update={"shards": str(Path(cfg.data.shards).absolute())}),
+        data=cfg.data.model_copy(update={"shards": str(Path(cfg.data.shards).absolute()),
+                                         "judge": str(Path(cfg.data.judge).absolute()) if cfg.data.judge else None}),
         model=cfg.model.resolved(cfg.paths.raw_dir), train=cfg.train, optim=cfg.optim, schedule=cfg.schedule,
         sync=cfg.sync, run=RunContext(checkpoint_dir=str(directory.absolute()), resume=cfg.run.resume,
                                       restartable=True, tracking_uri=tracking_uri, run_id=run_id,
@@ -72,6 +73,9 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
         if tokenizer != "minilm":
             raise TrainError(f"model.name=bert needs shards tokenized with the model's own WordPiece vocabulary, but "
                              f"{shards} used tokenize.kind={tokenizer}: rerun `lakedl etl text --set tokenize.kind=minilm`")
+    if cfg.data.judge and not any((Path(cfg.data.judge) / n).is_file() for n in ("best.pt", "last.pt")):
+        raise TrainError(f"data.judge={cfg.data.judge}: no best.pt or last.pt there; train an image classifier on "
+                         "the same dataset first (e.g. `lakedl train --conf conf/recipes/resnet_small.yml`)")
     if cfg.run.resume and not (directory / "last.pt").is_file():
         raise TrainError(f"run.resume=true but {directory / 'last.pt'} does not exist: nothing to resume "
                          "(check run.name / run.dir)")

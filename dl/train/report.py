@@ -2,7 +2,7 @@
 facts, test figures, training curves, confusion matrix and per-class precision/recall/F1, the
 bias/variance verdict with its advice, and the worst-scored test examples (highest loss: the confident
 mistakes) — texts decoded from the shards' token ids, coloured by which tokens drove the prediction
-(integrated gradients, dl/models/attribution.py), or image thumbnails. One self-contained file: the
+(integrated gradients, dl/models/attribution.py), or image thumbnails; a GAN's samples instead. One self-contained file: the
 PNGs are embedded, and also written beside it."""
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts += ["<h2>Test figures</h2>", _table(scalars, ["metric", "value"])]
     if history:
         parts += ["<h2>Training curves</h2>", _img(training_curves(history, run_dir / "curves.png", title=result["run"]))]
-    labels = (state.get("label_map") or {}).get("class" if task == "class" else first)
+    labels = (state.get("label_map") or {}).get("class" if task in ("class", "generate") else first)
     if f"{first}_confusion" in test:
         matrix = test[f"{first}_confusion"]
         labels = labels or [str(i) for i in range(len(matrix))]
@@ -178,6 +178,17 @@ def write_report(run_dir: str | Path) -> Path:
         kept, aug = worst_images(model, shards, cfg["data"]["augment"])
         parts += ["<h2>Worst-scored test images</h2>",
                   _img(_thumbnails(kept, aug, labels or [str(i) for i in range(100)], run_dir / "worst.png"))]
+    elif task == "generate":
+        from dl.data.images import sample_grid
+
+        rows = "one row per class, in the order " + ", ".join(labels) if model.cfg.conditional and labels else "8 a row"
+        parts += ["<h2>Samples</h2>", f"<p>From the selected weights ({html.escape(rows)}; `lakedl sample` draws "
+                  "more).</p>", _img(sample_grid(model, run_dir / "samples.png"))]
+        grids = sorted((run_dir / "samples").glob("epoch_*.png"))
+        shown = list(dict.fromkeys([grids[0], grids[len(grids) // 2], grids[-1]])) if grids else []
+        if shown:
+            cells = "".join(f"<td>after epoch {int(g.stem.split('_')[1])}<br>{_img(g)}</td>" for g in shown)
+            parts += ["<h2>Samples during training</h2>", f"<table><tr>{cells}</tr></table>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}")
     out = run_dir / "report.html"

@@ -3,7 +3,7 @@ data adapter for the model family (text shards or an image dataset) and runs the
 
 from __future__ import annotations
 
-from dl.data.images import ImageData, is_image_model
+from dl.data.images import GanData, ImageData, is_image_model
 from dl.data.text import TextData
 from dl.engine.distributed import make_dist
 from dl.engine.loop import Amp, fit, pick_device, seed_everything
@@ -21,7 +21,10 @@ def train_worker(s: WorkerSettings, backend: str = "none") -> dict:
 
 
 def training_data(s: WorkerSettings, rank: int, world_size: int):
-    """This rank's data adapter for the model family: an image dataset or text shards."""
+    """This rank's data adapter for the model family: an image dataset (for a GAN's two phases, or one model)
+    or text shards."""
+    if s.train.task == "generate":
+        return GanData(s, rank, world_size)
     return (ImageData if is_image_model(s.model.name) else TextData)(s, rank, world_size)
 
 

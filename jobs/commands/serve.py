@@ -177,17 +177,31 @@ def search_reviews(query: Annotated[str, typer.Argument(help="what to look for, 
         typer.echo(f"{h['rank']:3d}  {h['score']:.3f}  {h['review_id']}  {(h['text'] or '')[:100]}")
 
 
-def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory of a model.name=gpt run")],
+def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run directory: a gpt run (text) or a "
+                                                      "dcgan run (an image grid)")],
                 prompt: Annotated[Optional[list[str]], typer.Option(help="text to continue (repeatable; "
                                                                     "default: start from nothing)")] = None,
-                n: Annotated[int, typer.Option(min=1, help="samples per prompt")] = 3,
+                n: Annotated[Optional[int], typer.Option(min=1, help="samples per prompt (default 3), or images "
+                                                                     "(default 64)")] = None,
                 tokens: Annotated[int, typer.Option(min=1, help="at most this many new tokens")] = 30,
                 temperature: Annotated[float, typer.Option(min=0.01)] = 0.8,
                 top_k: Annotated[int, typer.Option(min=0, help="sample among the k likeliest (0: all)")] = 40,
+                class_: Annotated[Optional[str], typer.Option("--class", help="GAN: images of this class (name or "
+                                                                              "index; conditional GANs)")] = None,
+                out: Annotated[Optional[Path], typer.Option(help="GAN: the PNG to write "
+                                                                "(default <run>/sample.png)")] = None,
                 seed: Annotated[int, typer.Option()] = 0) -> None:
-    """Sample text from a trained language model (nanoGPT-style, `train.task=lm`)."""
-    from dl.serve.sample import sample
+    """Sample from a trained generative model: text from a language model (nanoGPT-style, `train.task=lm`), or
+    a PNG grid of images from a GAN (`train.task=generate`)."""
+    from dl.serve.sample import sample, sample_images
+    from dl.train.rundir import load_weights
 
-    rows = sample(run, prompt or [""], n, tokens, temperature, top_k or None, seed)
+    _, state, _ = load_weights(run)
+    if state["config"].get("model") == "dcgan":
+        path, classes = sample_images(run, n or 64, class_, seed, out)
+        shown = f" ({', '.join(dict.fromkeys(classes))})" if classes else ""
+        typer.echo(f"{n or 64} samples{shown} → {path}")
+        return
+    rows = sample(run, prompt or [""], n or 3, tokens, temperature, top_k or None, seed)
     for row in rows:
         typer.echo(row["text"])

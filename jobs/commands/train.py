@@ -75,7 +75,7 @@ def tune(space: Annotated[Optional[str], typer.Option(help="search space YAML (d
 
 def report(run: Annotated[Path, typer.Option(help="a finished `lakedl train` run directory")]) -> None:
     """Write <run>/report.html: facts, test figures, curves, confusion matrix, per-class precision/recall,
-    the bias/variance verdict and the worst-scored test examples (train writes it too)."""
+    the bias/variance verdict and the worst-scored test examples, or a GAN's samples (train writes it too)."""
     from dl.train.report import write_report
 
     typer.echo(str(write_report(run)))

@@ -18,15 +18,16 @@ RECIPES = REPO / "conf" / "recipes"
 def rows():
     sys.path.insert(0, str(REPO / "bench"))
     try:
+        import quality_gan
         import quality_images
         import quality_sst
     finally:
         sys.path.remove(str(REPO / "bench"))
-    return {"sst": quality_sst, "images": quality_images}
+    return {"sst": quality_sst, "images": quality_images, "gan": quality_gan}
 
 
 def test_every_quality_row_is_a_valid_recipe_and_every_recipe_a_row(rows):
-    train = {*rows["sst"].ROWS, *rows["images"].ROWS, "gpt_vader"}
+    train = {*rows["sst"].ROWS, *rows["images"].ROWS, *rows["gan"].ROWS, "gpt_vader"}
     for name in sorted(train):
         cfg = load_config("train", REPO / "conf", [RECIPES / f"{name}.yml"])
         assert cfg.launcher.num_processes == 2 and cfg.train.seed == 0, name  # as the figures were measured

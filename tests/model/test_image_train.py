@@ -162,3 +162,90 @@ def test_image_and_text_mismatches_are_refused_with_what_to_do(images, tmp_path)
         run_train(train_config(text, tmp_path, "x", "model.name=lenet5", "train.task=class"))
     with pytest.raises(TrainError, match="lakedl etl text"):
         run_train(train_config(images, tmp_path, "y", "model.name=rnn"))
+
+
+GAN = {"width": 8, "z_dim": 16, "conditional": True}
+
+
+def gan_settings(images, checkpoint_dir, **kw):
+    from worker_settings import worker_settings  # tests/model/worker_settings.py
+
+    from dl.engine.optim import OptimSettings
+
+    return worker_settings(images, model="dcgan", model_options=GAN, task="generate", batch_size=32,
+                           loader_workers=1, image_loader="native", checkpoint_dir=str(checkpoint_dir),
+                           optim=OptimSettings(name="adam", lr=2e-4, betas=(0.5, 0.999)), **kw)
+
+
+@pytest.mark.parametrize("kind", ["torch_distributor", "horovod"])
+def test_gan_steps_its_two_optimizers_in_turn_under_both_launchers(images, spark, tmp_path, kind):
+    """The discriminator and the generator each have an optimizer and each step exchanges only that part's
+    gradients; both ranks end with one model, and every parameter of each part took exactly one Adam step a
+    step (a generator phase that left gradients on the discriminator would make Horovod refuse, or step it
+    twice)."""
+    from dl.engine.launch import launch
+    from dl.train.worker import train_worker
+
+    result = launch(train_worker, gan_settings(images, tmp_path, epochs=1), kind, 2, spark=spark)
+    assert len(result["weights_sha256_by_rank"]) == 2 and len(set(result["weights_sha256_by_rank"])) == 1
+    state = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
+    assert sorted(state["optimizer"]) == ["discriminator", "generator"]
+    model = state["model"]
+    for part in ("discriminator", "generator"):
+        adam = state["optimizer"][part]["state"]
+        n_params = sum(1 for k in model if k.startswith(part + ".") and "running_" not in k
+                       and "num_batches" not in k)
+        assert len(adam) == n_params and {int(s["step"]) for s in adam.values()} == {result["steps"]}
+    history = result["history"][0]
+    assert history["loss_discriminator"] > 0 and history["loss_generator"] > 0
+    assert int(model["draws"]) == 2 * result["steps"]  # one noise draw per batch and phase
+    # the epoch's grid: 8 samples of each of the 10 classes, a row each (28-pixel images, 2-pixel gaps, 2x)
+    assert Image.open(tmp_path / "samples" / "epoch_001.png").size == (2 * (8 * 30 + 2), 2 * (10 * 30 + 2))
+
+
+def test_gan_resumes_from_a_mid_epoch_checkpoint_exactly(images, tmp_path):
+    """Both optimizers, both schedules and the noise stream come back: stopped mid-epoch and resumed, the GAN
+    ends with the weights of an uninterrupted run."""
+    from dl.train.worker import train_worker
+
+    kw = dict(epochs=2, checkpoint_every=10)
+    full = train_worker(gan_settings(images, tmp_path / "a", **kw))
+    part = train_worker(gan_settings(images, tmp_path / "b", stop_after_steps=full["steps"] // 2 + 5, **kw))
+    assert part["interrupted"]
+    resumed = train_worker(gan_settings(images, tmp_path / "b", resume=True, **kw))
+    assert resumed["steps"] == full["steps"] and resumed["weights_sha256"] == full["weights_sha256"]
+
+
+def test_gan_with_a_judge_is_chosen_by_fid_and_samples_on_demand(images, tmp_path):
+    """`lakedl train` of a conditional GAN judged by a LeNet trained on the same images: every epoch's dev figures
+    have the Fréchet distance of the judge's features and the share of samples the judge puts in their class;
+    the epoch kept is the lowest distance; the report shows samples; `lakedl sample` draws a class."""
+    from dl.data.images import Judge
+    from etl.core.errors import InputError
+
+    judge = tmp_path / "train" / "judge"
+    run_train(train_config(images, tmp_path, "judge", "model.name=lenet5", "train.task=class", MEAN, STD,
+                           "train.epochs=2", "optim.lr=0.003"))
+    summary = run_train(train_config(images, tmp_path, "gan", "model.name=dcgan", "train.task=generate",
+                                     f"data.judge={judge}", "data.image_loader=native", "train.epochs=3",
+                                     "optim.name=adam", "optim.lr=0.0005", "optim.betas=[0.5, 0.999]",
+                                     *(f"model.dcgan.{k}={str(v).lower()}" for k, v in GAN.items())))
+    history = json.loads((tmp_path / "train" / "gan" / "history.json").read_text())
+    fids = [h["dev_fid"] for h in history]
+    assert all(f > 0 for f in fids) and all(0 <= h["dev_class_agreement"] <= 1 for h in history)
+    assert summary["best_epoch"] == int(np.argmin(fids))
+    assert summary["test"]["generate_examples"] == 300 and summary["test"]["fid"] > 0
+    report = (tmp_path / "train" / "gan" / "report.html").read_text()
+    assert "<h2>Samples" in report and "ankle boot" in report
+    out = run(["sample", "--run", str(tmp_path / "train" / "gan"), "--n", "16", "--class", "trouser",
+               "--out", str(tmp_path / "trousers.png")])
+    assert out.returncode == 0 and "16 samples (trouser)" in out.stdout, out.stderr
+    assert Image.open(tmp_path / "trousers.png").size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))
+    out = run(["sample", "--run", str(tmp_path / "train" / "gan"), "--class", "hat"])
+    assert out.returncode != 0 and "error: --class 'hat': one of t-shirt/top" in out.stderr
+    with pytest.raises(InputError, match="trained on other classes"):
+        Judge(judge, ["cat", "dog"], 1, 28, "cpu")
+    with pytest.raises(ConfigError, match="data.judge scores a GAN"):
+        load_config("train", REPO / "conf", overrides=["model.name=lenet5", "train.task=class", f"data.judge={judge}"])
+    with pytest.raises(ConfigError, match="the GAN generates pixels in \\[0, 1\\]"):
+        load_config("train", REPO / "conf", overrides=["model.name=dcgan", "train.task=generate", MEAN])

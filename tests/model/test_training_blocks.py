@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from dl.engine.checkpoint import load_checkpoint, save_checkpoint
-from dl.engine.metrics import bias_variance, classification_report, coverage, rating_errors
+from dl.engine.metrics import (
+    bias_variance,
+    classification_report,
+    coverage,
+    feature_moments,
+    frechet_distance,
+    rating_errors,
+)
 from dl.engine.optim import (
     OptimSettings,
     ScheduleSettings,
@@ -197,3 +204,38 @@ def test_checkpoint_round_trip_restores_training_state_and_rng(tmp_path):
     assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.005)
     assert (state["epoch"], state["step"], state["tokenizer_sha256"], state["label_map"]) == (2, 7, "abc", {"0": "neg"})
+
+
+def test_frechet_distance_of_gaussians_matches_the_closed_form():
+    """FID's formula on samples of known Gaussians: N(0, I) against N(m, 4I) in d dimensions is
+    |m|² + d(1 + 4 − 2·2) = |m|² + d; moments summed over parts are the moments of the whole."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40_000, 3))
+    b = rng.normal(size=(40_000, 3)) * 2 + np.array([1.0, 0.0, 2.0])
+    assert frechet_distance(feature_moments(a), feature_moments(a)) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance(feature_moments(a), feature_moments(b)) == pytest.approx(5.0 + 3.0, rel=0.02)
+    halves = feature_moments(b[:15_000]) + feature_moments(b[15_000:])
+    assert frechet_distance(feature_moments(a), halves) == pytest.approx(
+        frechet_distance(feature_moments(a), feature_moments(b)), rel=1e-9)
+
+
+def test_dcgan_shapes_and_the_conditional_discriminator_judges_the_claimed_class():
+    from dl.models import model_config
+    from dl.models.gan import DCGAN
+
+    gan = DCGAN(model_config("dcgan", {"width": 8, "z_dim": 16, "conditional": True}, channels=1, size=28,
+                             num_classes=10))
+    z, labels = gan.noise(6, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = gan(z, labels)
+    assert images.shape == (6, 1, 28, 28) and float(images.abs().max()) <= 1.0  # tanh: [-1, 1]
+    assert gan.discriminator(images, labels).shape == (6,)
+    with torch.no_grad():  # the same images claimed as another class get another score: the projection term
+        gan.discriminator.classes.weight[0].fill_(1.0)
+    other = gan.discriminator(images, torch.zeros_like(labels))
+    assert not torch.allclose(other, gan.discriminator(images, labels))
+    samples = gan.sample(4, torch.tensor([1, 1, 2, 2]), seed=3)
+    assert samples.shape == (4, 1, 28, 28) and 0 <= float(samples.min()) and float(samples.max()) <= 1
+    assert torch.equal(samples, gan.sample(4, torch.tensor([1, 1, 2, 2]), seed=3))  # seeded: reproducible
+    with pytest.raises(ValueError, match="not divisible by 4"):
+        DCGAN(model_config("dcgan", {}, channels=1, size=30, num_classes=10))
