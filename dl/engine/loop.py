@@ -106,15 +106,21 @@ def train_step(net, model, optimizer, scheduler, micro: list, data, s: WorkerSet
             amp.backward(loss * (0.0 if shadow else 1.0 / len(micro)))
         if not shadow:
             losses.append(float(loss.item()))
-    dist.synchronize(optimizer)  # averaged gradients before clipping
+    apply_update(model, optimizer, s, dist, amp)
+    if s.schedule.name != "plateau":
+        scheduler.step()
+    return sum(losses) / len(losses) if losses else None
+
+
+def apply_update(model, optimizer, s: WorkerSettings, dist, amp: Amp) -> None:
+    """After a step's backward passes: the averaged gradients (before clipping), made dense, unscaled and
+    clipped, then the optimizer's step and the max-norm constraint on ``model`` (a whole model or one part)."""
+    dist.synchronize(optimizer)
     densify_grads(model)
     amp.unscale(optimizer)
     clip_gradients(model, s.train.clip_norm, s.train.clip_value)
     dist.step(optimizer, amp.step_fn(optimizer))
     constrain_max_norm(model, s.train.max_norm)
-    if s.schedule.name != "plateau":
-        scheduler.step()
-    return sum(losses) / len(losses) if losses else None
 
 
 def adversarial_step(nets: dict, model, optimizer, scheduler, micro: list, data, s: WorkerSettings, dist,
@@ -137,12 +143,7 @@ def adversarial_step(nets: dict, model, optimizer, scheduler, micro: list, data,
                 amp.backward(loss * (0.0 if shadow else 1.0 / len(micro)), inputs=params)
             if not shadow:
                 got.append(float(loss.item()))
-        dist.synchronize(opt)
-        densify_grads(part)
-        amp.unscale(opt)
-        clip_gradients(part, s.train.clip_norm, s.train.clip_value)
-        dist.step(opt, amp.step_fn(opt))
-        constrain_max_norm(part, s.train.max_norm)
+        apply_update(part, opt, s, dist, amp)
         if s.schedule.name != "plateau":
             scheduler.named[phase].step()
         if got:
