@@ -26,8 +26,13 @@ def _save(plt, fig, path: str | os.PathLike, tight: bool = True) -> Path:
     return out
 
 
+COUNTERS = {"draws"}  # history figures that count, not measure (a GAN's noise draws)
+
+
 def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Loss per epoch (left) and every train_/dev_ metric per epoch (right, train dashed, dev solid)."""
+    """Loss per epoch (left: each part's when a model trains in parts, a GAN's discriminator and generator) and
+    every train_/dev_ metric per epoch (right, train dashed, dev solid; metrics beyond [0, 1.5] beside shares and
+    accuracies, e.g. a GAN's FID, on their own axis at the right; counters left out)."""
     if not history:
         raise ValueError("no epochs in the history: nothing to plot")
     plt = _pyplot()
@@ -35,22 +40,31 @@ def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str
 
     epochs = [h["epoch"] + 1 for h in history]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(epochs, [h["loss"] for h in history], marker="o", label="train loss")
+    parts = [k for k in history[0] if k.startswith("loss_")]
+    for key in parts or ["loss"]:
+        ax_loss.plot(epochs, [h[key] for h in history], marker="o",
+                     label=key.removeprefix("loss_") if parts else "train loss")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
     ax_loss.grid(alpha=0.3)
-    names = sorted({k.split("_", 1)[1] for h in history for k in h if k.startswith(("dev_", "train_"))})
+    if parts:
+        ax_loss.legend(fontsize=8)
+    names = sorted({k.split("_", 1)[1] for h in history for k in h if k.startswith(("dev_", "train_"))} - COUNTERS)
+    large = {n for n in names if max(abs(h.get(f"{s}_{n}", 0) or 0) for h in history for s in ("dev", "train")) > 1.5}
+    ax_right = ax_metric.twinx() if large and large != set(names) else None
     for i, name in enumerate(names):
         color = f"C{i % 10}"
+        ax = ax_right if ax_right is not None and name in large else ax_metric
         for split, style in (("train", "--"), ("dev", "-")):
             key = f"{split}_{name}"
             if key in history[0]:
-                ax_metric.plot(epochs, [h[key] for h in history], style, color=color, marker=".",
-                               label=f"{split} {name}")
+                ax.plot(epochs, [h[key] for h in history], style, color=color, marker=".",
+                        label=f"{split} {name}" + (" (right axis)" if ax is ax_right else ""))
     ax_metric.set(xlabel="epoch", title="metrics (train dashed, dev solid)")
     ax_metric.grid(alpha=0.3)
     for ax in (ax_loss, ax_metric):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_metric.legend(fontsize=7)
+    handles = [h for ax in (ax_metric, ax_right) if ax is not None for h in ax.get_legend_handles_labels()[0]]
+    ax_metric.legend(handles=handles, fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(plt, fig, path)
