@@ -143,7 +143,8 @@ def run_pictures(run_dir: str | Path, out: str | Path | None = None, split: str 
     """The pictures of a finished image run (``best.pt``, else ``last.pt``) in ``out`` (default the run
     directory): ``kernels.png``; for classifiers ``feature_maps.png`` of the split's first image and
     ``confusion.png`` from the run's test figures; for the autoencoder ``reconstructions.png`` of ``n``
-    images (noised first when the run was a denoising one). Returns the paths written."""
+    images (noised first when the run was a denoising one); for a GAN ``samples.png`` (its discriminator's
+    kernels in ``kernels.png``). Returns the paths written."""
     import json
 
     from dl.models.vision import IMAGE_MODELS
@@ -161,6 +162,11 @@ def run_pictures(run_dir: str | Path, out: str | Path | None = None, split: str 
     images, _ = first_images(data["shards"], split, n, data["augment"]["mean"], data["augment"]["std"])
     out.mkdir(parents=True, exist_ok=True)
     written = {"kernels": kernel_grid(model, out / "kernels.png", title=f"{run_dir.name}: first-layer kernels")}
+    if name == "dcgan":  # its first convolution is the discriminator's; what it makes is a grid of samples
+        from dl.data.images import sample_grid
+
+        written["samples"] = sample_grid(model, out / "samples.png", n=max(n, 8))
+        return {k: str(v) for k, v in written.items()}
     if name == "autoencoder":
         noisy = None
         if model.cfg.noise_std > 0:

@@ -241,6 +241,8 @@ def test_gan_with_a_judge_is_chosen_by_fid_and_samples_on_demand(images, tmp_pat
                "--out", str(tmp_path / "trousers.png")])
     assert out.returncode == 0 and "16 samples (trouser)" in out.stdout, out.stderr
     assert Image.open(tmp_path / "trousers.png").size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))
+    written = run_pictures(tmp_path / "train" / "gan", tmp_path / "viz")  # `lakedl viz images` on a GAN run
+    assert sorted(written) == ["kernels", "samples"] and Image.open(written["samples"]).size[0] > 200
     out = run(["sample", "--run", str(tmp_path / "train" / "gan"), "--class", "hat"])
     assert out.returncode != 0 and "error: --class 'hat': one of t-shirt/top" in out.stderr
     with pytest.raises(InputError, match="trained on other classes"):
