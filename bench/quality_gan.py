@@ -91,10 +91,8 @@ def score(run_dir: Path, judge_dir: Path) -> dict:
         row["class_agreement"] = round(float(agree.mean()), 4)
         row["class_agreement_by_class"] = {c: round(float(agree[wanted.numpy() == i].mean()), 4)
                                            for i, c in enumerate(classes)}
-    judge_state = torch.load(next(judge_dir / n for n in ("best.pt", "last.pt") if (judge_dir / n).is_file()),
-                             map_location="cpu", weights_only=True)
     result = json.loads((judge_dir / "result.json").read_text()) if (judge_dir / "result.json").is_file() else {}
-    row["judge"] = {"model": judge_state["config"]["model"], "run": str(judge_dir),
+    row["judge"] = {"model": judge.name, "run": str(judge_dir),
                     "test_accuracy": (result.get("test") or {}).get("class_accuracy")}
     OUT.mkdir(parents=True, exist_ok=True)
     sample_grid(model, OUT / f"{run_dir.name}_samples.png")

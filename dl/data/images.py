@@ -196,23 +196,20 @@ class Judge:
     class it sees. Images go in as pixels in [0, 1] and are normalised as the classifier was trained."""
 
     def __init__(self, run_dir: str | Path, classes: list, channels: int, size: int, device) -> None:
-        from dl.engine.checkpoint import read_checkpoint
-        from dl.models import rebuild
+        from dl.engine.checkpoint import load_model, run_weights
         from etl.core.config import read_yaml
 
         run_dir = Path(run_dir)
-        weights = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
+        weights = run_weights(run_dir)
         if weights is None:
             raise InputError(f"data.judge={run_dir}: no best.pt or last.pt; train an image classifier there first")
-        state = read_checkpoint(weights)
+        self.model, state = load_model(weights)
         config = state["config"]
         if (state.get("label_map") or {}).get("class") != classes or (config.get("channels"), config.get("size")) != (
                 channels, size):
             raise InputError(f"data.judge={run_dir} was trained on other classes or another image shape than this "
                              "dataset: train the judge on the same `lakedl etl images` output")
-        self.model = rebuild(config)
-        self.model.load_state_dict(state["model"])
-        self.model.to(device).eval()
+        self.model.to(device)
         self.name = config["model"]
         augment = read_yaml(run_dir / "config.yml")["data"].get("augment", {})
         self.mean, self.std = float(augment.get("mean", 0.0)), float(augment.get("std", 1.0))
@@ -316,7 +313,7 @@ class GanData(ImageData):
             self._judge = Judge(self.s.data.judge, self.classes, self.channels, self.height, device)
         judge, conditional = self._judge, model.cfg.conditional
         model.eval()
-        counts = np.zeros(5)  # real images, real judged real, fakes judged fake, fakes of their class by the judge
+        counts = np.zeros(4)  # real images, real judged real, fakes judged fake, fakes of their class by the judge
         real_m = fake_m = 0.0
         noise = torch.Generator().manual_seed(10_000 + rank)  # the same samples' noise at every evaluation
         with torch.no_grad():
@@ -337,13 +334,8 @@ class GanData(ImageData):
         model.train()
         parts = [counts] + ([real_m, fake_m] if judge is not None else [])
         if world > 1:  # sums over ranks
-            totals = torch.from_numpy(np.concatenate(parts))
-            dist.average_(totals, name=f"gan_eval_{split}")
-            flat, out = totals.numpy() * world, []
-            for p in parts:
-                out.append(flat[:len(p)])
-                flat = flat[len(p):]
-            parts = out
+            totals = dist.average_(torch.from_numpy(np.concatenate(parts)), name=f"gan_eval_{split}")
+            parts = np.split(totals.numpy() * world, np.cumsum([len(p) for p in parts])[:-1])
         n = max(parts[0][0], 1)
         metrics = {"d_real_accuracy": float(parts[0][1] / n), "d_fake_accuracy": float(parts[0][2] / n),
                    "draws": int(model.draws)}

@@ -90,6 +90,23 @@ def restore(state: dict[str, Any], *, model: torch.nn.Module | None = None, opti
     return state
 
 
+def run_weights(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint a `lakedl train` run directory is read from: ``best.pt`` (the weights chosen on dev), else
+    ``last.pt``; None when it holds neither."""
+    return next((Path(run_dir) / n for n in ("best.pt", "last.pt") if (Path(run_dir) / n).is_file()), None)
+
+
+def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model a checkpoint file holds, rebuilt from its stored config with its weights, in eval mode, and
+    the checkpoint's contents."""
+    from dl.models import rebuild
+
+    state = read_checkpoint(path)
+    model = rebuild(state["config"])
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
 def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module | None = None, optimizer=None,
                     scheduler=None, restore_rng: bool = True, map_location="cpu") -> dict[str, Any]:
     """Read the checkpoint and load it into the given objects; returns the whole checkpoint."""

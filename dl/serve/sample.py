@@ -52,16 +52,16 @@ def sample_images(run_dir: str | os.PathLike, n: int = 64, label: str | None = N
     if label is not None and not model.cfg.conditional:
         raise RunError(f"{weights} is an unconditional GAN: drop --class (a GAN trained with "
                        "model.dcgan.conditional=true draws a chosen class)")
-    labels = None
+    labels, cols = None, 8
     if model.cfg.conditional:
         if label is None:
             per = max(1, n // len(classes))
             labels = torch.arange(n) // per % len(classes)
+            cols = per if n % len(classes) == 0 else 8  # a row per class
         else:
             index = classes.index(label) if label in classes else int(label) if str(label).isdigit() else -1
             if not 0 <= index < len(classes):
                 raise RunError(f"--class {label!r}: one of {', '.join(classes)} (or 0-{len(classes) - 1})")
             labels = torch.full((n,), index)
-    cols = max(1, n // len(classes)) if labels is not None and label is None and n % len(classes) == 0 else 8
     path = save_grid(model.sample(n, labels, seed=seed), cols, Path(out) if out else Path(run_dir) / "sample.png")
     return path, [classes[int(i)] for i in labels] if labels is not None else []

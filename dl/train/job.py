@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dl.engine.callbacks import EarlyStopping
+from dl.engine.checkpoint import run_weights
 from dl.engine.settings import RunContext, WorkerSettings
 from dl.models import IMAGE_MODELS
 from dl.train.config import TrainConfig
@@ -73,7 +74,7 @@ def _check_inputs(cfg: TrainConfig, directory: Path) -> None:
         if tokenizer != "minilm":
             raise TrainError(f"model.name=bert needs shards tokenized with the model's own WordPiece vocabulary, but "
                              f"{shards} used tokenize.kind={tokenizer}: rerun `lakedl etl text --set tokenize.kind=minilm`")
-    if cfg.data.judge and not any((Path(cfg.data.judge) / n).is_file() for n in ("best.pt", "last.pt")):
+    if cfg.data.judge and run_weights(cfg.data.judge) is None:
         raise TrainError(f"data.judge={cfg.data.judge}: no best.pt or last.pt there; train an image classifier on "
                          "the same dataset first (e.g. `lakedl train --conf conf/recipes/resnet_small.yml`)")
     if cfg.run.resume and not (directory / "last.pt").is_file():

@@ -27,19 +27,14 @@ class NoCheckpointError(RunError, FileNotFoundError):
 def load_weights(run_dir: str | os.PathLike):
     """The model of a `lakedl train` run directory (``best.pt``, else ``last.pt``) rebuilt from its stored
     config, in eval mode, with the checkpoint state and the file it came from."""
-    import torch
+    from dl.engine.checkpoint import load_model, run_weights
 
-    from dl.models import rebuild
-
-    run_dir = Path(run_dir)
-    weights = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
+    weights = run_weights(run_dir)
     if weights is None:
         raise NoCheckpointError(f"{run_dir}: no best.pt or last.pt; point --run at a finished `lakedl train` run "
                                 "directory")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model = rebuild(state["config"])
-    model.load_state_dict(state["model"])
-    return model.eval(), state, weights
+    model, state = load_model(weights)
+    return model, state, weights
 
 
 def load_run(run_dir: str | os.PathLike, family: str | None, shards: str | os.PathLike | None = None, purpose: str = ""):

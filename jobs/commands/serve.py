@@ -194,10 +194,10 @@ def sample_text(run: Annotated[Path, typer.Option(help="a `lakedl train` run dir
     """Sample from a trained generative model: text from a language model (nanoGPT-style, `train.task=lm`), or
     a PNG grid of images from a GAN (`train.task=generate`)."""
     from dl.serve.sample import sample, sample_images
-    from dl.train.rundir import load_weights
+    from etl.core.config import read_yaml
 
-    _, state, _ = load_weights(run)
-    if state["config"].get("model") == "dcgan":
+    config = run / "config.yml"  # which kind of run, without loading its weights twice
+    if config.is_file() and read_yaml(config).get("model", {}).get("name") == "dcgan":
         path, classes = sample_images(run, n or 64, class_, seed, out)
         shown = f" ({', '.join(dict.fromkeys(classes))})" if classes else ""
         typer.echo(f"{n or 64} samples{shown} → {path}")
