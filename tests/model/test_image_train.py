@@ -251,3 +251,8 @@ def test_gan_with_a_judge_is_chosen_by_fid_and_samples_on_demand(images, tmp_pat
         load_config("train", REPO / "conf", overrides=["model.name=lenet5", "train.task=class", f"data.judge={judge}"])
     with pytest.raises(ConfigError, match="the GAN generates pixels in \\[0, 1\\]"):
         load_config("train", REPO / "conf", overrides=["model.name=dcgan", "train.task=generate", MEAN])
+    with pytest.raises(ConfigError, match="train.amp=fp16 is not supported for the GAN"):
+        load_config("train", REPO / "conf", overrides=["model.name=dcgan", "train.task=generate", "train.amp=fp16"])
+    with pytest.raises(TrainError, match="data.judge=.*: no best.pt or last.pt there"):
+        run_train(train_config(images, tmp_path, "gan2", "model.name=dcgan", "train.task=generate",
+                               f"data.judge={tmp_path / 'no_such_run'}"))
