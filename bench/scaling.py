@@ -225,7 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     if "resnet" in args.model:
         image_subset(spark, args.image_rows)
     commit = git_commit()
-    results = []
+    previous = RESULTS / "scaling.json"  # other models' rows from earlier runs stay (each row has its commit)
+    earlier = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
+               if r.get("git_commit")]
+    results: list[dict] = []
     for model in args.model:
         settings = settings_for(model, args.epochs)
         torch.set_num_threads(2)
@@ -262,11 +265,9 @@ def main(argv: list[str] | None = None) -> None:
                             "baseline": "1 process x 2 threads (local launcher, no communication)",
                             "samples_per_s_1x2": round(one_by_two["samples_per_s"]), "step_ms_1x2": one_by_two["step_ms"],
                             **sides})
-    previous = RESULTS / "scaling.json"  # keep other models' rows from earlier runs (each row has its commit)
-    kept = [r for r in (json.loads(previous.read_text())["results"] if previous.is_file() else [])
-            if r["model"] not in args.model and r.get("git_commit")]
-    path = write_result("scaling", command_line(), kept + results)
-    print(f"wrote {path}")
+        done = {r["model"] for r in results}  # written as each model finishes: a later crash keeps these
+        path = write_result("scaling", command_line(), [r for r in earlier if r["model"] not in done] + results)
+        print(f"wrote {model}'s rows to {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -76,18 +76,53 @@ def densify_grads(model: torch.nn.Module) -> None:
             p.grad = p.grad.to_dense()
 
 
-def compress_hook(kind: str):
-    """A DDP comm hook: dense buckets all-reduced as fp16/bf16 (torch's compress hooks), sparse ones (embedding
-    rows) as they are: they are small already and the compress hooks take dense buffers only."""
+def exchange_hook(compression: str):
+    """A DDP comm hook: dense buckets all-reduced (as fp16/bf16 with ``compression``: torch's compress hooks),
+    sparse ones (an embedding table's touched rows) exchanged by :func:`allgather_rows`: exact, never
+    compressed, and on gloo's dense allgather rather than its sparse all-reduce, which killed a rank with
+    SIGSEGV inside the backward now and then (CI at 7d5b5ff; bench/scaling.py's CNN under TorchDistributor)."""
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-    dense = {"fp16": default_hooks.fp16_compress_hook, "bf16": default_hooks.bf16_compress_hook}[kind]
+    dense = {"none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
+             "bf16": default_hooks.bf16_compress_hook}[compression]
 
     def hook(group, bucket):
-        if bucket.buffer().is_sparse:
-            return default_hooks.allreduce_hook(group, bucket)
-        return dense(group, bucket)
+        if not bucket.buffer().is_sparse:
+            return dense(group, bucket)
+        done: torch.futures.Future = torch.futures.Future()
+        done.set_result(allgather_rows(bucket.buffer(), group))
+        return done
     return hook
+
+
+def allgather_rows(grad: torch.Tensor, group=None) -> torch.Tensor:
+    """The mean over ranks of a sparse gradient, as a coalesced sparse tensor identical on every rank: each rank's
+    row count, then its rows' indices and values padded to the largest count, gathered with dense allgathers
+    (the rows both ranks touched add up; a rank that touched none sends nothing but its count)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    grad = grad.coalesce()
+    indices, values = grad.indices(), grad.values()
+    mine = values.shape[0]
+    count = torch.tensor([mine], dtype=torch.int64)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    dist.all_gather(counts, count, group=group)
+    counts = [int(c) for c in counts]
+    most = max(counts)
+    padded_indices = indices.new_zeros((indices.shape[0], most))
+    padded_indices[:, :mine] = indices
+    padded_values = values.new_zeros((most, *values.shape[1:]))
+    padded_values[:mine] = values
+    gathered = []
+    for padded in (padded_indices, padded_values):
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        if most:
+            dist.all_gather(parts, padded, group=group)
+        gathered.append(parts)
+    rows = torch.cat([part[:, :n] for part, n in zip(gathered[0], counts)], dim=1)
+    sums = torch.cat([part[:n] for part, n in zip(gathered[1], counts)])
+    return torch.sparse_coo_tensor(rows, sums, grad.shape).coalesce().div_(world)
 
 
 class NoDist:
@@ -230,15 +265,15 @@ class TorchDist(NoDist):
         # that search. Gradients are views into DDP's buckets (no copy after the all-reduce). Buffers (batch norm's
         # running statistics) are not broadcast at every forward: the loop averages them before each evaluation
         # (``average_buffers``), as Horovod, which never broadcasts them, needs too. Sparse embedding
-        # gradients (``sync.sparse_embeddings``, switched on by the caller) go through gloo's sparse all-reduce,
-        # an allgather of the touched rows. On GPU each process drives the one device its parameters live on.
+        # gradients (``sync.sparse_embeddings``, switched on by the caller) are an allgather of the touched rows
+        # (``exchange_hook``). On GPU each process drives the one device its parameters live on.
         sync = sync or SyncSettings()
         device = next(model.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused,
                                       gradient_as_bucket_view=True, forward_sync_buffers=False)
-        if sync.compression != "none":
-            net.register_comm_hook(self.dist.group.WORLD, compress_hook(sync.compression))
+        if sync.compression != "none" or any(getattr(m, "sparse", False) for m in model.modules()):
+            net.register_comm_hook(self.dist.group.WORLD, exchange_hook(sync.compression))
         return net, optimizer
 
     def mean(self, value: float) -> float:
