@@ -164,8 +164,16 @@ def read_sst(spark: SparkSession, sst_dir: str, phrases: bool = False) -> DataFr
 
 
 def read_input(spark: SparkSession, settings) -> DataFrame:
-    """Dispatch on ``input.format`` (an ``InputSettings``)."""
-    check_paths(settings.paths, "input.paths")
+    """Dispatch on ``input.format`` (an ``InputSettings``); the files of ``input.also``, each in its own
+    format, join the same rows."""
+    df = _read_files(spark, settings, "input.paths")
+    for i, more in enumerate(getattr(settings, "also", [])):
+        df = df.unionByName(_read_files(spark, more, f"input.also[{i}].paths"))
+    return df
+
+
+def _read_files(spark: SparkSession, settings, field: str) -> DataFrame:
+    check_paths(settings.paths, field)
     if settings.format == "json":
         return read_json_lines(spark, settings.paths, settings.source)
     if settings.format == "csv":

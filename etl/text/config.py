@@ -21,11 +21,10 @@ class CsvSettings(Section):
                                     description="canonical field -> column in the file, e.g. {text: review}")
 
 
-class InputSettings(Section):
+class FileInput(Section):
+    """Files of one format."""
     paths: list[str] = Field(default_factory=list, description="files, directories or globs (not for bronze)")
-    format: Literal["json", "csv", "sst", "text", "bronze"] = Field("json", description="bronze: the rows the "
-                                                                    "bronze table gained since this dataset's last run")
-    table: str = Field(catalog.BRONZE_REVIEWS, description="format=bronze: the bronze table (`lakedl bronze load`)")
+    format: Literal["json", "csv", "sst", "text"] = "json"
     source: str | None = Field(None, description="source name for csv/text/sst rows that carry none")
     csv: CsvSettings = CsvSettings()
     sst_phrases: bool = Field(False, description="SST: also emit every labelled subtree of train")
@@ -34,6 +33,22 @@ class InputSettings(Section):
     def _paths(self):
         if self.format != "bronze" and not self.paths:
             raise ValueError(f"input.paths is empty: input.format={self.format} reads files (or set input.format=bronze)")
+        return self
+
+
+class InputSettings(FileInput):
+    format: Literal["json", "csv", "sst", "text", "bronze"] = Field("json", description="bronze: the rows the "
+                                                                    "bronze table gained since this dataset's last run")
+    table: str = Field(catalog.BRONZE_REVIEWS, description="format=bronze: the bronze table (`lakedl bronze load`)")
+    also: list[FileInput] = Field(default_factory=list, description="more files, each list entry with its own "
+                                  "paths and format, read into the same dataset (e.g. SST's trees and the VADER "
+                                  "JSON lines: conf/recipes/etl/general.yml)")
+
+    @model_validator(mode="after")
+    def _also(self):
+        if self.also and self.format == "bronze":
+            raise ValueError("input.also reads files beside input.paths; with input.format=bronze load those files "
+                             "into bronze too (`lakedl bronze load`) instead")
         return self
 
 

@@ -265,3 +265,30 @@ def test_spark_sst_reader_and_the_converter_agree_at_phrase_level(spark, sst_dir
     rows = read_sst(spark, str(sst_dir), phrases=True).filter("split = 'train' AND _malformed IS NULL")
     assert rows.count() == report["sentences"] + report["phrases"]
     assert rows.filter("source = 'sst_phrase'").count() == report["phrases"]
+
+
+def test_sst_trees_and_vader_json_lines_in_one_dataset(spark, sst_dir, raw_data, tmp_path):
+    """conf/recipes/etl/general.yml's shape (sentiment_general's data): SST's trees with their own splits and a JSON
+    lines corpus (`input.also`) split by hash, as bench/transfer.py splits each VADER domain, in one dataset."""
+    from pyspark.sql import functions as F
+
+    from etl.core.splits import hashed_split, split_bucket
+
+    tweets = raw_data / "reviews" / "vader_tweets.jsonl"
+    cfg = load_config("etl_text", conf_files=[Path(__file__).parents[2] / "conf/recipes/etl/general.yml"], overrides=[
+        f"input.paths=[{sst_dir}]", "input.sst_phrases=false", f"input.also=[{{paths: [{tweets}], format: json}}]",
+        f"paths.tables_dir={tmp_path / 'tables'}", f"output.shards_dir={tmp_path / 'shards'}"])
+    report = run_text_etl(cfg, spark, "general-1")
+    assert report.rows_read == 9645 + 1101 + 2210 + 4200
+    assert report.reasons == {"held_out_duplicate": 1105}
+    silver = TableStore(tmp_path / "tables", spark).read("silver_general")
+    assert dict(silver.groupBy("source").count().collect()) == {"sst": 8540 + 1101 + 2210, "vader_tweets": 4200}
+    s = cfg.split
+    want = (spark.read.json(str(tweets)).select("review_id", hashed_split(split_bucket("review_id", s.seed),
+                                                                          s.train, s.dev).alias("want")))
+    got = silver.filter(F.col("source") == "vader_tweets").join(want, "review_id")
+    assert got.count() == 4200 and got.filter(F.col("split") != F.col("want")).count() == 0
+    assert report.rows_per_split["test"] == 2210 + got.filter(F.col("want") == "test").count()
+
+    with pytest.raises(ValueError, match="input.also reads files"):
+        load_config("etl_text", overrides=["input.format=bronze", f"input.also=[{{paths: [{tweets}]}}]"])
