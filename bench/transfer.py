@@ -3,6 +3,11 @@ and tweets snippets, binarised by the sign of their mean rating (neutral ones, m
 left out) — beside SST-2 test itself.
 
     python bench/transfer.py --run bilstm_glove_cos_sst2=RUN_DIR [--run NAME=RUN_DIR ...]
+    python bench/transfer.py --run sentiment_general=RUN_DIR --trained-on sst+vader
+
+A model trained beyond SST (``--trained-on`` other than ``sst``) gets, on each other domain, the best SST-only
+row's accuracy beside its own (``beats_every_sst_only``) and on SST-2 the points it loses against the SST-only
+model of its recipe (``--counterpart``; goal: at most 1).
 
 RUN_DIR is a finished `lakedl train` run (e.g. `lakedl train --conf conf/recipes/<NAME>.yml`), exported to a float
 bundle here and scored in this process with `Bundle.predict`, texts as the raw files hold them. Each domain's
@@ -51,6 +56,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR of a trained SST-2 classifier")
     ap.add_argument("--trained-on", default="sst", help="what the runs were trained on (recorded in each row)")
+    ap.add_argument("--counterpart", default="bilstm_glove_cos_sst2", help="runs not trained on SST alone: the "
+                    "SST-only model of the same recipe, whose SST-2 accuracy they may lose at most 1 point of")
     args = ap.parse_args(argv)
     import torch
 
@@ -78,7 +85,35 @@ def main(argv=None) -> None:
                 out.append(row)
                 print(f"{name:28s} {domain:7s} test {row['accuracy']:.4f} ({row['rows']} rows)   all "
                       f"{row['accuracy_all']:.4f} ({row['rows_all']})", flush=True)
+    if args.trained_on != "sst":
+        compare(out, args.counterpart)
     print(f"wrote {write_merged('transfer', out)}")
+
+
+def compare(rows: list[dict], counterpart: str) -> None:
+    """Beside each row of a model trained beyond SST: on every other domain the best SST-only model's
+    accuracy there (from bench/results/transfer.json) and whether it beats it; on SST-2 the points it loses
+    against ``counterpart`` (goal: at most 1)."""
+    from common import RESULTS
+
+    path = RESULTS / "transfer.json"
+    sst_only = [r for r in (json.loads(path.read_text())["results"] if path.is_file() else [])
+                if r.get("trained_on") == "sst"]
+    for row in rows:
+        peers = [r for r in sst_only if r["domain"] == row["domain"]]
+        if row["domain"] == "sst2":
+            [ref] = [r for r in peers if r["model"] == counterpart] or [None]
+            if ref:
+                row.update(sst_only_counterpart=counterpart, counterpart_accuracy=ref["accuracy"],
+                           points_lost=round(100 * (ref["accuracy"] - row["accuracy"]), 2),
+                           within_1_point=ref["accuracy"] - row["accuracy"] <= 0.01)
+        elif peers:
+            best = max(peers, key=lambda r: r["accuracy"])
+            row.update(best_sst_only_model=best["model"], best_sst_only_accuracy=best["accuracy"],
+                       beats_every_sst_only=row["accuracy"] > best["accuracy"])
+        verdict = {k: row[k] for k in ("points_lost", "within_1_point", "best_sst_only_accuracy",
+                                       "beats_every_sst_only") if k in row}
+        print(f"{row['model']:28s} {row['domain']:7s} {row['accuracy']:.4f}  {verdict}", flush=True)
 
 
 if __name__ == "__main__":

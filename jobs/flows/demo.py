@@ -22,6 +22,7 @@ from dl.train.config import TrainConfig  # noqa: F401  (registers the train job)
 from etl.bronze import BronzeSettings, run_load_bronze
 from etl.core import catalog
 from etl.core.config import Section, load_config, register_job
+from etl.core.errors import MissingInput
 from etl.core.logs import get_logger
 from etl.images.config import ImageEtlConfig  # noqa: F401  (registers the etl_images job)
 from etl.sources.config import FetchSettings
@@ -40,6 +41,11 @@ class DemoSettings(Section):
     model: Literal["bow", "rnn", "cnn", "transformer"] = Field("rnn", description="model.name of the demo run "
                                                                                    "(the other train settings: train.yml)")
     epochs: int = Field(2, ge=1)
+    recipe: str | None = Field(None, description="a training recipe (e.g. conf/recipes/sentiment_general.yml) to "
+                               "train the text model with instead of demo.model/demo.epochs: its shards (data.shards, "
+                               "built first with the ETL command its header names), model and settings, on "
+                               "demo.processes processes; the run is named after the recipe and its bundle "
+                               "scores the demo's silver table")
     processes: int = Field(2, ge=1, description="training processes (local launcher, gloo)")
     retrain: bool = Field(False, description="train anew even if runs/train/demo finished before (a new model version "
                                              "scores every row again)")
@@ -71,11 +77,20 @@ IMAGE_RUN = "demo_images"
 
 
 def train_config(cfg: DemoConfig, shards: str | os.PathLike, conf_dir: str | os.PathLike | None = None):
-    """train.yml (from ``conf_dir``) with the demo's data, model, epochs and processes, and the demo's
-    common sections (spark, paths, tables, tracking, logging)."""
-    train = load_config("train", conf_dir, overrides=[
-        f"data.shards={json.dumps(str(shards))}", f"model.name={cfg.demo.model}", f"train.epochs={cfg.demo.epochs}",
-        "launcher.kind=local", f"launcher.num_processes={cfg.demo.processes}", f"run.name={RUN_NAME}"])
+    """train.yml (from ``conf_dir``) with the demo's data, model, epochs and processes — or, with
+    ``demo.recipe``, that recipe on its own shards — and the demo's common sections (spark, paths, tables,
+    tracking, logging)."""
+    launcher = ["launcher.kind=local", f"launcher.num_processes={cfg.demo.processes}"]
+    if cfg.demo.recipe:
+        recipe = Path(cfg.demo.recipe)
+        train = load_config("train", conf_dir, [recipe], overrides=[*launcher, f"run.name={recipe.stem}"])
+        if not (Path(train.data.shards) / "manifest.json").is_file():
+            raise MissingInput(f"demo.recipe={recipe} trains on data.shards={train.data.shards}, which holds no shards: "
+                            f"build them first with the `lakedl etl text` command in {recipe}'s header")
+    else:
+        train = load_config("train", conf_dir, overrides=[
+            f"data.shards={json.dumps(str(shards))}", f"model.name={cfg.demo.model}",
+            f"train.epochs={cfg.demo.epochs}", *launcher, f"run.name={RUN_NAME}"])
     return train.model_copy(update={k: getattr(cfg, k) for k in COMMON})
 
 
@@ -91,7 +106,8 @@ def train_and_score(cfg: DemoConfig, etl_text: dict, spark=None, conf_dir: str |
     from etl.core.tables import TableStore
 
     tcfg = train_config(cfg, etl_text["shards_dir"], conf_dir)
-    directory = run_dir(tcfg, RUN_NAME)
+    name = tcfg.run.name
+    directory = run_dir(tcfg, name)
     if cfg.demo.retrain and directory.exists():
         shutil.rmtree(directory)
     if (directory / "result.json").is_file():
@@ -102,7 +118,7 @@ def train_and_score(cfg: DemoConfig, etl_text: dict, spark=None, conf_dir: str |
         summary = run_train(tcfg)
         log_run_model(tcfg, summary)  # the bundle as an MLflow pyfunc model in the run
         summary["reused"] = False
-    bundle = export_bundle(directory, Path(cfg.paths.runs_dir) / "bundles" / RUN_NAME)
+    bundle = export_bundle(directory, Path(cfg.paths.runs_dir) / "bundles" / name)
     spark = spark or get_spark(cfg.spark)
     store = TableStore.from_config(cfg, spark)
     silver = catalog.silver(cfg.output.name)

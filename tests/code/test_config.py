@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from etl.core.config import ConfigError, dump_config, parse_override
@@ -158,3 +160,23 @@ def test_demo_trains_with_train_yml_and_the_demo_settings(conf_dir):
     assert cfg.optim == load_config("train", conf_dir).optim  # the rest from train.yml
     with pytest.raises(ConfigError, match="demo.model"):
         load_config("demo", conf_dir, overrides=["demo.model=gpt"])  # an LM has no sentiment to score
+
+
+def test_demo_trains_a_recipe_on_its_own_shards(conf_dir, tmp_path):
+    from etl.core.errors import MissingInput
+    from jobs.flows.demo import train_config
+
+    general = Path(__file__).parents[2] / "conf" / "recipes" / "sentiment_general.yml"
+    demo = load_config("demo", conf_dir, overrides=[f"demo.recipe={general}", "demo.processes=3"])
+    with pytest.raises(MissingInput, match="holds no shards: build them first with the `lakedl etl text` command"):
+        train_config(demo, "/data/shards/reviews", conf_dir)
+    shards = tmp_path / "general"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    recipe = tmp_path / "sentiment_general.yml"
+    recipe.write_text(general.read_text().replace("data/shards/general", str(shards)))
+    cfg = train_config(demo.model_copy(update={"demo": demo.demo.model_copy(update={"recipe": str(recipe)})}),
+                       "/data/shards/reviews", conf_dir)
+    assert (cfg.data.shards, cfg.model.name, cfg.model.embeddings) == (str(shards), "rnn", "data/raw/glove100/vectors.bin")
+    assert (cfg.train.epochs, cfg.schedule.name, cfg.run.name) == (5, "cosine", "sentiment_general")  # the recipe's
+    assert (cfg.launcher.kind, cfg.launcher.num_processes) == ("local", 3)  # the demo's
