@@ -122,7 +122,8 @@ def allgather_rows(grad: torch.Tensor, group=None) -> torch.Tensor:
         gathered.append(parts)
     rows = torch.cat([part[:, :n] for part, n in zip(gathered[0], counts)], dim=1)
     sums = torch.cat([part[:n] for part, n in zip(gathered[1], counts)])
-    return torch.sparse_coo_tensor(rows, sums, grad.shape).coalesce().div_(world)
+    # checked (indices in range: a bad row count from a peer raises here instead of corrupting memory later)
+    return torch.sparse_coo_tensor(rows, sums, grad.shape, check_invariants=True).coalesce().div_(world)
 
 
 class NoDist:
