@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from etl.core.errors import InputError
-from etl.core.io import check_paths
+from etl.core.io import check_paths, expand_globs
 
 FIELDS = ("review_id", "business_id", "user_id", "stars", "text", "date", "source", "label", "score", "split")
 MALFORMED = "_malformed"
@@ -174,13 +174,14 @@ def read_input(spark: SparkSession, settings) -> DataFrame:
 
 def _read_files(spark: SparkSession, settings, field: str) -> DataFrame:
     check_paths(settings.paths, field)
+    paths = expand_globs(settings.paths)
     if settings.format == "json":
-        return read_json_lines(spark, settings.paths, settings.source)
+        return read_json_lines(spark, paths, settings.source)
     if settings.format == "csv":
-        return read_csv(spark, settings.paths, settings.csv.columns, settings.csv.sep, settings.csv.header,
+        return read_csv(spark, paths, settings.csv.columns, settings.csv.sep, settings.csv.header,
                         settings.source, settings.csv.multiline, settings.csv.escape)
     if settings.format == "text":
-        return read_text_label(spark, settings.paths, settings.source or "text")
+        return read_text_label(spark, paths, settings.source or "text")
     if len(settings.paths) != 1:
         raise InputError("input.format=sst takes one directory in input.paths (with train.txt, dev.txt, test.txt)")
     return read_sst(spark, settings.paths[0], settings.sst_phrases)

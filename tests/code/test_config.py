@@ -167,16 +167,15 @@ def test_demo_trains_a_recipe_on_its_own_shards(conf_dir, tmp_path):
     from jobs.flows.demo import train_config
 
     general = Path(__file__).parents[2] / "conf" / "recipes" / "sentiment_general.yml"
-    demo = load_config("demo", conf_dir, overrides=[f"demo.recipe={general}", "demo.processes=3"])
-    with pytest.raises(MissingInput, match="holds no shards: build them first with the `lakedl etl text` command"):
-        train_config(demo, "/data/shards/reviews", conf_dir)
     shards = tmp_path / "general"
-    shards.mkdir()
-    (shards / "manifest.json").write_text("{}")
     recipe = tmp_path / "sentiment_general.yml"
     recipe.write_text(general.read_text().replace("data/shards/general", str(shards)))
-    cfg = train_config(demo.model_copy(update={"demo": demo.demo.model_copy(update={"recipe": str(recipe)})}),
-                       "/data/shards/reviews", conf_dir)
+    demo = load_config("demo", conf_dir, overrides=[f"demo.recipe={recipe}", "demo.processes=3"])
+    with pytest.raises(MissingInput, match="holds no shards: build them first with the `lakedl etl text` command"):
+        train_config(demo, "/data/shards/reviews", conf_dir)
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    cfg = train_config(demo, "/data/shards/reviews", conf_dir)
     assert (cfg.data.shards, cfg.model.name, cfg.model.embeddings) == (str(shards), "rnn", "data/raw/glove100/vectors.bin")
     assert (cfg.train.epochs, cfg.schedule.name, cfg.run.name) == (5, "cosine", "sentiment_general")  # the recipe's
     assert (cfg.launcher.kind, cfg.launcher.num_processes) == ("local", 3)  # the demo's

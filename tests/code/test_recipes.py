@@ -1,5 +1,6 @@
 """Recipes are configuration: every quality row of bench/ is a conf/recipes/*.yml that `lakedl train --conf`
-(or `lakedl etl text --conf`, `lakedl w2v train --conf`) validates, and every recipe belongs to a row."""
+(or `lakedl etl text --conf`, `lakedl w2v train --conf`) validates, and every recipe belongs to a row
+(sentiment_general's are bench/transfer.py's, one per domain)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,14 @@ def test_every_quality_row_is_a_valid_recipe_and_every_recipe_a_row(rows):
     for name in sorted(train):
         cfg = load_config("train", REPO / "conf", [RECIPES / f"{name}.yml"])
         assert cfg.launcher.num_processes == 2 and cfg.train.seed == 0, name  # as the figures were measured
-    etl = {"sst_phrases", "sst_minilm", "sst_minilm_phrases", "vader"}
+    general = load_config("train", REPO / "conf", [RECIPES / "sentiment_general.yml"])  # rows: transfer.json
+    assert general.launcher.num_processes == 2 and general.train.seed == 0 and general.data.shards.endswith("general")
+    etl = {"sst_phrases", "sst_minilm", "sst_minilm_phrases", "vader", "general"}
     for name in sorted(etl):
         assert load_config("etl_text", REPO / "conf", [RECIPES / "etl" / f"{name}.yml"]).output.name == name
     load_config("w2v", REPO / "conf", [RECIPES / "w2v_skipgram.yml"])
     on_disk = {p.stem for p in RECIPES.glob("*.yml")}
-    assert on_disk == train | {"w2v_skipgram"}
+    assert on_disk == train | {"w2v_skipgram", "sentiment_general"}
     assert {p.stem for p in (RECIPES / "etl").glob("*.yml")} == etl
 
 
