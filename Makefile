@@ -8,10 +8,10 @@ PYTEST_ARGS ?=
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-scaling-network bench-encode bench-scale bench-int8 bench-transfer bench-score bench-score-cdf bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images quality-gan package cluster-up cluster-down clean help
+.PHONY: setup data demo test test-slow stress bench-etl bench-loaders bench-scaling bench-time-to-accuracy bench-scaling-network bench-encode bench-scale bench-int8 bench-transfer bench-score bench-score-cdf bench-w2v bench-images bench-tune quality sst-fit quality-lm quality-images quality-gan package cluster-up cluster-down clean help
 
 help:
-	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-transfer | bench-score | bench-score-cdf | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | quality-gan | setup | data | package | cluster-up | cluster-down | clean"
+	@echo "make demo | test | test-slow | stress | bench-etl | bench-loaders | bench-scaling | bench-time-to-accuracy | bench-scaling-network | bench-encode | bench-scale | bench-int8 | bench-transfer | bench-score | bench-score-cdf | bench-w2v | bench-images | bench-tune | quality | sst-fit | quality-lm | quality-images | quality-gan | setup | data | package | cluster-up | cluster-down | clean"
 
 # The venv is rebuilt when the dependency files change. One constraints file pins the whole stack.
 $(VENV)/.setup-done: pyproject.toml constraints.txt tools/build_horovod.sh tools/cxx17
@@ -60,6 +60,11 @@ bench-loaders: demo
 
 bench-scaling: demo
 	$(BIN)/python bench/scaling.py
+
+# BiLSTM SST-2 recipe: wall time to 84% dev accuracy, 2 processes x 1 thread vs 1 x 2 (scaling.json; ~25 min)
+bench-time-to-accuracy: data
+	@test -f data/shards/sst_phrases/manifest.json || $(BIN)/lakedl etl text --conf conf/recipes/etl/sst_phrases.yml
+	$(BIN)/python bench/time_to_accuracy.py
 
 # the text ETL's normalize + encode step: batch (Arrow) encoder vs the per-row Python path (bench/results/scale.json)
 bench-encode: data

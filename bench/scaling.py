@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
                             "samples_per_s_1x2": round(one_by_two["samples_per_s"]), "step_ms_1x2": one_by_two["step_ms"],
                             **sides})
         done = {r["model"] for r in results}  # written as each model finishes: a later crash keeps these
-        path = write_result("scaling", command_line(), [r for r in earlier if r["model"] not in done] + results)
+        kept = [r for r in earlier if r["model"] not in done or r.get("bench") == "time_to_accuracy"]
+        path = write_result("scaling", command_line(), kept + results)
         print(f"wrote {model}'s rows to {path}", flush=True)
 
 

@@ -2,7 +2,7 @@
 
 A callback is any picklable object with ``name``, ``rank0_only`` and ``__call__(end: EpochEnd) -> bool``
 (it is sent to every worker process). The loop combines the answers across ranks, so every rank stops
-after the same epoch. ``EarlyStopping`` is here; a search's pruning is ``dl.tune.study.Pruning``."""
+after the same epoch. ``EarlyStopping`` and ``StopAtTarget`` are here; a search's pruning is ``dl.tune.study.Pruning``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,18 @@ class EarlyStopping:
 
     def __call__(self, end: EpochEnd) -> bool:
         return end.stale > self.patience
+
+
+@dataclass(frozen=True)
+class StopAtTarget:
+    """Stop after the first epoch whose dev metric reaches ``target``."""
+
+    target: float
+    name: str = "target_reached"
+    rank0_only: bool = False
+
+    def __call__(self, end: EpochEnd) -> bool:
+        return end.score >= self.target
 
 
 def stop_reason(callbacks, end: EpochEnd, dist) -> str | None:

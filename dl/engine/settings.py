@@ -93,6 +93,8 @@ class TrainSettings(Section):
                                    "every linear layer's weight (a unit's incoming weights) to L2 norm <= this; "
                                    "Kim 2014 uses 3")
     patience: int | None = Field(None, ge=0, description="early stopping: epochs without dev improvement")
+    stop_at: float | None = Field(None, description="stop after the first epoch whose dev metric reaches this value "
+                                  "(e.g. 0.84 for a dev accuracy: time to accuracy, bench/time_to_accuracy.py)")
     optimal_error: float = Field(0.0, ge=0, le=1, description="Bayes/human error for the bias/variance verdict")
     amp: Literal["none", "bf16", "fp16"] = "none"
     device: Literal["auto", "cpu", "cuda"] = "auto"

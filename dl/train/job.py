@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from dl.engine.callbacks import EarlyStopping
+from dl.engine.callbacks import EarlyStopping, StopAtTarget
 from dl.engine.checkpoint import run_weights
 from dl.engine.settings import RunContext, WorkerSettings
 from dl.models import IMAGE_MODELS
@@ -34,8 +34,9 @@ class TrainError(LakedlError, RuntimeError):
 def worker_settings(cfg: TrainConfig, directory: Path, tracking_uri: str | None = None, run_id: str | None = None,
                     tensorboard_dir: str | None = None, callbacks: Sequence = ()) -> WorkerSettings:
     """The config's sections as every rank receives them (file paths absolute), this run's context, and the
-    epoch-end callbacks: early stopping (train.patience) first, then ``callbacks``."""
+    epoch-end callbacks: early stopping (train.patience), a target (train.stop_at), then ``callbacks``."""
     stopping = [EarlyStopping(cfg.train.patience)] if cfg.train.patience is not None else []
+    stopping += [StopAtTarget(cfg.train.stop_at)] if cfg.train.stop_at is not None else []
     return WorkerSettings(
         data=cfg.data.model_copy(update={"shards": str(Path(cfg.data.shards).absolute()),
                                          "judge": str(Path(cfg.data.judge).absolute()) if cfg.data.judge else None}),

@@ -58,6 +58,9 @@ MAX_CHARS = 20_000  # longer texts are quarantined: the text ETL's and batch sco
 class ValidateSettings(Section):
     max_chars: int = Field(MAX_CHARS, ge=1, description="longer texts are quarantined")
     max_quarantine_rate: float = Field(0.05, ge=0.0, le=1.0, description="fail the run above this share")
+    held_out_texts: bool = Field(False, description="quarantine (held_out_duplicate) every copy but one of a text "
+                                 "(case, spacing and punctuation aside) a dev or test row has: for datasets of "
+                                 "several corpora that share texts, so nothing held out is trained on or counted twice")
 
 
 class NormalizeSettings(Section):

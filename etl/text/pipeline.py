@@ -55,7 +55,7 @@ from etl.text.textprep import (
     train_subword,
     word_tokens_udf,
 )
-from etl.text.validate import REASON, validate
+from etl.text.validate import REASON, mark_held_out_texts, validate
 
 log = get_logger(__name__)
 
@@ -163,6 +163,9 @@ def run_text_etl(cfg: TextEtlConfig, spark: SparkSession, run_id: str) -> TextEt
 def _checked_run(cfg, spark, store, report, silver, quarantine_table, dataset_dir) -> TextEtlReport:
     checked = validate(_read(spark, store, cfg, report), cfg.validation.max_chars,
                        require_split=cfg.split.mode == "given")
+    if cfg.validation.held_out_texts:  # needs each row's split (assigning it again later changes nothing)
+        checked = mark_held_out_texts(assign_split(checked, cfg.split.mode, cfg.split.train, cfg.split.dev,
+                                                    cfg.split.seed))
     if store.exists(silver):
         present = store.read(silver).select("review_id").distinct().withColumn("_present", F.lit(True))
         checked = checked.join(present, "review_id", "left")

@@ -16,6 +16,11 @@ stars_out_of_range     stars not within 1..5
 label_out_of_range     label not 0 or 1
 missing_split          ``split.mode: given`` and split not train/dev/test
 duplicate_review_id    a review_id seen earlier in the same input (the first one is kept)
+held_out_duplicate     also, with ``validation.held_out_texts: true``: a valid row whose text
+                       (:func:`text_key`) a dev or test row of the same input has too — every copy
+                       but the first held-out one (by source file, review_id), so no held-out text
+                       is trained on or counted twice when corpora overlap (VADER's movie snippets
+                       are SST's sentences); copies of a text only in train stay
 =====================  ===============================================================
 
 "Earlier" is file order (source paths sorted) then line order within a file.
@@ -78,3 +83,26 @@ def validate(df: DataFrame, max_chars: int, require_split: bool = False) -> Data
             .withColumn(REASON, F.when(F.col("_rank") > 1, F.lit("duplicate_review_id")).otherwise(F.col(REASON)))
             .drop("_rank", POSITION, WRONG_TYPE)
             .withColumn("stars", stars).withColumn("label", label.cast("int")).withColumn("score", score))
+
+
+def text_key(col: str) -> Column:
+    """A text as duplicates are compared: lower case, the Penn Treebank's bracket tokens (SST's ``-lrb-``)
+    dropped, letters and digits only — so SST's tokenized sentence and the same snippet as written match."""
+    lowered = F.regexp_replace(F.lower(F.col(col)), r"-(lrb|rrb|lsb|rsb|lcb|rcb)-", "")
+    return F.regexp_replace(lowered, r"[^\p{L}\p{N}]+", "")
+
+
+def mark_held_out_texts(df: DataFrame) -> DataFrame:
+    """``held_out_duplicate`` on every valid copy but one of each text some valid dev/test row has
+    (``df`` has its ``split``)."""
+    held_out = F.col("split").isin("dev", "test")
+    key = Window.partitionBy("_text_key")
+    valid = df.filter(F.col(REASON).isNull()).withColumn("_text_key", text_key("text"))
+    ranked = (valid.withColumn("_held", F.max(held_out.cast("int")).over(key))
+              .withColumn("_copy", F.row_number().over(key.orderBy(held_out.desc(), "source_file", "review_id")))
+              .filter((F.col("_held") == 1) & (F.col("_copy") > 1))
+              .select("review_id", "source_file", F.lit(True).alias("_drop")))
+    return (df.join(ranked, ["review_id", "source_file"], "left")
+            .withColumn(REASON, F.when(F.col(REASON).isNull() & F.col("_drop"), F.lit("held_out_duplicate"))
+                        .otherwise(F.col(REASON)))
+            .drop("_drop"))

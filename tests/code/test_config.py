@@ -179,3 +179,12 @@ def test_demo_trains_a_recipe_on_its_own_shards(conf_dir, tmp_path):
     assert (cfg.data.shards, cfg.model.name, cfg.model.embeddings) == (str(shards), "rnn", "data/raw/glove100/vectors.bin")
     assert (cfg.train.epochs, cfg.schedule.name, cfg.run.name) == (5, "cosine", "sentiment_general")  # the recipe's
     assert (cfg.launcher.kind, cfg.launcher.num_processes) == ("local", 3)  # the demo's
+
+
+def test_train_stop_at_and_patience_become_the_runs_epoch_end_callbacks(conf_dir, tmp_path):
+    from dl.engine.callbacks import EarlyStopping, StopAtTarget
+    from dl.train.job import worker_settings
+
+    cfg = load_config("train", conf_dir, overrides=["train.stop_at=0.84", "train.patience=2"])
+    assert worker_settings(cfg, tmp_path).callbacks == [EarlyStopping(2), StopAtTarget(0.84)]
+    assert worker_settings(load_config("train", conf_dir), tmp_path).callbacks == []

@@ -269,26 +269,33 @@ def test_spark_sst_reader_and_the_converter_agree_at_phrase_level(spark, sst_dir
 
 def test_sst_trees_and_vader_json_lines_in_one_dataset(spark, sst_dir, raw_data, tmp_path):
     """conf/recipes/etl/general.yml's shape (sentiment_general's data): SST's trees with their own splits and a JSON
-    lines corpus (`input.also`) split by hash, as bench/transfer.py splits each VADER domain, in one dataset."""
+    lines corpus (`input.also`) split by hash, as bench/transfer.py splits each VADER domain, in one dataset.
+    VADER's movie snippets are SST's sentences: no text of dev or test is left in train, or twice in dev/test."""
     from pyspark.sql import functions as F
 
     from etl.core.splits import hashed_split, split_bucket
+    from etl.text.validate import text_key
 
-    tweets = raw_data / "reviews" / "vader_tweets.jsonl"
+    movie = raw_data / "reviews" / "vader_movie.jsonl"
     cfg = load_config("etl_text", conf_files=[Path(__file__).parents[2] / "conf/recipes/etl/general.yml"], overrides=[
-        f"input.paths=[{sst_dir}]", "input.sst_phrases=false", f"input.also=[{{paths: [{tweets}], format: json}}]",
-        f"paths.tables_dir={tmp_path / 'tables'}", f"output.shards_dir={tmp_path / 'shards'}"])
+        f"input.paths=[{sst_dir}]", "input.sst_phrases=false", f"input.also=[{{paths: [{movie}], format: json}}]",
+        f"paths.tables_dir={tmp_path / 'tables'}", f"output.shards_dir={tmp_path / 'shards'}",
+        "validation.max_quarantine_rate=0.3"])  # sentences only: the shared ones weigh more than among phrases
     report = run_text_etl(cfg, spark, "general-1")
-    assert report.rows_read == 9645 + 1101 + 2210 + 4200
-    assert report.reasons == {"held_out_duplicate": 1105}
-    silver = TableStore(tmp_path / "tables", spark).read("silver_general")
-    assert dict(silver.groupBy("source").count().collect()) == {"sst": 8540 + 1101 + 2210, "vader_tweets": 4200}
+    assert report.rows_read == 9645 + 1101 + 2210 + 10605
+    silver = TableStore(tmp_path / "tables", spark).read("silver_general").withColumn("key", text_key("text"))
+    sources = dict(silver.groupBy("source").count().collect())
+    shared = report.reasons["held_out_duplicate"] - 1105  # SST's own dev trees in train.txt: 1105
+    assert 2000 < shared < 10605 and report.rows_kept == 8540 + 1101 + 2210 + 10605 - shared
+    assert sources["sst"] + sources["vader_movie"] == report.rows_kept
+    held = silver.filter(F.col("split") != "train")
+    assert held.select("key").distinct().count() == held.count()  # each held-out text once
+    assert silver.filter(F.col("split") == "train").join(held.select("key"), "key").count() == 0
     s = cfg.split
-    want = (spark.read.json(str(tweets)).select("review_id", hashed_split(split_bucket("review_id", s.seed),
-                                                                          s.train, s.dev).alias("want")))
-    got = silver.filter(F.col("source") == "vader_tweets").join(want, "review_id")
-    assert got.count() == 4200 and got.filter(F.col("split") != F.col("want")).count() == 0
-    assert report.rows_per_split["test"] == 2210 + got.filter(F.col("want") == "test").count()
+    want = (spark.read.json(str(movie)).select("review_id", hashed_split(split_bucket("review_id", s.seed),
+                                                                         s.train, s.dev).alias("want")))
+    got = silver.filter(F.col("source") == "vader_movie").join(want, "review_id")
+    assert got.count() == sources["vader_movie"] and got.filter(F.col("split") != F.col("want")).count() == 0
 
     with pytest.raises(ValueError, match="input.also reads files"):
-        load_config("etl_text", overrides=["input.format=bronze", f"input.also=[{{paths: [{tweets}]}}]"])
+        load_config("etl_text", overrides=["input.format=bronze", f"input.also=[{{paths: [{movie}]}}]"])

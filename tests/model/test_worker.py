@@ -8,7 +8,7 @@ import pytest
 import torch
 from worker_settings import worker_settings  # tests/model/worker_settings.py
 
-from dl.engine.callbacks import EarlyStopping
+from dl.engine.callbacks import EarlyStopping, StopAtTarget
 from dl.engine.optim import OptimSettings
 from dl.train.worker import train_worker
 
@@ -56,6 +56,16 @@ def test_max_norm_caps_every_linear_row_during_training(shards, tmp_path):
 def test_early_stopping_stops_when_dev_stalls(shards):
     result = train_worker(settings(shards, epochs=10, callbacks=[EarlyStopping(1)], optim=OptimSettings(name="sgd", lr=1e-9)))
     assert result["epochs_run"] == 3  # best at epoch 0, then two epochs without improvement
+
+
+def test_training_stops_after_the_epoch_that_reaches_the_target(shards):
+    full = train_worker(settings(shards, epochs=4))
+    dev = [h["dev_sentiment_accuracy"] for h in full["history"]]
+    first = next(i for i, a in enumerate(dev) if a >= 0.9)  # the toy task: learnt within the 4 epochs
+    assert first < 3
+    result = train_worker(settings(shards, epochs=4, callbacks=[StopAtTarget(0.9)]))
+    assert result["stopped_by"] == "target_reached" and result["epochs_run"] == first + 1
+    assert [h["dev_sentiment_accuracy"] for h in result["history"]] == pytest.approx(dev[:first + 1])
 
 
 def test_resume_continues_exactly_where_it_stopped(shards, tmp_path):
