@@ -36,26 +36,29 @@ DOMAINS = ("amazon", "movie", "nyt", "tweets")
 
 def domain_rows() -> tuple[dict[str, list[dict]], dict[str, int]]:
     """Per domain, its labelled rows with the split the vader ETL recipe gives each (Spark's seeded hash), less
-    the rows whose text is an SST sentence (``etl.text.validate.text_key``: VADER's movie snippets are mostly
-    SST's sentences, which the SST models trained on); and per domain how many were left out so."""
+    the rows that are or hold an SST sentence (the same ``etl.text.validate.text_key`` or a shared sentence piece,
+    ``text_pieces``: VADER's movie snippets hold SST's sentences, which the SST models trained on); and per
+    domain how many were left out so."""
     from pyspark.sql import functions as F
 
     from etl.core.spark import get_spark
     from etl.core.splits import hashed_split, split_bucket
-    from etl.text.validate import text_key
+    from etl.text.validate import text_key, text_pieces
     from jobs.configs import load_config
 
     cfg = load_config("etl_text", REPO / "conf", [REPO / "conf" / "recipes" / "etl" / "vader.yml"])
     s = cfg.split
     spark = get_spark(cfg.spark)
     sst = spark.read.json([str(RAW / f"sst_{split}.jsonl") for split in ("train", "dev", "test")])
-    sst_keys = sst.select(text_key("text").alias("key")).distinct()
+    sst_keys = sst.select(text_key("text").alias("key")).union(sst.select(F.explode(text_pieces("text"))))
     df = (spark.read.json([str(RAW / f"vader_{d}.jsonl") for d in DOMAINS]).filter(F.col("label").isNotNull())
-          .withColumn("split", hashed_split(split_bucket("review_id", s.seed), s.train, s.dev))
-          .withColumn("key", text_key("text")))
-    unseen = df.join(sst_keys, "key", "left_anti")
+          .withColumn("split", hashed_split(split_bucket("review_id", s.seed), s.train, s.dev)))
+    keyed = df.select("review_id", text_key("text").alias("key")).union(
+        df.select("review_id", F.explode(text_pieces("text"))))
+    seen = keyed.join(sst_keys.distinct(), "key", "left_semi").select("review_id").distinct()
+    unseen = df.join(seen, "review_id", "left_anti")
     shared = {r["source"].removeprefix("vader_"): r["count"]
-              for r in df.join(sst_keys, "key", "left_semi").groupBy("source").count().collect()}
+              for r in df.join(seen, "review_id", "left_semi").groupBy("source").count().collect()}
     rows: dict[str, list[dict]] = {d: [] for d in DOMAINS}
     for r in unseen.select("source", "text", "label", "split").toLocalIterator():
         rows[r["source"].removeprefix("vader_")].append(r.asDict())

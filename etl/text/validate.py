@@ -18,9 +18,11 @@ missing_split          ``split.mode: given`` and split not train/dev/test
 duplicate_review_id    a review_id seen earlier in the same input (the first one is kept)
 held_out_duplicate     also, with ``validation.held_out_texts: true``: a valid row whose text
                        (:func:`text_key`) a dev or test row of the same input has too — every copy
-                       but the first held-out one (by source file, review_id), so no held-out text
-                       is trained on or counted twice when corpora overlap (VADER's movie snippets
-                       are SST's sentences); copies of a text only in train stay
+                       but the first held-out one (by source file, review_id) — and a training row
+                       that shares a sentence piece (:func:`text_pieces`) with a dev/test row, so
+                       no held-out text is trained on or counted twice when corpora overlap
+                       (VADER's movie snippets hold SST's sentences); copies of a text only in
+                       train stay
 =====================  ===============================================================
 
 "Earlier" is file order (source paths sorted) then line order within a file.
@@ -85,24 +87,50 @@ def validate(df: DataFrame, max_chars: int, require_split: bool = False) -> Data
             .withColumn("stars", stars).withColumn("label", label.cast("int")).withColumn("score", score))
 
 
+_PTB_BRACKETS = r"-(lrb|rrb|lsb|rsb|lcb|rcb)-"
+_ENTITIES = r"&(amp|quot|lt|gt|apos|#39);"
+PIECE_CHARS = 25  # letters and digits a sentence piece needs to count as shared (shorter ones are common phrases)
+
+
+def _letters(text: Column) -> Column:
+    return F.regexp_replace(text, r"[^\p{L}\p{N}]+", "")
+
+
+def _lowered(col: str) -> Column:
+    return F.regexp_replace(F.regexp_replace(F.lower(F.col(col)), _PTB_BRACKETS, " "), _ENTITIES, " ")
+
+
 def text_key(col: str) -> Column:
-    """A text as duplicates are compared: lower case, the Penn Treebank's bracket tokens (SST's ``-lrb-``)
-    dropped, letters and digits only — so SST's tokenized sentence and the same snippet as written match."""
-    lowered = F.regexp_replace(F.lower(F.col(col)), r"-(lrb|rrb|lsb|rsb|lcb|rcb)-", "")
-    return F.regexp_replace(lowered, r"[^\p{L}\p{N}]+", "")
+    """A text as duplicates are compared: lower case, the Penn Treebank's bracket tokens (SST's ``-lrb-``) and
+    HTML entities dropped, letters and digits only — SST's tokenized sentence and the snippet as written match."""
+    return _letters(_lowered(col))
+
+
+def text_pieces(col: str) -> Column:
+    """The :func:`text_key` of each sentence piece of a text (split at . ! ? ;) with at least ``PIECE_CHARS``
+    letters and digits: a snippet that holds a sentence of another corpus shares that piece with it."""
+    keys = F.transform(F.split(_lowered(col), r"[.!?;]+"), _letters)
+    return F.filter(keys, lambda k: F.length(k) >= PIECE_CHARS)
 
 
 def mark_held_out_texts(df: DataFrame) -> DataFrame:
-    """``held_out_duplicate`` on every valid copy but one of each text some valid dev/test row has
-    (``df`` has its ``split``)."""
+    """``held_out_duplicate`` on every valid copy but one of each text some valid dev/test row has, and on every
+    valid training row that shares a sentence piece (:func:`text_pieces`) with a dev/test row (``df`` has its
+    ``split``)."""
     held_out = F.col("split").isin("dev", "test")
     key = Window.partitionBy("_text_key")
     valid = df.filter(F.col(REASON).isNull()).withColumn("_text_key", text_key("text"))
-    ranked = (valid.withColumn("_held", F.max(held_out.cast("int")).over(key))
+    copies = (valid.withColumn("_held", F.max(held_out.cast("int")).over(key))
               .withColumn("_copy", F.row_number().over(key.orderBy(held_out.desc(), "source_file", "review_id")))
               .filter((F.col("_held") == 1) & (F.col("_copy") > 1))
-              .select("review_id", "source_file", F.lit(True).alias("_drop")))
-    return (df.join(ranked, ["review_id", "source_file"], "left")
+              .select("review_id", "source_file"))
+    pieces = valid.select("review_id", "source_file", held_out.alias("_held"),
+                          F.explode(text_pieces("text")).alias("_piece"))
+    held_pieces = pieces.filter("_held").select("_piece")
+    sharing = (pieces.filter(~F.col("_held")).join(held_pieces, "_piece", "left_semi")
+               .select("review_id", "source_file"))
+    dropped = copies.union(sharing).distinct().withColumn("_drop", F.lit(True))
+    return (df.join(dropped, ["review_id", "source_file"], "left")
             .withColumn(REASON, F.when(F.col(REASON).isNull() & F.col("_drop"), F.lit("held_out_duplicate"))
                         .otherwise(F.col(REASON)))
             .drop("_drop"))

@@ -270,11 +270,12 @@ def test_spark_sst_reader_and_the_converter_agree_at_phrase_level(spark, sst_dir
 def test_sst_trees_and_vader_json_lines_in_one_dataset(spark, sst_dir, raw_data, tmp_path):
     """conf/recipes/etl/general.yml's shape (sentiment_general's data): SST's trees with their own splits and a JSON
     lines corpus (`input.also`) split by hash, as bench/transfer.py splits each VADER domain, in one dataset.
-    VADER's movie snippets are SST's sentences: no text of dev or test is left in train, or twice in dev/test."""
+    VADER's movie snippets hold SST's sentences: no text or sentence of dev or test is left in train, and no text
+    is twice in dev/test."""
     from pyspark.sql import functions as F
 
     from etl.core.splits import hashed_split, split_bucket
-    from etl.text.validate import text_key
+    from etl.text.validate import text_key, text_pieces
 
     movie = raw_data / "reviews" / "vader_movie.jsonl"
     cfg = load_config("etl_text", conf_files=[Path(__file__).parents[2] / "conf/recipes/etl/general.yml"], overrides=[
@@ -291,6 +292,9 @@ def test_sst_trees_and_vader_json_lines_in_one_dataset(spark, sst_dir, raw_data,
     held = silver.filter(F.col("split") != "train")
     assert held.select("key").distinct().count() == held.count()  # each held-out text once
     assert silver.filter(F.col("split") == "train").join(held.select("key"), "key").count() == 0
+    pieces = silver.select("split", F.explode(text_pieces("text")).alias("piece"))  # snippets holding a sentence
+    held_pieces = pieces.filter(F.col("split") != "train").select("piece")
+    assert pieces.filter(F.col("split") == "train").join(held_pieces, "piece").count() == 0
     s = cfg.split
     want = (spark.read.json(str(movie)).select("review_id", hashed_split(split_bucket("review_id", s.seed),
                                                                          s.train, s.dev).alias("want")))
