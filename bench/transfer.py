@@ -32,6 +32,7 @@ from common import command_line, git_commit, write_merged  # bench/common.py, be
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "data" / "raw" / "reviews"
 DOMAINS = ("amazon", "movie", "nyt", "tweets")
+MIN_ROWS = 30  # test rows a domain needs for a comparison
 
 
 def domain_rows() -> tuple[dict[str, list[dict]], dict[str, int]]:
@@ -121,6 +122,8 @@ def compare(rows: list[dict], counterpart: str) -> None:
                 row.update(sst_only_counterpart=counterpart, counterpart_accuracy=ref["accuracy"],
                            points_lost=round(100 * (ref["accuracy"] - row["accuracy"]), 2),
                            within_1_point=ref["accuracy"] - row["accuracy"] <= 0.01)
+        elif row["rows"] < MIN_ROWS:  # VADER's movie domain: nearly every snippet holds an SST sentence
+            row.update(beats_every_sst_only=None, too_few_rows=True)
         elif peers:
             best = max(peers, key=lambda r: r["accuracy"])
             row.update(best_sst_only_model=best["model"], best_sst_only_accuracy=best["accuracy"],
